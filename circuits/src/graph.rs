@@ -1,0 +1,98 @@
+//! The project's own small, typed graph of operations.
+//!
+//! ONNX import (see [`crate::import`]) reduces a model to this representation; quantization
+//! (see [`crate::quantize`]) and the circuit only ever see it. Tensors are stored flat in
+//! row-major order, so reshapes do not move data.
+
+use serde::{Deserialize, Serialize};
+
+/// One operation of a float model, in execution order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// `y = W x + b` with `W` of shape `[outputs, inputs]` (row-major).
+    Dense {
+        /// Name of the ONNX node this came from.
+        node: String,
+        inputs: usize,
+        outputs: usize,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    /// `y = max(x, 0)`, element-wise.
+    Relu { node: String },
+    /// A change of shape without moving data (`Flatten`, `Reshape`, squeezes).
+    Reshape { node: String, shape: Vec<usize> },
+}
+
+impl Op {
+    /// The ONNX node name this op came from.
+    pub fn node(&self) -> &str {
+        match self {
+            Op::Dense { node, .. } | Op::Relu { node } | Op::Reshape { node, .. } => node,
+        }
+    }
+}
+
+/// A float model: one input tensor, a chain of operations, one output tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub ops: Vec<Op>,
+}
+
+impl Graph {
+    /// Number of scalar inputs.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+
+    /// Number of scalar outputs.
+    pub fn output_len(&self) -> usize {
+        self.output_shape.iter().product()
+    }
+
+    /// Runs the float forward pass (the reference the quantized circuit is measured against).
+    pub fn forward(&self, input: &[f32]) -> Vec<f32> {
+        let mut x: Vec<f64> = input.iter().map(|&v| v as f64).collect();
+        for op in &self.ops {
+            match op {
+                Op::Dense {
+                    inputs,
+                    outputs,
+                    weights,
+                    bias,
+                    ..
+                } => {
+                    x = (0..*outputs)
+                        .map(|o| {
+                            let row = &weights[o * inputs..(o + 1) * inputs];
+                            row.iter()
+                                .zip(&x)
+                                .map(|(&w, &v)| w as f64 * v)
+                                .sum::<f64>()
+                                + bias[o] as f64
+                        })
+                        .collect();
+                }
+                Op::Relu { .. } => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Op::Reshape { .. } => {}
+            }
+        }
+        x.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// Total number of multiply-accumulates of one forward pass.
+    pub fn macs(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Dense {
+                    inputs, outputs, ..
+                } => inputs * outputs,
+                _ => 0,
+            })
+            .sum()
+    }
+}

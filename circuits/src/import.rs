@@ -1,0 +1,320 @@
+//! ONNX import: the only module that knows about tract.
+//!
+//! The model is loaded with `tract-onnx`, made typed and decluttered, then walked in
+//! topological order. Nodes are matched by their op *type* (not by name):
+//! - chains of affine operations on the single activation tensor (`EinSum` with a constant
+//!   operand, which is what `Gemm`/`MatMul` become; `Add`/`Sub`/`Mul`/`Div` by a constant; axis
+//!   changes and reshapes) are collapsed into one [`Op::Dense`] whose matrix and bias are
+//!   read off by evaluating the chain on the zero vector and the unit vectors;
+//! - `Max` with a constant zero (what `Relu` becomes) is [`Op::Relu`].
+//!
+//! Anything else is an [`CompileError::UnsupportedOp`] naming the op and its node.
+
+use crate::error::CompileError;
+use crate::graph::{Graph, Op};
+use std::path::Path;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::{
+    binary::TypedBinOp,
+    change_axes::AxisOp,
+    einsum::EinSum,
+    konst::Const,
+    math::{Add, Div, Max, Mul, Sub},
+    source::TypedSource,
+};
+
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Add/Sub/Mul/Div by constants, Relu, Flatten and Reshape; this operation needs its own circuit chip";
+
+type Model = TypedModel;
+
+fn unsupported(node: &TypedNode) -> CompileError {
+    CompileError::UnsupportedOp {
+        op: node.op.name().to_string(),
+        node: node.name.clone(),
+        needed: SUPPORTED.into(),
+    }
+}
+
+fn concrete_shape(model: &Model, outlet: OutletId) -> Result<Vec<usize>, CompileError> {
+    let node = model.node(outlet.node);
+    let fact = model.outlet_fact(outlet).map_err(|e| CompileError::Structure {
+        node: node.name.clone(),
+        detail: e.to_string(),
+    })?;
+    fact.shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+        .ok_or_else(|| CompileError::DynamicShape {
+            node: node.name.clone(),
+            detail: format!("shape {:?}", fact.shape),
+        })
+}
+
+fn const_of(model: &Model, outlet: OutletId) -> Option<Arc<Tensor>> {
+    model
+        .node(outlet.node)
+        .op_as::<Const>()
+        .map(|c| c.val().clone())
+}
+
+/// How a node acts on the activation tensor.
+enum Kind {
+    Affine,
+    Relu,
+}
+
+fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, CompileError> {
+    let others_const = node
+        .inputs
+        .iter()
+        .enumerate()
+        .all(|(i, o)| i == var_slot || const_of(model, *o).is_some());
+    if !others_const {
+        return Err(CompileError::Structure {
+            node: node.name.clone(),
+            detail: "the node combines two computed tensors; VeriML handles chains with one activation tensor and constant weights".into(),
+        });
+    }
+    if node.op_is::<EinSum>() || node.op_is::<AxisOp>() {
+        return Ok(Kind::Affine);
+    }
+    if let Some(bin) = node.op_as::<TypedBinOp>() {
+        let m = &bin.0;
+        if m.is::<Add>() || m.is::<Sub>() || m.is::<Mul>() || (m.is::<Div>() && var_slot == 0) {
+            return Ok(Kind::Affine);
+        }
+        if m.is::<Max>() {
+            let other = node.inputs[1 - var_slot];
+            if let Some(t) = const_of(model, other) {
+                let zero = t
+                    .cast_to::<f32>()
+                    .map(|t| t.to_plain_array_view::<f32>().map(|a| a.iter().all(|&v| v == 0.0)).unwrap_or(false))
+                    .unwrap_or(false);
+                if zero {
+                    return Ok(Kind::Relu);
+                }
+            }
+        }
+    }
+    Err(unsupported(node))
+}
+
+/// Evaluates a chain of affine nodes on one input tensor.
+fn eval_chain(model: &Model, chain: &[(usize, usize)], input: Tensor) -> Result<Tensor, CompileError> {
+    let mut x = input;
+    for &(id, slot) in chain {
+        let node = model.node(id);
+        let inputs: TVec<TValue> = node
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                if i == slot {
+                    x.clone().into_tvalue()
+                } else {
+                    const_of(model, *o).expect("checked constant").into_tvalue()
+                }
+            })
+            .collect();
+        let out = node
+            .op
+            .eval_out_of_plan(inputs)
+            .map_err(|e| CompileError::Structure {
+                node: node.name.clone(),
+                detail: format!("cannot evaluate: {e}"),
+            })?
+            .ok_or_else(|| unsupported(node))?;
+        x = out[0].clone().into_tensor();
+    }
+    Ok(x)
+}
+
+fn to_f32_vec(t: &Tensor, node: &str) -> Result<Vec<f32>, CompileError> {
+    let t = t.cast_to::<f32>().map_err(|e| CompileError::Structure {
+        node: node.into(),
+        detail: e.to_string(),
+    })?;
+    t.to_plain_array_view::<f32>()
+        .map(|a| a.iter().copied().collect())
+        .map_err(|e| CompileError::Structure {
+            node: node.into(),
+            detail: e.to_string(),
+        })
+}
+
+/// Collapses an affine chain into a dense layer by evaluating it on 0 and unit vectors.
+fn dense_of_chain(
+    model: &Model,
+    chain: &[(usize, usize)],
+    in_shape: &[usize],
+) -> Result<Op, CompileError> {
+    let name = model.node(chain.last().expect("non-empty").0).name.clone();
+    let n_in: usize = in_shape.iter().product();
+    let zero = Tensor::zero::<f32>(in_shape).map_err(|e| CompileError::Structure {
+        node: name.clone(),
+        detail: e.to_string(),
+    })?;
+    let bias = to_f32_vec(&eval_chain(model, chain, zero)?, &name)?;
+    let n_out = bias.len();
+    let mut weights = vec![0f32; n_out * n_in];
+    for i in 0..n_in {
+        let mut v = vec![0f32; n_in];
+        v[i] = 1.0;
+        let t = tract_ndarray::ArrayD::from_shape_vec(in_shape.to_vec(), v)
+            .map_err(|e| CompileError::Structure {
+                node: name.clone(),
+                detail: e.to_string(),
+            })?
+            .into_tensor();
+        let col = to_f32_vec(&eval_chain(model, chain, t)?, &name)?;
+        for o in 0..n_out {
+            weights[o * n_in + i] = col[o] - bias[o];
+        }
+    }
+    Ok(Op::Dense {
+        node: name,
+        inputs: n_in,
+        outputs: n_out,
+        weights,
+        bias,
+    })
+}
+
+/// Reduces a loaded, typed and decluttered tract model to the project's [`Graph`].
+fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
+    let inputs = model.input_outlets().map_err(|e| CompileError::Structure {
+        node: "input".into(),
+        detail: e.to_string(),
+    })?;
+    let outputs = model.output_outlets().map_err(|e| CompileError::Structure {
+        node: "output".into(),
+        detail: e.to_string(),
+    })?;
+    if inputs.len() != 1 || outputs.len() != 1 {
+        return Err(CompileError::Structure {
+            node: "graph".into(),
+            detail: format!(
+                "{} inputs and {} outputs; VeriML proves models with exactly one of each",
+                inputs.len(),
+                outputs.len()
+            ),
+        });
+    }
+    let input_shape = concrete_shape(model, inputs[0])?;
+    let output_shape = concrete_shape(model, outputs[0])?;
+    let order = model.eval_order().map_err(|e| CompileError::Structure {
+        node: "graph".into(),
+        detail: e.to_string(),
+    })?;
+    let mut current = inputs[0];
+    let mut current_shape = input_shape.clone();
+    let mut ops: Vec<Op> = Vec::new();
+    let mut chain: Vec<(usize, usize)> = Vec::new();
+    let mut chain_in_shape = input_shape.clone();
+    let flush = |chain: &mut Vec<(usize, usize)>, ops: &mut Vec<Op>, in_shape: &[usize]| -> Result<(), CompileError> {
+        if chain.is_empty() {
+            return Ok(());
+        }
+        let only_reshapes = chain.iter().all(|&(id, _)| model.node(id).op_is::<AxisOp>());
+        if only_reshapes {
+            let last = model.node(chain.last().expect("non-empty").0);
+            let shape = concrete_shape(model, OutletId::new(last.id, 0))?;
+            ops.push(Op::Reshape {
+                node: last.name.clone(),
+                shape,
+            });
+        } else {
+            ops.push(dense_of_chain(model, chain, in_shape)?);
+        }
+        chain.clear();
+        Ok(())
+    };
+    for &id in &order {
+        let node = model.node(id);
+        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+            continue;
+        }
+        let slots: Vec<usize> = node
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| const_of(model, **o).is_none())
+            .map(|(i, _)| i)
+            .collect();
+        if slots.len() != 1 || node.inputs[slots[0]] != current {
+            return Err(CompileError::Structure {
+                node: node.name.clone(),
+                detail: "the graph is not a single chain of operations on the input (branches or several computed operands)".into(),
+            });
+        }
+        if node.outputs.len() != 1 {
+            return Err(unsupported(node));
+        }
+        let consumers = model.outlet_successors(current).len();
+        if consumers > 1 {
+            return Err(CompileError::Structure {
+                node: node.name.clone(),
+                detail: "a tensor is used by several nodes (branches are not supported yet)".into(),
+            });
+        }
+        let out_shape = concrete_shape(model, OutletId::new(id, 0))?;
+        match classify(model, node, slots[0])? {
+            Kind::Affine => {
+                if chain.is_empty() {
+                    chain_in_shape = current_shape.clone();
+                }
+                chain.push((id, slots[0]));
+            }
+            Kind::Relu => {
+                flush(&mut chain, &mut ops, &chain_in_shape)?;
+                ops.push(Op::Relu {
+                    node: node.name.clone(),
+                });
+            }
+        }
+        current = OutletId::new(id, 0);
+        current_shape = out_shape;
+    }
+    flush(&mut chain, &mut ops, &chain_in_shape)?;
+    if current != outputs[0] {
+        return Err(CompileError::Structure {
+            node: model.node(outputs[0].node).name.clone(),
+            detail: "the output is not the end of the operation chain".into(),
+        });
+    }
+    Ok(Graph {
+        input_shape,
+        output_shape,
+        ops,
+    })
+}
+
+/// Loads an ONNX model from bytes; `path` names it in errors.
+pub fn graph_from_onnx_bytes(bytes: &[u8], path: &Path) -> Result<Graph, CompileError> {
+    let load = |reason: String| CompileError::Load {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let onnx = tract_onnx::onnx();
+    let inference = onnx
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| load(format!("{e:#}")))?;
+    let typed = inference.into_typed().map_err(|e| {
+        let msg = format!("{e:#}");
+        // tract names the failing node in its message; keep it whole
+        load(format!("cannot type the graph: {msg}"))
+    })?;
+    let typed = typed
+        .into_decluttered()
+        .map_err(|e| load(format!("cannot simplify the graph: {e:#}")))?;
+    graph_from_typed(&typed)
+}
+
+/// Loads an ONNX file.
+pub fn load_onnx(path: &Path) -> Result<Graph, CompileError> {
+    let bytes = std::fs::read(path).map_err(|e| CompileError::Load {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    graph_from_onnx_bytes(&bytes, path)
+}

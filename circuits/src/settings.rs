@@ -1,0 +1,244 @@
+//! The versioned settings file and the compiled-model file.
+//!
+//! `settings.json` records how a model was compiled: the source file's hash, the quantization
+//! choices, the circuit's column shape and size, and the SHA-256 of the quantized weights.
+//! `model.compiled.json` holds the quantized model itself (the circuit is rebuilt from it).
+
+use crate::circuit::{plan, ColumnShape, Plan};
+use crate::error::CompileError;
+use crate::graph::Graph;
+use crate::quantize::{QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Format tag of settings files.
+pub const SETTINGS_FORMAT: &str = "veriml-settings";
+/// Format tag of compiled-model files.
+pub const COMPILED_FORMAT: &str = "veriml-compiled-model";
+/// Current version of both formats.
+pub const FORMAT_VERSION: u32 = 1;
+/// Default cap on advice columns (keeps the generated EVM verifier small).
+pub const DEFAULT_MAX_ADVICE: usize = 8;
+
+/// Per-layer quantization record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSettings {
+    pub node: String,
+    pub op: String,
+    /// Weight scale bits (0 for layers without weights).
+    pub weight_scale_bits: u32,
+    /// Bound of the layer's output: `|y| < 2^out_bits` (integers at the activation scale).
+    pub out_bits: u32,
+    pub relu: bool,
+}
+
+/// Quantization choices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantSettings {
+    pub scheme: String,
+    pub activation_scale_bits: u32,
+    pub weight_precision_bits: u32,
+    pub input_range: (f64, f64),
+    pub layers: Vec<LayerSettings>,
+}
+
+/// Circuit size and shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CircuitSettings {
+    pub k: u32,
+    pub shape: ColumnShape,
+    pub advice_columns: usize,
+    pub fixed_columns: usize,
+    pub rows_used: usize,
+    pub num_instances: usize,
+    pub macs: usize,
+}
+
+/// The settings file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub format: String,
+    pub version: u32,
+    pub model_name: String,
+    pub onnx_sha256: String,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub quantization: QuantSettings,
+    pub circuit: CircuitSettings,
+    /// SHA-256 of the canonical JSON of the quantized layers.
+    pub weights_sha256: String,
+}
+
+/// The compiled-model file: the quantized model with its format header.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompiledModel {
+    pub format: String,
+    pub version: u32,
+    pub model: QuantizedModel,
+}
+
+impl Settings {
+    /// Parses and checks a settings file's text.
+    pub fn from_json(text: &str) -> Result<Self, CompileError> {
+        let s: Settings = serde_json::from_str(text).map_err(|e| CompileError::Format {
+            what: "settings",
+            detail: e.to_string(),
+        })?;
+        if s.format != SETTINGS_FORMAT || s.version != FORMAT_VERSION {
+            return Err(CompileError::Format {
+                what: "settings",
+                detail: format!(
+                    "format `{}` version {} (expected `{SETTINGS_FORMAT}` version {FORMAT_VERSION})",
+                    s.format, s.version
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    /// Checks that a compiled model is the one these settings describe.
+    pub fn check_model(&self, model: &QuantizedModel) -> Result<(), CompileError> {
+        let h = model.weights_sha256();
+        if h != self.weights_sha256 {
+            return Err(CompileError::Format {
+                what: "compiled model",
+                detail: format!(
+                    "weights hash {h} does not match the settings' {}",
+                    self.weights_sha256
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of this file's canonical JSON; proofs and keys record it.
+    pub fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(serde_json::to_vec(self).expect("settings serialize")))
+    }
+}
+
+impl CompiledModel {
+    pub fn from_json(text: &str) -> Result<Self, CompileError> {
+        let c: CompiledModel = serde_json::from_str(text).map_err(|e| CompileError::Format {
+            what: "compiled model",
+            detail: e.to_string(),
+        })?;
+        if c.format != COMPILED_FORMAT || c.version != FORMAT_VERSION {
+            return Err(CompileError::Format {
+                what: "compiled model",
+                detail: format!("format `{}` version {}", c.format, c.version),
+            });
+        }
+        Ok(c)
+    }
+}
+
+/// Compiles a float graph: quantizes it, plans the circuit and writes down every choice.
+pub fn compile_graph(
+    graph: &Graph,
+    model_name: &str,
+    onnx_sha256: &str,
+    opts: &QuantOptions,
+    max_advice: usize,
+) -> Result<(Settings, CompiledModel), CompileError> {
+    if !graph.ops.iter().any(|op| matches!(op, crate::graph::Op::Dense { .. } | crate::graph::Op::Relu { .. })) {
+        return Err(CompileError::Structure {
+            node: "graph".into(),
+            detail: "the model computes nothing the circuit could prove (no layer)".into(),
+        });
+    }
+    let model = QuantizedModel::from_graph(graph, opts)?;
+    let Plan { shape, rows, k, .. } = plan(&model, max_advice);
+    let layers = model
+        .layers
+        .iter()
+        .map(|l| match l {
+            QLayer::Dense {
+                node,
+                shift,
+                relu,
+                out_bits,
+                ..
+            } => LayerSettings {
+                node: node.clone(),
+                op: "dense".into(),
+                weight_scale_bits: *shift,
+                out_bits: *out_bits,
+                relu: *relu,
+            },
+            QLayer::Relu { node, out_bits, .. } => LayerSettings {
+                node: node.clone(),
+                op: "relu".into(),
+                weight_scale_bits: 0,
+                out_bits: *out_bits,
+                relu: true,
+            },
+        })
+        .collect();
+    let settings = Settings {
+        format: SETTINGS_FORMAT.into(),
+        version: FORMAT_VERSION,
+        model_name: model_name.into(),
+        onnx_sha256: onnx_sha256.into(),
+        input_shape: model.input_shape.clone(),
+        output_shape: model.output_shape.clone(),
+        quantization: QuantSettings {
+            scheme: QUANT_SCHEME.into(),
+            activation_scale_bits: opts.activation_scale_bits,
+            weight_precision_bits: opts.weight_precision_bits,
+            input_range: opts.input_range,
+            layers,
+        },
+        circuit: CircuitSettings {
+            k,
+            shape,
+            advice_columns: shape.advice_columns(),
+            fixed_columns: shape.fixed_columns(),
+            rows_used: rows.rows(),
+            num_instances: rows.instances,
+            macs: model.macs(),
+        },
+        weights_sha256: model.weights_sha256(),
+    };
+    Ok((
+        settings,
+        CompiledModel {
+            format: COMPILED_FORMAT.into(),
+            version: FORMAT_VERSION,
+            model,
+        },
+    ))
+}
+
+/// Compiles an ONNX file.
+pub fn compile_model(
+    path: &Path,
+    opts: &QuantOptions,
+    max_advice: usize,
+) -> Result<(Settings, CompiledModel), CompileError> {
+    let bytes = std::fs::read(path).map_err(|e| CompileError::Load {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let graph = crate::import::graph_from_onnx_bytes(&bytes, path)?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let name = if name == "model" {
+        path.parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or(name)
+    } else {
+        name
+    };
+    compile_graph(
+        &graph,
+        &name,
+        &hex::encode(Sha256::digest(&bytes)),
+        opts,
+        max_advice,
+    )
+}

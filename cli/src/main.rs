@@ -1,0 +1,421 @@
+//! `veriml`: compile an ONNX model to a halo2 circuit, set up keys, prove and verify.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use veriml_circuits::{settings::CompiledModel, QuantOptions, Settings};
+use veriml_prover::{artifacts, pipeline, ProofFile, Srs};
+
+const EXAMPLE_ONNX: &[u8] = include_bytes!("../../examples/digits_mlp/model.onnx");
+const EXAMPLE_INPUT: &str = include_str!("../../examples/digits_mlp/input.json");
+
+#[derive(Parser)]
+#[command(
+    name = "veriml",
+    version,
+    about = "Verifiable AI inference: prove that an ONNX model produced an output (halo2, KZG on BN254)",
+    long_about = "Verifiable AI inference: prove that an ONNX model produced an output.\n\n\
+Typical flow:\n  veriml compile model.onnx -d out\n  veriml setup -d out --insecure-dev-srs   (or --srs ceremony.srs)\n  \
+veriml prove -d out --input input.json\n  veriml verify -d out\n\n\
+`veriml example` runs the whole flow on a bundled model."
+)]
+struct Cli {
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct DirArg {
+    /// Artifact folder (settings.json, model.compiled.json, kzg.srs, pk.bin, vk.bin, proof.json).
+    #[arg(short = 'd', long = "dir", default_value = "veriml-out")]
+    dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct CompileOpts {
+    /// Activations are fixed-point integers at scale 2^BITS.
+    #[arg(long, default_value_t = 12)]
+    scale_bits: u32,
+    /// Bits of precision given to the largest weight of each layer.
+    #[arg(long, default_value_t = 12)]
+    weight_bits: u32,
+    /// Range every input value must lie in, as LO,HI; inputs outside it are refused.
+    #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
+    input_range: (f64, f64),
+    /// Most advice columns the circuit may use (the EVM verifier grows with them).
+    #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_ADVICE)]
+    max_advice: usize,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile an ONNX model: writes settings.json and model.compiled.json.
+    Compile {
+        /// The ONNX file (one input, batch size 1).
+        model: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        opts: CompileOpts,
+    },
+    /// Generate the proving and verifying keys (pk.bin, vk.bin) and the SRS copy (kzg.srs).
+    Setup {
+        #[command(flatten)]
+        dir: DirArg,
+        /// KZG parameters in halo2's format (e.g. from a powers-of-tau ceremony), k >= the circuit's.
+        #[arg(long, conflicts_with = "insecure_dev_srs")]
+        srs: Option<PathBuf>,
+        /// Generate an INSECURE SRS locally (development and tests only).
+        #[arg(long)]
+        insecure_dev_srs: bool,
+    },
+    /// Prove one input: writes proof.json with the public input and output.
+    Prove {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Input JSON: {"input_data": [[...floats...]]}.
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Where to write the proof (default: DIR/proof.json).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Verify a proof with the verifying key.
+    Verify {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The proof file (default: DIR/proof.json).
+        #[arg(short, long)]
+        proof: Option<PathBuf>,
+    },
+    /// Run halo2's MockProver on one input and print every failing constraint.
+    Mock {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Input JSON: {"input_data": [[...floats...]]}.
+        #[arg(short, long)]
+        input: PathBuf,
+    },
+    /// Compile, set up, prove and verify the bundled example model (digits_mlp), end to end.
+    Example {
+        /// Artifact folder for the example.
+        #[arg(short = 'd', long = "dir", default_value = "veriml-example")]
+        dir: PathBuf,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("expected LO,HI, got `{s}`"))?;
+    let lo: f64 = a.trim().parse().map_err(|e| format!("bad LO `{a}`: {e}"))?;
+    let hi: f64 = b.trim().parse().map_err(|e| format!("bad HI `{b}`: {e}"))?;
+    if !(lo <= hi) {
+        return Err(format!("LO must not exceed HI in `{s}`"));
+    }
+    Ok((lo, hi))
+}
+
+struct Ui {
+    json: bool,
+}
+
+impl Ui {
+    fn step<T>(&self, msg: &str, f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
+        let pb = if self.json {
+            ProgressBar::hidden()
+        } else {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
+            pb.enable_steady_tick(Duration::from_millis(120));
+            pb
+        };
+        pb.set_message(msg.to_string());
+        let t = Instant::now();
+        let r = f();
+        let d = t.elapsed();
+        pb.finish_and_clear();
+        let v = r?;
+        if !self.json {
+            eprintln!("{msg}: done in {:.2}s", d.as_secs_f64());
+        }
+        Ok((v, d))
+    }
+    fn say(&self, s: &str) {
+        if !self.json {
+            println!("{s}");
+        }
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn load_compiled(dir: &Path) -> Result<(Settings, Arc<veriml_circuits::QuantizedModel>)> {
+    let sp = dir.join("settings.json");
+    let settings = Settings::from_json(&read_text(&sp)?)
+        .with_context(|| format!("in {}", sp.display()))?;
+    let mp = dir.join("model.compiled.json");
+    let compiled = CompiledModel::from_json(&read_text(&mp)?)
+        .with_context(|| format!("in {}", mp.display()))?;
+    settings.check_model(&compiled.model)?;
+    Ok((settings, Arc::new(compiled.model)))
+}
+
+/// Reads `{"input_data": [[...]]}` and flattens the single input tensor.
+fn parse_input(text: &str, what: &str) -> Result<Vec<f64>> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).with_context(|| format!("{what} is not JSON"))?;
+    let data = v
+        .get("input_data")
+        .with_context(|| format!("{what}: missing the `input_data` field"))?;
+    let list = data
+        .as_array()
+        .with_context(|| format!("{what}: `input_data` must be a list of inputs"))?;
+    if list.len() != 1 {
+        bail!("{what}: `input_data` holds {} inputs, the model takes one", list.len());
+    }
+    let mut out = Vec::new();
+    fn flat(v: &serde_json::Value, out: &mut Vec<f64>, what: &str) -> Result<()> {
+        match v {
+            serde_json::Value::Array(a) => a.iter().try_for_each(|x| flat(x, out, what)),
+            serde_json::Value::Number(n) => {
+                out.push(n.as_f64().with_context(|| format!("{what}: bad number {n}"))?);
+                Ok(())
+            }
+            other => bail!("{what}: expected numbers, found {other}"),
+        }
+    }
+    flat(&list[0], &mut out, what)?;
+    Ok(out)
+}
+
+fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Settings> {
+    let q = QuantOptions {
+        activation_scale_bits: opts.scale_bits,
+        weight_precision_bits: opts.weight_bits,
+        input_range: opts.input_range,
+    };
+    let ((settings, compiled), _) = ui.step("compiling", || {
+        Ok(veriml_circuits::compile_model(onnx, &q, opts.max_advice)?)
+    })?;
+    write_compiled(dir, &settings, &compiled)?;
+    Ok(settings)
+}
+
+fn write_compiled(dir: &Path, settings: &Settings, compiled: &CompiledModel) -> Result<()> {
+    artifacts::write_atomic(
+        &dir.join("settings.json"),
+        serde_json::to_string_pretty(settings)?.as_bytes(),
+    )?;
+    artifacts::write_atomic(
+        &dir.join("model.compiled.json"),
+        serde_json::to_string(compiled)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+fn settings_summary(s: &Settings) -> serde_json::Value {
+    json!({
+        "model": s.model_name,
+        "k": s.circuit.k,
+        "rows_used": s.circuit.rows_used,
+        "advice_columns": s.circuit.advice_columns,
+        "fixed_columns": s.circuit.fixed_columns,
+        "mac_columns": s.circuit.shape.mac_columns,
+        "macs": s.circuit.macs,
+        "public_inputs": s.circuit.num_instances,
+        "weights_sha256": s.weights_sha256,
+    })
+}
+
+fn setup(ui: &Ui, dir: &Path, srs_path: Option<&Path>, insecure: bool) -> Result<serde_json::Value> {
+    let (settings, model) = load_compiled(dir)?;
+    let k = settings.circuit.k;
+    let srs = match (srs_path, insecure) {
+        (Some(p), _) => Srs::read(p)?.downsized(k)?,
+        (None, true) => ui.step(&format!("generating an INSECURE development SRS (k = {k})"), || {
+            Ok(Srs::insecure_dev(k, 0))
+        })?.0,
+        (None, false) => bail!("setup needs an SRS: pass --srs FILE (halo2 format, from a ceremony) or --insecure-dev-srs for development"),
+    };
+    if srs.origin.is_insecure() && !ui.json {
+        eprintln!("WARNING: {}", srs.origin.label());
+    }
+    let (keys, d) = ui.step("generating keys", || Ok(pipeline::setup(&settings, model, &srs)?))?;
+    let pk = keys.pk_bytes();
+    let vk = keys.vk_bytes();
+    artifacts::write_atomic(&dir.join("kzg.srs"), &srs.to_bytes())?;
+    artifacts::write_atomic(&dir.join("pk.bin"), &pk)?;
+    artifacts::write_atomic(&dir.join("vk.bin"), &vk)?;
+    ui.say(&format!(
+        "keys written to {} (pk {} bytes, vk {} bytes, k = {k})",
+        dir.display(),
+        pk.len(),
+        vk.len()
+    ));
+    Ok(json!({
+        "setup_seconds": d.as_secs_f64(),
+        "pk_bytes": pk.len(),
+        "vk_bytes": vk.len(),
+        "k": k,
+        "srs": srs.origin.label(),
+        "insecure_srs": srs.origin.is_insecure(),
+    }))
+}
+
+fn load_srs(dir: &Path, k: u32) -> Result<Srs> {
+    let srs = Srs::read(&dir.join("kzg.srs"))?.downsized(k)?;
+    Ok(srs)
+}
+
+fn prove(ui: &Ui, dir: &Path, input: &Path, out: &Path) -> Result<(ProofFile, serde_json::Value)> {
+    let (settings, model) = load_compiled(dir)?;
+    let data = parse_input(&read_text(input)?, &input.display().to_string())?;
+    let srs = load_srs(dir, settings.circuit.k)?;
+    let (keys, _) = ui.step("loading the proving key", || {
+        Ok(pipeline::Keys::read_pk(&dir.join("pk.bin"), &settings)?)
+    })?;
+    let (proof, d) = ui.step("proving", || Ok(pipeline::prove(&srs, &keys, &settings, model, &data)?))?;
+    artifacts::write_atomic(out, proof.to_json().as_bytes())?;
+    ui.say(&format!("proof written to {}", out.display()));
+    ui.say(&format!("output: {:?}", proof.output));
+    if proof.insecure_srs && !ui.json {
+        eprintln!("WARNING: this proof uses keys from an INSECURE development SRS");
+    }
+    let summary = json!({
+        "proof_file": out,
+        "prove_seconds": d.as_secs_f64(),
+        "proof_bytes": proof.proof.len() / 2,
+        "output": proof.output,
+        "insecure_srs": proof.insecure_srs,
+    });
+    Ok((proof, summary))
+}
+
+fn verify(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Value> {
+    let (settings, _) = load_compiled(dir)?;
+    let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
+    let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
+    let srs = load_srs(dir, settings.circuit.k)?;
+    let (_, d) = ui.step("verifying", || Ok(pipeline::verify(&srs, &vk, &header, &settings, &proof)?))?;
+    ui.say(&format!("proof verified: model {} output {:?}", settings.model_name, proof.output));
+    if header.srs.is_insecure() && !ui.json {
+        eprintln!("WARNING: verified against keys from an INSECURE development SRS");
+    }
+    Ok(json!({
+        "verified": true,
+        "verify_seconds": d.as_secs_f64(),
+        "model": settings.model_name,
+        "output": proof.output,
+        "srs": header.srs.label(),
+        "insecure_srs": header.srs.is_insecure(),
+    }))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ui = Ui { json: cli.json };
+    let out = match cli.cmd {
+        Cmd::Compile { model, dir, opts } => {
+            let s = compile(&ui, &model, &dir.dir, &opts)?;
+            ui.say(&format!(
+                "compiled {} -> {} (k = {}, {} rows, {} advice columns, {} MACs)",
+                model.display(),
+                dir.dir.display(),
+                s.circuit.k,
+                s.circuit.rows_used,
+                s.circuit.advice_columns,
+                s.circuit.macs
+            ));
+            settings_summary(&s)
+        }
+        Cmd::Setup {
+            dir,
+            srs,
+            insecure_dev_srs,
+        } => setup(&ui, &dir.dir, srs.as_deref(), insecure_dev_srs)?,
+        Cmd::Prove { dir, input, output } => {
+            let out = output.unwrap_or_else(|| dir.dir.join("proof.json"));
+            prove(&ui, &dir.dir, &input, &out)?.1
+        }
+        Cmd::Verify { dir, proof } => {
+            let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));
+            verify(&ui, &dir.dir, &p)?
+        }
+        Cmd::Mock { dir, input } => {
+            let (settings, model) = load_compiled(&dir.dir)?;
+            let data = parse_input(&read_text(&input)?, &input.display().to_string())?;
+            match pipeline::mock(&settings, model, &data) {
+                Ok(r) => {
+                    ui.say(&format!("all constraints satisfied (k = {}, {} rows); output {:?}", r.k, r.rows_used, r.output));
+                    json!({"satisfied": true, "k": r.k, "output": r.output})
+                }
+                Err(veriml_prover::ProverError::Unsatisfied(fails)) => {
+                    if cli.json {
+                        println!("{}", json!({"satisfied": false, "failures": fails}));
+                    } else {
+                        for f in &fails {
+                            eprintln!("{f}");
+                        }
+                    }
+                    bail!("{} constraint(s) failed", fails.len());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Cmd::Example { dir } => {
+            let onnx = dir.join("digits_mlp.onnx");
+            artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;
+            let input = dir.join("input.json");
+            artifacts::write_atomic(&input, EXAMPLE_INPUT.as_bytes())?;
+            let opts = CompileOpts {
+                scale_bits: 12,
+                weight_bits: 12,
+                input_range: (0.0, 1.0),
+                max_advice: veriml_circuits::settings::DEFAULT_MAX_ADVICE,
+            };
+            let s = compile(&ui, &onnx, &dir, &opts)?;
+            ui.say(&format!("1/4 compiled digits_mlp: k = {}, {} MACs", s.circuit.k, s.circuit.macs));
+            let st = setup(&ui, &dir, None, true)?;
+            ui.say("2/4 keys generated (INSECURE development SRS: for this demo only)");
+            let proof_path = dir.join("proof.json");
+            let (proof, pr) = prove(&ui, &dir, &input, &proof_path)?;
+            ui.say("3/4 proof generated");
+            let v = verify(&ui, &dir, &proof_path)?;
+            let class = proof
+                .output
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            ui.say(&format!("4/4 verified: the model classifies the example digit as {class}"));
+            json!({"settings": settings_summary(&s), "setup": st, "prove": pr, "verify": v, "predicted_class": class})
+        }
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let json = cli.json;
+    if let Err(e) = run(cli) {
+        if json {
+            println!("{}", json!({"error": format!("{e:#}")}));
+        } else {
+            eprintln!("error: {e:#}");
+        }
+        std::process::exit(1);
+    }
+}

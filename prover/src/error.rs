@@ -1,0 +1,47 @@
+//! Typed errors of the prover.
+
+use std::path::PathBuf;
+use veriml_circuits::CompileError;
+
+/// Everything that can go wrong while setting up, proving or verifying.
+#[derive(Debug, thiserror::Error)]
+pub enum ProverError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("bad {what} file {path}: {detail}")]
+    BadFile {
+        what: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
+
+    #[error("the SRS has k = {have} but the circuit needs k = {need}; use a larger powers-of-tau file")]
+    SrsTooSmall { have: u32, need: u32 },
+
+    #[error("{what} does not belong to this model: {detail}")]
+    Mismatch { what: &'static str, detail: String },
+
+    #[error("halo2 failed while {stage}: {detail}")]
+    Halo2 { stage: &'static str, detail: String },
+
+    #[error("the witness does not satisfy the circuit ({} failure(s)); first: {}", .0.len(), .0.first().map(String::as_str).unwrap_or(""))]
+    Unsatisfied(Vec<String>),
+
+    #[error("proof rejected: {0}")]
+    Rejected(String),
+}

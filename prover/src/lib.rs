@@ -1,0 +1,16 @@
+//! VeriML prover: structured reference strings, key generation, KZG/SHPLONK proving with the
+//! Keccak EVM transcript, native verification, and the versioned artifact files.
+//!
+//! Proofs use snark-verifier's Keccak-256 transcript from the start, so the bytes verified here
+//! are the bytes an on-chain verifier checks.
+#![forbid(unsafe_code)]
+
+pub mod artifacts;
+pub mod error;
+pub mod pipeline;
+pub mod srs;
+
+pub use artifacts::{KeyHeader, ProofFile};
+pub use error::ProverError;
+pub use pipeline::{mock, prove, setup, verify, Keys, MockReport};
+pub use srs::{Srs, SrsOrigin};

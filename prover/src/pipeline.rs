@@ -1,0 +1,337 @@
+//! Setup, proving, verification and the mock prover.
+
+use crate::artifacts::{
+    decode_key, encode_key, KeyHeader, ProofFile, ARTIFACT_VERSION, PK_MAGIC, PROOF_FORMAT,
+    PROOF_SYSTEM, TRANSCRIPT, VK_MAGIC,
+};
+use crate::error::ProverError;
+use crate::srs::Srs;
+use halo2_proofs::{
+    dev::MockProver,
+    halo2curves::{
+        bn256::{Bn256, Fr, G1Affine},
+        ff::PrimeField,
+    },
+    plonk::{create_proof, keygen_pk, keygen_vk, verify_proof, ProvingKey, VerifyingKey},
+    poly::{
+        commitment::ParamsProver,
+        kzg::{
+            commitment::{KZGCommitmentScheme, ParamsKZG},
+            multiopen::{ProverSHPLONK, VerifierSHPLONK},
+            strategy::AccumulatorStrategy,
+        },
+        VerificationStrategy,
+    },
+    transcript::{TranscriptReadBuffer, TranscriptWriterBuffer},
+    SerdeFormat,
+};
+use snark_verifier_sdk::{snark_verifier::system::halo2::transcript::evm::EvmTranscript, NativeLoader};
+use std::path::Path;
+use std::sync::Arc;
+use veriml_circuits::{
+    circuit::{fr_from_i128, fr_to_i128},
+    halo2_proofs, ModelCircuit, QuantizedModel, Settings,
+};
+
+/// A proving key with its header.
+#[derive(Debug)]
+pub struct Keys {
+    pub pk: ProvingKey<G1Affine>,
+    pub header: KeyHeader,
+}
+
+fn halo2_err(stage: &'static str) -> impl Fn(halo2_proofs::plonk::Error) -> ProverError {
+    move |e| ProverError::Halo2 {
+        stage,
+        detail: format!("{e:?}"),
+    }
+}
+
+fn check_header(header: &KeyHeader, settings: &Settings, what: &'static str) -> Result<(), ProverError> {
+    if header.settings_sha256 != settings.sha256() {
+        return Err(ProverError::Mismatch {
+            what,
+            detail: format!(
+                "it was made for settings {} but these settings hash to {}",
+                header.settings_sha256,
+                settings.sha256()
+            ),
+        });
+    }
+    if header.weights_sha256 != settings.weights_sha256 {
+        return Err(ProverError::Mismatch {
+            what,
+            detail: "weights hash differs".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Generates the proving and verifying keys of a compiled model. `srs` must have exactly the
+/// circuit's `k` (see [`Srs::downsized`]).
+pub fn setup(settings: &Settings, model: Arc<QuantizedModel>, srs: &Srs) -> Result<Keys, ProverError> {
+    settings.check_model(&model)?;
+    let k = settings.circuit.k;
+    if srs.k() != k {
+        return Err(ProverError::SrsTooSmall {
+            have: srs.k(),
+            need: k,
+        });
+    }
+    let circuit = ModelCircuit::keygen(model, settings.circuit.shape);
+    let vk = keygen_vk(&srs.params, &circuit).map_err(halo2_err("generating the verifying key"))?;
+    let pk = keygen_pk(&srs.params, vk, &circuit).map_err(halo2_err("generating the proving key"))?;
+    Ok(Keys {
+        pk,
+        header: KeyHeader {
+            model_name: settings.model_name.clone(),
+            settings_sha256: settings.sha256(),
+            weights_sha256: settings.weights_sha256.clone(),
+            k,
+            shape: settings.circuit.shape,
+            srs: srs.origin.clone(),
+        },
+    })
+}
+
+impl Keys {
+    /// The proving-key file's bytes.
+    pub fn pk_bytes(&self) -> Vec<u8> {
+        let mut key = Vec::new();
+        self.pk
+            .write(&mut key, SerdeFormat::RawBytes)
+            .expect("writing to a Vec cannot fail");
+        encode_key(PK_MAGIC, &self.header, &key)
+    }
+
+    /// The verifying-key file's bytes.
+    pub fn vk_bytes(&self) -> Vec<u8> {
+        vk_file_bytes(self.pk.get_vk(), &self.header)
+    }
+
+    /// Reads a proving-key file and checks it belongs to `settings`.
+    pub fn read_pk(path: &Path, settings: &Settings) -> Result<Keys, ProverError> {
+        let bytes = crate::artifacts::read_file(path)?;
+        let (header, key) = decode_key(PK_MAGIC, &bytes, path)?;
+        check_header(&header, settings, "proving key")?;
+        let pk = ProvingKey::<G1Affine>::read::<_, ModelCircuit>(
+            &mut &key[..],
+            SerdeFormat::RawBytes,
+            header.shape,
+        )
+        .map_err(|e| ProverError::BadFile {
+            what: "proving key",
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Ok(Keys { pk, header })
+    }
+}
+
+/// The verifying-key file's bytes.
+pub fn vk_file_bytes(vk: &VerifyingKey<G1Affine>, header: &KeyHeader) -> Vec<u8> {
+    let mut key = Vec::new();
+    vk.write(&mut key, SerdeFormat::RawBytes)
+        .expect("writing to a Vec cannot fail");
+    encode_key(VK_MAGIC, header, &key)
+}
+
+/// Reads a verifying-key file and checks it belongs to `settings`.
+pub fn read_vk(path: &Path, settings: &Settings) -> Result<(VerifyingKey<G1Affine>, KeyHeader), ProverError> {
+    let bytes = crate::artifacts::read_file(path)?;
+    vk_from_bytes(&bytes, path, settings)
+}
+
+/// Parses verifying-key file bytes; `path` only names them in errors.
+pub fn vk_from_bytes(
+    bytes: &[u8],
+    path: &Path,
+    settings: &Settings,
+) -> Result<(VerifyingKey<G1Affine>, KeyHeader), ProverError> {
+    let (header, key) = decode_key(VK_MAGIC, bytes, path)?;
+    check_header(&header, settings, "verifying key")?;
+    let vk = VerifyingKey::<G1Affine>::read::<_, ModelCircuit>(
+        &mut &key[..],
+        SerdeFormat::RawBytes,
+        header.shape,
+    )
+    .map_err(|e| ProverError::BadFile {
+        what: "verifying key",
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok((vk, header))
+}
+
+/// Encodes a scalar as 32 big-endian bytes in hex.
+pub fn fr_to_hex(f: &Fr) -> String {
+    let mut b = f.to_repr();
+    b.as_mut().reverse();
+    hex::encode(b.as_ref())
+}
+
+/// Decodes a scalar from 32 big-endian bytes in hex; refuses values at or above the modulus.
+pub fn fr_from_hex(s: &str) -> Option<Fr> {
+    let mut bytes = hex::decode(s.trim_start_matches("0x")).ok()?;
+    if bytes.len() != 32 {
+        return None;
+    }
+    bytes.reverse();
+    let mut repr = <Fr as PrimeField>::Repr::default();
+    repr.as_mut().copy_from_slice(&bytes);
+    Option::from(Fr::from_repr(repr))
+}
+
+/// Proves one input. `input` holds float values, quantized with the model's settings.
+pub fn prove(
+    srs: &Srs,
+    keys: &Keys,
+    settings: &Settings,
+    model: Arc<QuantizedModel>,
+    input: &[f64],
+) -> Result<ProofFile, ProverError> {
+    check_header(&keys.header, settings, "proving key")?;
+    settings.check_model(&model)?;
+    let xq = model.quantize_input(input)?;
+    let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq.clone());
+    let instances = circuit.instances().expect("circuit has a witness");
+    let mut transcript = EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
+    create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<_>, _, _, _, _>(
+        &srs.params,
+        &keys.pk,
+        &[circuit],
+        &[&[&instances]],
+        rand::rngs::OsRng,
+        &mut transcript,
+    )
+    .map_err(halo2_err("proving"))?;
+    let proof = transcript.finalize();
+    let n_in = model.input_len();
+    let output = instances[n_in..]
+        .iter()
+        .map(|f| model.dequantize(fr_to_i128(f).expect("outputs are small") as i64))
+        .collect();
+    Ok(ProofFile {
+        format: PROOF_FORMAT.into(),
+        version: ARTIFACT_VERSION,
+        proof_system: PROOF_SYSTEM.into(),
+        transcript: TRANSCRIPT.into(),
+        model_name: settings.model_name.clone(),
+        settings_sha256: settings.sha256(),
+        weights_sha256: settings.weights_sha256.clone(),
+        instances: instances.iter().map(fr_to_hex).collect(),
+        input: xq.iter().map(|&v| model.dequantize(v)).collect(),
+        output,
+        proof: hex::encode(proof),
+        insecure_srs: keys.header.srs.is_insecure(),
+    })
+}
+
+/// Checks raw proof bytes against a verifying key and public inputs.
+pub fn verify_raw(
+    params: &ParamsKZG<Bn256>,
+    vk: &VerifyingKey<G1Affine>,
+    instances: &[Fr],
+    proof: &[u8],
+) -> Result<(), ProverError> {
+    let expected = vk.cs().num_instance_columns();
+    if expected != 1 {
+        return Err(ProverError::Rejected(format!("verifying key has {expected} instance columns")));
+    }
+    let mut transcript = EvmTranscript::<G1Affine, NativeLoader, &[u8], Vec<u8>>::init(proof);
+    let strategy = verify_proof::<KZGCommitmentScheme<Bn256>, VerifierSHPLONK<_>, _, _, _>(
+        params.verifier_params(),
+        vk,
+        AccumulatorStrategy::new(params.verifier_params()),
+        &[&[instances]],
+        &mut transcript,
+    )
+    .map_err(|e| ProverError::Rejected(format!("{e:?}")))?;
+    if VerificationStrategy::<_, VerifierSHPLONK<_>>::finalize(strategy) {
+        Ok(())
+    } else {
+        Err(ProverError::Rejected("the KZG pairing check failed".into()))
+    }
+}
+
+/// Verifies a proof file against a verifying key. Returns the proven public inputs.
+pub fn verify(
+    srs: &Srs,
+    vk: &VerifyingKey<G1Affine>,
+    header: &KeyHeader,
+    settings: &Settings,
+    proof: &ProofFile,
+) -> Result<Vec<Fr>, ProverError> {
+    check_header(header, settings, "verifying key")?;
+    if proof.settings_sha256 != header.settings_sha256 || proof.weights_sha256 != header.weights_sha256 {
+        return Err(ProverError::Mismatch {
+            what: "proof",
+            detail: "it was made for another model or other settings".into(),
+        });
+    }
+    let n = settings.circuit.num_instances;
+    if proof.instances.len() != n {
+        return Err(ProverError::Rejected(format!(
+            "{} public inputs, the model has {n}",
+            proof.instances.len()
+        )));
+    }
+    let instances = proof
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            fr_from_hex(s).ok_or_else(|| {
+                ProverError::Rejected(format!("public input {i} is not a canonical BN254 scalar"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = hex::decode(proof.proof.trim_start_matches("0x"))
+        .map_err(|e| ProverError::Rejected(format!("proof is not hex: {e}")))?;
+    verify_raw(&srs.params, vk, &instances, &bytes)?;
+    Ok(instances)
+}
+
+/// Result of a mock run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MockReport {
+    pub k: u32,
+    pub rows_used: usize,
+    pub output: Vec<f64>,
+}
+
+/// Runs halo2's `MockProver` on one input; on failure lists every failing constraint.
+pub fn mock(settings: &Settings, model: Arc<QuantizedModel>, input: &[f64]) -> Result<MockReport, ProverError> {
+    settings.check_model(&model)?;
+    let xq = model.quantize_input(input)?;
+    let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq);
+    mock_circuit(settings.circuit.k, &circuit)?;
+    let inst = circuit.instances().expect("witness");
+    Ok(MockReport {
+        k: settings.circuit.k,
+        rows_used: settings.circuit.rows_used,
+        output: inst[model.input_len()..]
+            .iter()
+            .map(|f| model.dequantize(fr_to_i128(f).unwrap_or(0) as i64))
+            .collect(),
+    })
+}
+
+/// Runs `MockProver` on a circuit with its own instances.
+pub fn mock_circuit(k: u32, circuit: &ModelCircuit) -> Result<(), ProverError> {
+    let instances = circuit.instances().expect("circuit has a witness");
+    mock_circuit_with(k, circuit, instances)
+}
+
+/// Runs `MockProver` on a circuit with the given public inputs.
+pub fn mock_circuit_with(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Result<(), ProverError> {
+    let prover = MockProver::run(k, circuit, vec![instances]).map_err(halo2_err("running the mock prover"))?;
+    prover
+        .verify_par()
+        .map_err(|fails| ProverError::Unsatisfied(fails.iter().map(|f| f.to_string()).collect()))
+}
+
+/// Quantized integers to scalars (helper for tests and tools).
+pub fn ints_to_fr(v: &[i64]) -> Vec<Fr> {
+    v.iter().map(|&x| fr_from_i128(x as i128)).collect()
+}

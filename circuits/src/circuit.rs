@@ -59,7 +59,7 @@ impl ColumnShape {
         self.mac_columns + 1 + self.range_columns
     }
     pub fn fixed_columns(&self) -> usize {
-        self.mac_columns + 3 + 4 + 2
+        self.mac_columns + 7 + 2 * self.range_columns
     }
 }
 
@@ -192,8 +192,8 @@ pub struct ModelConfig {
     d: Column<Fixed>,
     h: Column<Fixed>,
     t: Column<Fixed>,
-    q_bit: Column<Fixed>,
-    q_zero: Column<Fixed>,
+    q_bit: Vec<Column<Fixed>>,
+    q_zero: Vec<Column<Fixed>>,
     instance: Column<Instance>,
 }
 
@@ -206,7 +206,9 @@ impl ModelConfig {
         let c = meta.advice_column();
         let z: Vec<_> = (0..shape.range_columns).map(|_| meta.advice_column()).collect();
         let w: Vec<_> = (0..shape.mac_columns).map(|_| meta.fixed_column()).collect();
-        let [fb, g, q_mac, q_rq, d, h, t, q_bit, q_zero] = [(); 9].map(|_| meta.fixed_column());
+        let [fb, g, q_mac, q_rq, d, h, t] = [(); 7].map(|_| meta.fixed_column());
+        let q_bit: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
+        let q_zero: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
         let instance = meta.instance_column();
         for col in a.iter().chain([&c]).chain(z.iter()) {
             meta.enable_equality(*col);
@@ -238,15 +240,16 @@ impl ModelConfig {
             ]
         });
 
-        for &zc in &z {
+        for (zi, &zc) in z.iter().enumerate() {
+            let (qb, qz) = (q_bit[zi], q_zero[zi]);
             meta.create_gate("range-check bit", |m| {
-                let q = m.query_fixed(q_bit, Rotation::cur());
+                let q = m.query_fixed(qb, Rotation::cur());
                 let delta = m.query_advice(zc, Rotation::cur())
                     - Expression::Constant(Fr::from(2)) * m.query_advice(zc, Rotation::next());
                 vec![q * delta.clone() * (delta - Expression::Constant(Fr::one()))]
             });
             meta.create_gate("range-check end", |m| {
-                vec![m.query_fixed(q_zero, Rotation::cur()) * m.query_advice(zc, Rotation::cur())]
+                vec![m.query_fixed(qz, Rotation::cur()) * m.query_advice(zc, Rotation::cur())]
             });
         }
 
@@ -437,9 +440,9 @@ impl Filler<'_, '_> {
                 self.region.constrain_equal(c, cell);
             }
             if j < bits {
-                self.fixed(self.cfg.q_bit, start + j as usize, Fr::one());
+                self.fixed(self.cfg.q_bit[zi], start + j as usize, Fr::one());
             } else {
-                self.fixed(self.cfg.q_zero, start + j as usize, Fr::one());
+                self.fixed(self.cfg.q_zero[zi], start + j as usize, Fr::one());
             }
         }
         self.zrows[zi] = start + bits as usize + 1;

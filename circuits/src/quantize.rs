@@ -36,8 +36,8 @@ pub struct QuantOptions {
 impl Default for QuantOptions {
     fn default() -> Self {
         QuantOptions {
-            activation_scale_bits: 12,
-            weight_precision_bits: 12,
+            activation_scale_bits: 14,
+            weight_precision_bits: 16,
             input_range: (-1.0, 1.0),
         }
     }

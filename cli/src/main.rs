@@ -41,10 +41,10 @@ struct DirArg {
 #[derive(Args, Clone)]
 struct CompileOpts {
     /// Activations are fixed-point integers at scale 2^BITS.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 14)]
     scale_bits: u32,
     /// Bits of precision given to the largest weight of each layer.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 16)]
     weight_bits: u32,
     /// Range every input value must lie in, as LO,HI; inputs outside it are refused.
     #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
@@ -377,8 +377,8 @@ fn run(cli: Cli) -> Result<()> {
             let input = dir.join("input.json");
             artifacts::write_atomic(&input, EXAMPLE_INPUT.as_bytes())?;
             let opts = CompileOpts {
-                scale_bits: 12,
-                weight_bits: 12,
+                scale_bits: 14,
+                weight_bits: 16,
                 input_range: (0.0, 1.0),
                 max_advice: veriml_circuits::settings::DEFAULT_MAX_ADVICE,
             };

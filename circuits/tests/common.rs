@@ -1,0 +1,72 @@
+//! Shared helpers of the integration tests: the fixture models copied from the benchmark set.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use veriml_circuits::{compile_model, CompiledModel, QuantOptions, Settings};
+
+pub fn fixture(model: &str, file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models")
+        .join(model)
+        .join(file)
+}
+
+pub struct Samples {
+    pub inputs: Vec<Vec<f64>>,
+    pub float_outputs: Vec<Vec<f64>>,
+    pub labels: Option<Vec<usize>>,
+}
+
+fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) {
+    match v {
+        serde_json::Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
+        serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
+        _ => panic!("unexpected value"),
+    }
+}
+
+pub fn samples(model: &str) -> Samples {
+    let text = std::fs::read_to_string(fixture(model, "samples.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let rows = |key: &str| -> Vec<Vec<f64>> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                let mut out = Vec::new();
+                flatten(x, &mut out);
+                out
+            })
+            .collect()
+    };
+    let labels = v["labels"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x.as_u64().unwrap() as usize).collect());
+    Samples {
+        inputs: rows("inputs"),
+        float_outputs: rows("float_outputs"),
+        labels,
+    }
+}
+
+/// Input range of the benchmark models (images and features in [0, 1]).
+pub fn opts() -> QuantOptions {
+    QuantOptions {
+        input_range: (0.0, 1.0),
+        ..QuantOptions::default()
+    }
+}
+
+pub fn compile(model: &str) -> (Settings, CompiledModel) {
+    compile_model(&fixture(model, "model.onnx"), &opts(), veriml_circuits::settings::DEFAULT_MAX_ADVICE)
+        .unwrap()
+}
+
+pub fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap()
+}

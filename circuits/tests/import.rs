@@ -1,0 +1,114 @@
+//! ONNX import and quantization against the float reference outputs of the fixture models.
+
+mod common;
+use common::*;
+use std::path::Path;
+use veriml_circuits::{import, CompileError};
+
+/// Largest absolute error of the dequantized circuit output over the 64 samples, and top-1
+/// agreement with the float model.
+fn accuracy(model: &str) -> (f64, usize, usize) {
+    let (_, compiled) = compile(model);
+    let q = &compiled.model;
+    let s = samples(model);
+    let (mut max_err, mut agree) = (0f64, 0);
+    for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
+        let got: Vec<f64> = q
+            .forward(&q.quantize_input(x).unwrap())
+            .into_iter()
+            .map(|v| q.dequantize(v))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            max_err = max_err.max((g - w).abs());
+        }
+        agree += usize::from(argmax(&got) == argmax(want));
+    }
+    println!("{model}: max abs error {max_err:.6}, top-1 agreement {agree}/{}", s.inputs.len());
+    (max_err, agree, s.inputs.len())
+}
+
+#[test]
+fn import_matches_onnx_float_outputs() {
+    // the imported float graph reproduces the ONNX runtime's outputs (tract vs PyTorch export)
+    for model in ["tiny_mlp", "digits_mlp", "mnist_mlp"] {
+        let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
+        let s = samples(model);
+        for (x, want) in s.inputs.iter().zip(&s.float_outputs).take(8) {
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let got = g.forward(&xf);
+            for (g, w) in got.iter().zip(want) {
+                assert!((*g as f64 - w).abs() < 1e-4, "{model}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn digits_mlp_quantized_agrees_with_float_on_all_samples() {
+    let (err, agree, n) = accuracy("digits_mlp");
+    assert_eq!(agree, n, "top-1 must agree on every sample");
+    // EZKL 23.0.5 at its default calibration: largest absolute error 0.0014
+    assert!(err < 0.0014, "max abs error {err}");
+}
+
+#[test]
+fn tiny_and_mnist_quantized_errors_are_small() {
+    for model in ["tiny_mlp", "mnist_mlp"] {
+        let (err, _, _) = accuracy(model);
+        assert!(err < 0.0005, "{model}: max abs error {err}");
+    }
+}
+
+#[test]
+fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
+    let e = veriml_circuits::compile_model(
+        &fixture("digits_cnn", "model.onnx"),
+        &opts(),
+        8,
+    )
+    .unwrap_err();
+    match &e {
+        CompileError::UnsupportedOp { op, node, needed } => {
+            assert!(op.contains("Conv"), "op {op}");
+            assert!(!node.is_empty());
+            assert!(needed.contains("Gemm"));
+        }
+        other => panic!("expected UnsupportedOp, got {other:?}"),
+    }
+    assert!(e.to_string().contains("Conv"));
+}
+
+#[test]
+fn malformed_and_missing_files_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.onnx");
+    std::fs::write(&bad, b"this is not protobuf").unwrap();
+    let e = import::load_onnx(&bad).unwrap_err();
+    assert!(matches!(e, CompileError::Load { .. }), "{e:?}");
+    assert!(e.to_string().contains("bad.onnx"));
+    let e = import::load_onnx(Path::new("/nonexistent/model.onnx")).unwrap_err();
+    assert!(matches!(e, CompileError::Load { .. }));
+    // a truncated real model
+    let bytes = std::fs::read(fixture("tiny_mlp", "model.onnx")).unwrap();
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(import::load_onnx(&cut).is_err());
+}
+
+#[test]
+fn settings_record_weights_hash_and_roundtrip() {
+    let (settings, compiled) = compile("tiny_mlp");
+    assert_eq!(settings.weights_sha256, compiled.model.weights_sha256());
+    let text = serde_json::to_string(&settings).unwrap();
+    let back = veriml_circuits::Settings::from_json(&text).unwrap();
+    assert_eq!(back, settings);
+    back.check_model(&compiled.model).unwrap();
+    let mut other = compiled.model.clone();
+    if let veriml_circuits::quantize::QLayer::Dense { weights, .. } = &mut other.layers[0] {
+        weights[0] += 1;
+    }
+    assert!(back.check_model(&other).is_err());
+    let wrong_version = text.replace("\"version\":1", "\"version\":99");
+    assert!(veriml_circuits::Settings::from_json(&wrong_version).is_err());
+}

@@ -1,0 +1,190 @@
+//! Negative `MockProver` tests: every chip rejects a witness changed in one cell, and the
+//! public inputs bind the model input and output.
+
+mod common;
+use common::*;
+use halo2_proofs::{dev::MockProver, halo2curves::bn256::Fr};
+use std::sync::Arc;
+use veriml_circuits::{
+    circuit::{fr_from_i128, Fault, FaultTarget},
+    graph::{Graph, Op},
+    halo2_proofs, ColumnShape, ModelCircuit, QuantOptions, QuantizedModel,
+};
+
+fn check(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> bool {
+    MockProver::run(k, circuit, vec![instances])
+        .unwrap()
+        .verify_par()
+        .is_ok()
+}
+
+/// A small model exercising every layer kind: dense+ReLU, stand-alone ReLU, dense (identity),
+/// with negative values, a zero weight and an input width that does not fill the last row.
+fn small_model() -> (Arc<QuantizedModel>, ColumnShape, u32) {
+    let g = Graph {
+        input_shape: vec![1, 6],
+        output_shape: vec![1, 3],
+        ops: vec![
+            Op::Dense {
+                node: "fc1".into(),
+                inputs: 6,
+                outputs: 4,
+                weights: vec![
+                    0.5, -0.25, 0.0, 0.125, -1.0, 0.75, //
+                    -0.5, 0.25, 0.3, -0.125, 1.0, -0.75, //
+                    0.1, 0.2, 0.3, 0.4, 0.5, 0.6, //
+                    -0.6, -0.5, -0.4, -0.3, -0.2, -0.1,
+                ],
+                bias: vec![0.1, -0.2, -3.0, 0.05],
+            },
+            Op::Relu { node: "r1".into() },
+            Op::Reshape {
+                node: "flat".into(),
+                shape: vec![1, 4],
+            },
+            Op::Dense {
+                node: "fc2".into(),
+                inputs: 4,
+                outputs: 4,
+                weights: (0..16).map(|i| (i as f32 - 7.5) / 8.0).collect(),
+                bias: vec![-0.5, 0.25, 0.0, 0.5],
+            },
+            Op::Relu { node: "r2".into() },
+            Op::Dense {
+                node: "fc3".into(),
+                inputs: 4,
+                outputs: 3,
+                weights: vec![1.0, -1.0, 0.5, -0.5, 0.25, 0.75, -0.75, 0.1, -2.0, 0.0, 1.5, 0.3],
+                bias: vec![0.0, -0.1, 0.2],
+            },
+        ],
+    };
+    let opts = QuantOptions {
+        input_range: (-1.0, 1.0),
+        ..QuantOptions::default()
+    };
+    let q = QuantizedModel::from_graph(&g, &opts).unwrap();
+    let shape = ColumnShape {
+        mac_columns: 4,
+        range_columns: 2,
+    };
+    let k = veriml_circuits::circuit::count_rows(&q, shape).k();
+    (Arc::new(q), shape, k)
+}
+
+fn small_input(q: &QuantizedModel) -> Vec<i64> {
+    q.quantize_input(&[0.9, -0.3, 0.5, -1.0, 0.2, 0.7]).unwrap()
+}
+
+#[test]
+fn honest_witness_is_accepted() {
+    let (q, shape, k) = small_model();
+    // fc2 is followed by a ReLU: the graph fuses it; the first ReLU is fused too
+    let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    assert!(check(k, &c, c.instances().unwrap()));
+    // also at other column shapes
+    for (m, z) in [(5, 1), (6, 3), (8, 2)] {
+        let shape = ColumnShape {
+            mac_columns: m,
+            range_columns: z,
+        };
+        let k = veriml_circuits::circuit::count_rows(&q, shape).k();
+        let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+        assert!(check(k, &c, c.instances().unwrap()), "shape {m}x{z}");
+    }
+}
+
+#[test]
+fn standalone_relu_layer_is_proven() {
+    let g = Graph {
+        input_shape: vec![3],
+        output_shape: vec![2],
+        ops: vec![
+            Op::Relu { node: "r0".into() },
+            Op::Dense {
+                node: "fc".into(),
+                inputs: 3,
+                outputs: 2,
+                weights: vec![1.0, -1.0, 0.5, 0.25, 0.5, -0.75],
+                bias: vec![0.0, 0.1],
+            },
+        ],
+    };
+    let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
+    assert!(matches!(q.layers[0], veriml_circuits::quantize::QLayer::Relu { .. }));
+    let shape = ColumnShape::default();
+    let k = veriml_circuits::circuit::count_rows(&q, shape).k();
+    let x = q.quantize_input(&[-0.5, 0.25, 1.0]).unwrap();
+    let c = ModelCircuit::with_input(q.clone(), shape, x.clone());
+    assert!(check(k, &c, c.instances().unwrap()));
+    let bad = c.clone().with_fault(Fault {
+        target: FaultTarget::RescalePos,
+        index: 0,
+    });
+    assert!(!check(k, &bad, c.instances().unwrap()));
+}
+
+/// Every chip, several cells each: one changed cell makes the circuit unsatisfiable.
+#[test]
+fn one_changed_cell_is_rejected_in_every_chip() {
+    let (q, shape, k) = small_model();
+    let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    let instances = honest.instances().unwrap();
+    let targets = [
+        (FaultTarget::MacInput, vec![0, 5, 7, 23, 30]),
+        (FaultTarget::MacSum, vec![0, 1, 3, 8, 10]),
+        (FaultTarget::RescaleAcc, vec![0, 3, 5, 10]),
+        (FaultTarget::RescalePos, vec![0, 2, 4, 9]),
+        (FaultTarget::RescaleNeg, vec![0, 2, 4, 9]),
+        (FaultTarget::RescaleRem, vec![0, 2, 4, 10]),
+        (FaultTarget::RescaleOut, vec![0, 3, 6, 10]),
+        (FaultTarget::RescaleShiftQuotient, vec![0, 1, 2, 5, 8, 10]),
+        (FaultTarget::RangeBit, vec![0, 1, 17, 40, 100, 333]),
+    ];
+    for (target, indices) in targets {
+        for index in indices {
+            let c = honest.clone().with_fault(Fault { target, index });
+            assert!(
+                !check(k, &c, instances.clone()),
+                "fault {target:?} at {index} was accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn public_input_and_output_are_bound() {
+    let (q, shape, k) = small_model();
+    let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    let inst = c.instances().unwrap();
+    let n_in = q.input_len();
+    for i in [0, 3, n_in, n_in + 2] {
+        let mut bad = inst.clone();
+        bad[i] += Fr::one();
+        assert!(!check(k, &c, bad), "changed public input {i} accepted");
+    }
+    // a proof of another input's output
+    let other = q.quantize_input(&[-0.9, 0.3, -0.5, 1.0, -0.2, -0.7]).unwrap();
+    let mut swapped = inst.clone();
+    for (o, v) in q.forward(&other).iter().enumerate() {
+        swapped[n_in + o] = fr_from_i128(*v as i128);
+    }
+    assert_ne!(swapped, inst);
+    assert!(!check(k, &c, swapped));
+}
+
+#[test]
+fn real_model_honest_and_faulty() {
+    let (settings, compiled) = compile("tiny_mlp");
+    let q = Arc::new(compiled.model);
+    let s = samples("tiny_mlp");
+    let x = q.quantize_input(&s.inputs[3]).unwrap();
+    let c = ModelCircuit::with_input(q.clone(), settings.circuit.shape, x);
+    let inst = c.instances().unwrap();
+    assert!(check(settings.circuit.k, &c, inst.clone()));
+    let bad = c.with_fault(Fault {
+        target: FaultTarget::RescaleShiftQuotient,
+        index: 40,
+    });
+    assert!(!check(settings.circuit.k, &bad, inst));
+}

@@ -1,0 +1,123 @@
+//! The `veriml` binary, as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn veriml(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veriml"))
+        .args(args)
+        .output()
+        .expect("runs veriml")
+}
+
+fn fixture(model: &str, file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/models")
+        .join(model)
+        .join(file)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn float_output(model: &str) -> Vec<f64> {
+    // samples.json's first sample is input.json's input
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(model, "samples.json")).unwrap())
+            .unwrap();
+    let mut out = Vec::new();
+    fn flat(v: &serde_json::Value, out: &mut Vec<f64>) {
+        match v {
+            serde_json::Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
+            serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
+            _ => panic!(),
+        }
+    }
+    flat(&v["float_outputs"][0], &mut out);
+    out
+}
+
+#[test]
+fn shared_mlps_compile_prove_and_verify_from_the_cli() {
+    for model in ["tiny_mlp", "digits_mlp", "mnist_mlp"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let onnx = fixture(model, "model.onnx");
+        let input = fixture(model, "input.json");
+        let c = json(&veriml(&["--json", "compile", s(&onnx), "-d", s(d), "--input-range", "0,1"]));
+        assert!(c["k"].as_u64().unwrap() <= 14, "{model}: {c}");
+        let st = json(&veriml(&["--json", "setup", "-d", s(d), "--insecure-dev-srs"]));
+        assert_eq!(st["insecure_srs"], true);
+        let p = json(&veriml(&["--json", "prove", "-d", s(d), "--input", s(&input)]));
+        let v = json(&veriml(&["--json", "verify", "-d", s(d)]));
+        assert_eq!(v["verified"], true);
+        assert_eq!(v["output"], p["output"]);
+        // the proven output, dequantized, is close to the float model's
+        let got: Vec<f64> = p["output"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let want = float_output(model);
+        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+        println!("{model}: max abs error of the proven output {err:.6}");
+        assert!(err < 0.0014, "{model}: proven output off by {err}");
+        let m = json(&veriml(&["--json", "mock", "-d", s(d), "--input", s(&input)]));
+        assert_eq!(m["satisfied"], true);
+        // tamper with the proof file: verification fails with a non-zero exit
+        let pf = d.join("proof.json");
+        let mut proof: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pf).unwrap()).unwrap();
+        let last = proof["instances"].as_array().unwrap().len() - 1;
+        proof["instances"][last] = serde_json::Value::String("00".repeat(31) + "05");
+        std::fs::write(d.join("bad.json"), proof.to_string()).unwrap();
+        let out = veriml(&["verify", "-d", s(d), "--proof", s(&d.join("bad.json"))]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+    }
+}
+
+#[test]
+fn unsupported_op_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = veriml(&["compile", s(&fixture("digits_cnn", "model.onnx")), "-d", s(dir.path())]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported operation") && err.contains("Conv"), "{err}");
+    let out = veriml(&["--json", "compile", "/nonexistent.onnx", "-d", s(dir.path())]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("nonexistent.onnx"));
+}
+
+#[test]
+fn setup_without_an_srs_choice_is_refused_and_bad_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json(&veriml(&["--json", "compile", s(&fixture("tiny_mlp", "model.onnx")), "-d", s(d), "--input-range", "0,1"]));
+    let out = veriml(&["setup", "-d", s(d)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-dev-srs"));
+    std::fs::write(d.join("in.json"), r#"{"input_data": [[1, 2, "x"]]}"#).unwrap();
+    let out = veriml(&["mock", "-d", s(d), "--input", s(&d.join("in.json"))]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected numbers"));
+    std::fs::write(d.join("in.json"), r#"{"input_data": [[0.5, 0.5]]}"#).unwrap();
+    let out = veriml(&["mock", "-d", s(d), "--input", s(&d.join("in.json"))]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected 16 input values"));
+}
+
+#[test]
+fn example_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = dir.path().join("ex");
+    let v = json(&veriml(&["--json", "example", "-d", s(&ex)]));
+    assert_eq!(v["verify"]["verified"], true);
+    assert!(v["predicted_class"].as_u64().unwrap() < 10);
+}

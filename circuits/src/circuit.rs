@@ -200,12 +200,21 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Declares the columns and gates for a column shape.
     pub fn configure(meta: &mut ConstraintSystem<Fr>, shape: ColumnShape) -> Self {
-        assert!(shape.mac_columns >= 4, "the rescale chip needs 4 mac columns");
+        assert!(
+            shape.mac_columns >= 4,
+            "the rescale chip needs 4 mac columns"
+        );
         assert!(shape.range_columns >= 1);
-        let a: Vec<_> = (0..shape.mac_columns).map(|_| meta.advice_column()).collect();
+        let a: Vec<_> = (0..shape.mac_columns)
+            .map(|_| meta.advice_column())
+            .collect();
         let c = meta.advice_column();
-        let z: Vec<_> = (0..shape.range_columns).map(|_| meta.advice_column()).collect();
-        let w: Vec<_> = (0..shape.mac_columns).map(|_| meta.fixed_column()).collect();
+        let z: Vec<_> = (0..shape.range_columns)
+            .map(|_| meta.advice_column())
+            .collect();
+        let w: Vec<_> = (0..shape.mac_columns)
+            .map(|_| meta.fixed_column())
+            .collect();
         let [fb, g, q_mac, q_rq, d, h, t] = [(); 7].map(|_| meta.fixed_column());
         let q_bit: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
         let q_zero: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
@@ -223,7 +232,8 @@ impl ModelConfig {
             let next = m.query_advice(c, Rotation::next());
             let mut sum = bias;
             for (ac, wc) in a.iter().zip(&w) {
-                sum = sum + m.query_fixed(*wc, Rotation::cur()) * m.query_advice(*ac, Rotation::cur());
+                sum = sum
+                    + m.query_fixed(*wc, Rotation::cur()) * m.query_advice(*ac, Rotation::cur());
             }
             vec![q * (next - gg * cur - sum)]
         });
@@ -400,7 +410,8 @@ struct Filler<'a, 'r> {
 impl Filler<'_, '_> {
     fn maybe_fault(&mut self, target: FaultTarget, v: Value<Fr>) -> Value<Fr> {
         let slot = target as usize;
-        let hit = matches!(self.fault, Some(f) if f.target == target && f.index == self.counters[slot]);
+        let hit =
+            matches!(self.fault, Some(f) if f.target == target && f.index == self.counters[slot]);
         self.counters[slot] += 1;
         if hit {
             v.map(|x| x + Fr::one())
@@ -409,7 +420,13 @@ impl Filler<'_, '_> {
         }
     }
 
-    fn advice(&mut self, col: Column<Advice>, row: usize, v: Value<Fr>, t: Option<FaultTarget>) -> Cell {
+    fn advice(
+        &mut self,
+        col: Column<Advice>,
+        row: usize,
+        v: Value<Fr>,
+        t: Option<FaultTarget>,
+    ) -> Cell {
         let v = match t {
             Some(t) => self.maybe_fault(t, v),
             None => v,
@@ -430,7 +447,9 @@ impl Filler<'_, '_> {
 
     /// Proves `0 <= value < 2^bits` for the value in `cell`.
     fn range_check(&mut self, cell: Cell, value: Value<i128>, bits: u32) {
-        let zi = (0..self.zrows.len()).min_by_key(|&i| self.zrows[i]).unwrap_or(0);
+        let zi = (0..self.zrows.len())
+            .min_by_key(|&i| self.zrows[i])
+            .unwrap_or(0);
         let col = self.cfg.z[zi];
         let start = self.zrows[zi];
         for j in 0..=bits {
@@ -519,7 +538,13 @@ impl Filler<'_, '_> {
     }
 
     /// Rescale rows: `out = relu?(round((acc) / 2^shift))`, with range checks.
-    fn rescale(&mut self, acc: &[(Src, Value<i128>)], shift: u32, relu: bool, bits: u32) -> Vec<(Cell, Value<i128>)> {
+    fn rescale(
+        &mut self,
+        acc: &[(Src, Value<i128>)],
+        shift: u32,
+        relu: bool,
+        bits: u32,
+    ) -> Vec<(Cell, Value<i128>)> {
         let mut outs = Vec::with_capacity(acc.len());
         let d = Fr::from_u128(1u128 << shift);
         let half = if shift == 0 { 0 } else { 1u128 << (shift - 1) };
@@ -551,13 +576,38 @@ impl Filler<'_, '_> {
                     (p, n, r)
                 }
             });
-            let acc_cell = self.advice(self.cfg.a[0], row, val.map(fr_from_i128), Some(FaultTarget::RescaleAcc));
+            let acc_cell = self.advice(
+                self.cfg.a[0],
+                row,
+                val.map(fr_from_i128),
+                Some(FaultTarget::RescaleAcc),
+            );
             self.link(acc_cell, src);
-            let p_cell = self.advice(self.cfg.a[1], row, parts.map(|x| fr_from_i128(x.0)), Some(FaultTarget::RescalePos));
-            let n_cell = self.advice(self.cfg.a[2], row, parts.map(|x| fr_from_i128(x.1)), Some(FaultTarget::RescaleNeg));
-            let r_cell = self.advice(self.cfg.a[3], row, parts.map(|x| fr_from_i128(x.2)), Some(FaultTarget::RescaleRem));
+            let p_cell = self.advice(
+                self.cfg.a[1],
+                row,
+                parts.map(|x| fr_from_i128(x.0)),
+                Some(FaultTarget::RescalePos),
+            );
+            let n_cell = self.advice(
+                self.cfg.a[2],
+                row,
+                parts.map(|x| fr_from_i128(x.1)),
+                Some(FaultTarget::RescaleNeg),
+            );
+            let r_cell = self.advice(
+                self.cfg.a[3],
+                row,
+                parts.map(|x| fr_from_i128(x.2)),
+                Some(FaultTarget::RescaleRem),
+            );
             let out = parts.map(|(p, n, _)| if relu { p } else { p - n });
-            let out_cell = self.advice(self.cfg.c, row, out.map(fr_from_i128), Some(FaultTarget::RescaleOut));
+            let out_cell = self.advice(
+                self.cfg.c,
+                row,
+                out.map(fr_from_i128),
+                Some(FaultTarget::RescaleOut),
+            );
             self.range_check(r_cell, parts.map(|x| x.2), shift);
             self.range_check(p_cell, parts.map(|x| x.0), bits);
             self.range_check(n_cell, parts.map(|x| x.1), bits);
@@ -624,7 +674,8 @@ impl Circuit<Fr> for ModelCircuit {
                             ..
                         } => {
                             let sums = f.dense(&x, xv.as_deref(), weights, bias, *outputs);
-                            let acc: Vec<_> = sums.into_iter().map(|(c, v)| (Src::Cell(c), v)).collect();
+                            let acc: Vec<_> =
+                                sums.into_iter().map(|(c, v)| (Src::Cell(c), v)).collect();
                             f.rescale(&acc, *shift, *relu, *out_bits)
                         }
                         QLayer::Relu { out_bits, .. } => {

@@ -68,10 +68,7 @@ impl Graph {
                     x = (0..*outputs)
                         .map(|o| {
                             let row = &weights[o * inputs..(o + 1) * inputs];
-                            row.iter()
-                                .zip(&x)
-                                .map(|(&w, &v)| w as f64 * v)
-                                .sum::<f64>()
+                            row.iter().zip(&x).map(|(&w, &v)| w as f64 * v).sum::<f64>()
                                 + bias[o] as f64
                         })
                         .collect();

@@ -37,10 +37,12 @@ fn unsupported(node: &TypedNode) -> CompileError {
 
 fn concrete_shape(model: &Model, outlet: OutletId) -> Result<Vec<usize>, CompileError> {
     let node = model.node(outlet.node);
-    let fact = model.outlet_fact(outlet).map_err(|e| CompileError::Structure {
-        node: node.name.clone(),
-        detail: e.to_string(),
-    })?;
+    let fact = model
+        .outlet_fact(outlet)
+        .map_err(|e| CompileError::Structure {
+            node: node.name.clone(),
+            detail: e.to_string(),
+        })?;
     fact.shape
         .as_concrete()
         .map(|s| s.to_vec())
@@ -88,7 +90,11 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
             if let Some(t) = const_of(model, other) {
                 let zero = t
                     .cast_to::<f32>()
-                    .map(|t| t.to_plain_array_view::<f32>().map(|a| a.iter().all(|&v| v == 0.0)).unwrap_or(false))
+                    .map(|t| {
+                        t.to_plain_array_view::<f32>()
+                            .map(|a| a.iter().all(|&v| v == 0.0))
+                            .unwrap_or(false)
+                    })
                     .unwrap_or(false);
                 if zero {
                     return Ok(Kind::Relu);
@@ -100,7 +106,11 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
 }
 
 /// Evaluates a chain of affine nodes on one input tensor.
-fn eval_chain(model: &Model, chain: &[(usize, usize)], input: Tensor) -> Result<Tensor, CompileError> {
+fn eval_chain(
+    model: &Model,
+    chain: &[(usize, usize)],
+    input: Tensor,
+) -> Result<Tensor, CompileError> {
     let mut x = input;
     for &(id, slot) in chain {
         let node = model.node(id);
@@ -186,10 +196,12 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
         node: "input".into(),
         detail: e.to_string(),
     })?;
-    let outputs = model.output_outlets().map_err(|e| CompileError::Structure {
-        node: "output".into(),
-        detail: e.to_string(),
-    })?;
+    let outputs = model
+        .output_outlets()
+        .map_err(|e| CompileError::Structure {
+            node: "output".into(),
+            detail: e.to_string(),
+        })?;
     if inputs.len() != 1 || outputs.len() != 1 {
         return Err(CompileError::Structure {
             node: "graph".into(),
@@ -211,11 +223,16 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
     let mut ops: Vec<Op> = Vec::new();
     let mut chain: Vec<(usize, usize)> = Vec::new();
     let mut chain_in_shape = input_shape.clone();
-    let flush = |chain: &mut Vec<(usize, usize)>, ops: &mut Vec<Op>, in_shape: &[usize]| -> Result<(), CompileError> {
+    let flush = |chain: &mut Vec<(usize, usize)>,
+                 ops: &mut Vec<Op>,
+                 in_shape: &[usize]|
+     -> Result<(), CompileError> {
         if chain.is_empty() {
             return Ok(());
         }
-        let only_reshapes = chain.iter().all(|&(id, _)| model.node(id).op_is::<AxisOp>());
+        let only_reshapes = chain
+            .iter()
+            .all(|&(id, _)| model.node(id).op_is::<AxisOp>());
         if only_reshapes {
             let last = model.node(chain.last().expect("non-empty").0);
             let shape = concrete_shape(model, OutletId::new(last.id, 0))?;

@@ -63,7 +63,11 @@ pub enum QLayer {
         out_bits: u32,
     },
     /// Stand-alone ReLU (not preceded by a dense layer).
-    Relu { node: String, len: usize, out_bits: u32 },
+    Relu {
+        node: String,
+        len: usize,
+        out_bits: u32,
+    },
 }
 
 /// A quantized model: what the circuit is built from (the "compiled circuit" file).
@@ -205,7 +209,9 @@ impl QuantizedModel {
                     i += if relu { 2 } else { 1 };
                 }
                 Op::Relu { node } => {
-                    bounds.iter_mut().for_each(|b| *b = (b.0.max(0), b.1.max(0)));
+                    bounds
+                        .iter_mut()
+                        .for_each(|b| *b = (b.0.max(0), b.1.max(0)));
                     let max_abs = bounds.iter().map(|b| b.1).max().unwrap_or(0);
                     layers.push(QLayer::Relu {
                         node: node.clone(),

@@ -114,7 +114,9 @@ impl Settings {
 
     /// SHA-256 of this file's canonical JSON; proofs and keys record it.
     pub fn sha256(&self) -> String {
-        hex::encode(Sha256::digest(serde_json::to_vec(self).expect("settings serialize")))
+        hex::encode(Sha256::digest(
+            serde_json::to_vec(self).expect("settings serialize"),
+        ))
     }
 }
 
@@ -142,7 +144,12 @@ pub fn compile_graph(
     opts: &QuantOptions,
     max_advice: usize,
 ) -> Result<(Settings, CompiledModel), CompileError> {
-    if !graph.ops.iter().any(|op| matches!(op, crate::graph::Op::Dense { .. } | crate::graph::Op::Relu { .. })) {
+    if !graph.ops.iter().any(|op| {
+        matches!(
+            op,
+            crate::graph::Op::Dense { .. } | crate::graph::Op::Relu { .. }
+        )
+    }) {
         return Err(CompileError::Structure {
             node: "graph".into(),
             detail: "the model computes nothing the circuit could prove (no layer)".into(),

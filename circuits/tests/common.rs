@@ -59,8 +59,12 @@ pub fn opts() -> QuantOptions {
 }
 
 pub fn compile(model: &str) -> (Settings, CompiledModel) {
-    compile_model(&fixture(model, "model.onnx"), &opts(), veriml_circuits::settings::DEFAULT_MAX_ADVICE)
-        .unwrap()
+    compile_model(
+        &fixture(model, "model.onnx"),
+        &opts(),
+        veriml_circuits::settings::DEFAULT_MAX_ADVICE,
+    )
+    .unwrap()
 }
 
 pub fn argmax(v: &[f64]) -> usize {

@@ -24,7 +24,10 @@ fn accuracy(model: &str) -> (f64, usize, usize) {
         }
         agree += usize::from(argmax(&got) == argmax(want));
     }
-    println!("{model}: max abs error {max_err:.6}, top-1 agreement {agree}/{}", s.inputs.len());
+    println!(
+        "{model}: max abs error {max_err:.6}, top-1 agreement {agree}/{}",
+        s.inputs.len()
+    );
     (max_err, agree, s.inputs.len())
 }
 
@@ -62,12 +65,8 @@ fn tiny_and_mnist_quantized_errors_are_small() {
 
 #[test]
 fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
-    let e = veriml_circuits::compile_model(
-        &fixture("digits_cnn", "model.onnx"),
-        &opts(),
-        8,
-    )
-    .unwrap_err();
+    let e = veriml_circuits::compile_model(&fixture("digits_cnn", "model.onnx"), &opts(), 8)
+        .unwrap_err();
     match &e {
         CompileError::UnsupportedOp { op, node, needed } => {
             assert!(op.contains("Conv"), "op {op}");

@@ -54,7 +54,9 @@ fn small_model() -> (Arc<QuantizedModel>, ColumnShape, u32) {
                 node: "fc3".into(),
                 inputs: 4,
                 outputs: 3,
-                weights: vec![1.0, -1.0, 0.5, -0.5, 0.25, 0.75, -0.75, 0.1, -2.0, 0.0, 1.5, 0.3],
+                weights: vec![
+                    1.0, -1.0, 0.5, -0.5, 0.25, 0.75, -0.75, 0.1, -2.0, 0.0, 1.5, 0.3,
+                ],
                 bias: vec![0.0, -0.1, 0.2],
             },
         ],
@@ -111,7 +113,10 @@ fn standalone_relu_layer_is_proven() {
         ],
     };
     let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
-    assert!(matches!(q.layers[0], veriml_circuits::quantize::QLayer::Relu { .. }));
+    assert!(matches!(
+        q.layers[0],
+        veriml_circuits::quantize::QLayer::Relu { .. }
+    ));
     let shape = ColumnShape::default();
     let k = veriml_circuits::circuit::count_rows(&q, shape).k();
     let x = q.quantize_input(&[-0.5, 0.25, 1.0]).unwrap();
@@ -164,7 +169,9 @@ fn public_input_and_output_are_bound() {
         assert!(!check(k, &c, bad), "changed public input {i} accepted");
     }
     // a proof of another input's output
-    let other = q.quantize_input(&[-0.9, 0.3, -0.5, 1.0, -0.2, -0.7]).unwrap();
+    let other = q
+        .quantize_input(&[-0.9, 0.3, -0.5, 1.0, -0.2, -0.7])
+        .unwrap();
     let mut swapped = inst.clone();
     for (o, v) in q.forward(&other).iter().enumerate() {
         swapped[n_in + o] = fr_from_i128(*v as i128);

@@ -103,6 +103,14 @@ enum Cmd {
         #[arg(short, long)]
         input: PathBuf,
     },
+    /// Compare the quantized model (exactly what the circuit proves) with float reference outputs.
+    Accuracy {
+        #[command(flatten)]
+        dir: DirArg,
+        /// JSON with `inputs` and `float_outputs` lists (and optional `labels`), like samples.json.
+        #[arg(short, long)]
+        samples: PathBuf,
+    },
     /// Compile, set up, prove and verify the bundled example model (digits_mlp), end to end.
     Example {
         /// Artifact folder for the example.
@@ -133,7 +141,9 @@ impl Ui {
             ProgressBar::hidden()
         } else {
             let pb = ProgressBar::new_spinner();
-            pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"),
+            );
             pb.enable_steady_tick(Duration::from_millis(120));
             pb
         };
@@ -161,8 +171,8 @@ fn read_text(path: &Path) -> Result<String> {
 
 fn load_compiled(dir: &Path) -> Result<(Settings, Arc<veriml_circuits::QuantizedModel>)> {
     let sp = dir.join("settings.json");
-    let settings = Settings::from_json(&read_text(&sp)?)
-        .with_context(|| format!("in {}", sp.display()))?;
+    let settings =
+        Settings::from_json(&read_text(&sp)?).with_context(|| format!("in {}", sp.display()))?;
     let mp = dir.join("model.compiled.json");
     let compiled = CompiledModel::from_json(&read_text(&mp)?)
         .with_context(|| format!("in {}", mp.display()))?;
@@ -181,14 +191,20 @@ fn parse_input(text: &str, what: &str) -> Result<Vec<f64>> {
         .as_array()
         .with_context(|| format!("{what}: `input_data` must be a list of inputs"))?;
     if list.len() != 1 {
-        bail!("{what}: `input_data` holds {} inputs, the model takes one", list.len());
+        bail!(
+            "{what}: `input_data` holds {} inputs, the model takes one",
+            list.len()
+        );
     }
     let mut out = Vec::new();
     fn flat(v: &serde_json::Value, out: &mut Vec<f64>, what: &str) -> Result<()> {
         match v {
             serde_json::Value::Array(a) => a.iter().try_for_each(|x| flat(x, out, what)),
             serde_json::Value::Number(n) => {
-                out.push(n.as_f64().with_context(|| format!("{what}: bad number {n}"))?);
+                out.push(
+                    n.as_f64()
+                        .with_context(|| format!("{what}: bad number {n}"))?,
+                );
                 Ok(())
             }
             other => bail!("{what}: expected numbers, found {other}"),
@@ -237,7 +253,12 @@ fn settings_summary(s: &Settings) -> serde_json::Value {
     })
 }
 
-fn setup(ui: &Ui, dir: &Path, srs_path: Option<&Path>, insecure: bool) -> Result<serde_json::Value> {
+fn setup(
+    ui: &Ui,
+    dir: &Path,
+    srs_path: Option<&Path>,
+    insecure: bool,
+) -> Result<serde_json::Value> {
     let (settings, model) = load_compiled(dir)?;
     let k = settings.circuit.k;
     let srs = match (srs_path, insecure) {
@@ -250,7 +271,9 @@ fn setup(ui: &Ui, dir: &Path, srs_path: Option<&Path>, insecure: bool) -> Result
     if srs.origin.is_insecure() && !ui.json {
         eprintln!("WARNING: {}", srs.origin.label());
     }
-    let (keys, d) = ui.step("generating keys", || Ok(pipeline::setup(&settings, model, &srs)?))?;
+    let (keys, d) = ui.step("generating keys", || {
+        Ok(pipeline::setup(&settings, model, &srs)?)
+    })?;
     let pk = keys.pk_bytes();
     let vk = keys.vk_bytes();
     artifacts::write_atomic(&dir.join("kzg.srs"), &srs.to_bytes())?;
@@ -284,7 +307,9 @@ fn prove(ui: &Ui, dir: &Path, input: &Path, out: &Path) -> Result<(ProofFile, se
     let (keys, _) = ui.step("loading the proving key", || {
         Ok(pipeline::Keys::read_pk(&dir.join("pk.bin"), &settings)?)
     })?;
-    let (proof, d) = ui.step("proving", || Ok(pipeline::prove(&srs, &keys, &settings, model, &data)?))?;
+    let (proof, d) = ui.step("proving", || {
+        Ok(pipeline::prove(&srs, &keys, &settings, model, &data)?)
+    })?;
     artifacts::write_atomic(out, proof.to_json().as_bytes())?;
     ui.say(&format!("proof written to {}", out.display()));
     ui.say(&format!("output: {:?}", proof.output));
@@ -306,8 +331,13 @@ fn verify(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Value> {
     let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
     let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
     let srs = load_srs(dir, settings.circuit.k)?;
-    let (_, d) = ui.step("verifying", || Ok(pipeline::verify(&srs, &vk, &header, &settings, &proof)?))?;
-    ui.say(&format!("proof verified: model {} output {:?}", settings.model_name, proof.output));
+    let (_, d) = ui.step("verifying", || {
+        Ok(pipeline::verify(&srs, &vk, &header, &settings, &proof)?)
+    })?;
+    ui.say(&format!(
+        "proof verified: model {} output {:?}",
+        settings.model_name, proof.output
+    ));
     if header.srs.is_insecure() && !ui.json {
         eprintln!("WARNING: verified against keys from an INSECURE development SRS");
     }
@@ -318,6 +348,82 @@ fn verify(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Value> {
         "output": proof.output,
         "srs": header.srs.label(),
         "insecure_srs": header.srs.is_insecure(),
+    }))
+}
+
+fn flat_rows(v: &serde_json::Value, key: &str, what: &str) -> Result<Vec<Vec<f64>>> {
+    let rows = v
+        .get(key)
+        .and_then(|r| r.as_array())
+        .with_context(|| format!("{what}: missing the `{key}` list"))?;
+    rows.iter()
+        .map(|r| parse_input(&json!({ "input_data": [r] }).to_string(), what))
+        .collect()
+}
+
+fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
+    let (_, model) = load_compiled(dir)?;
+    let what = samples.display().to_string();
+    let v: serde_json::Value = serde_json::from_str(&read_text(samples)?)
+        .with_context(|| format!("{what} is not JSON"))?;
+    let inputs = flat_rows(&v, "inputs", &what)?;
+    let floats = flat_rows(&v, "float_outputs", &what)?;
+    let labels: Option<Vec<u64>> = v
+        .get("labels")
+        .and_then(|l| l.as_array())
+        .and_then(|l| l.iter().map(|x| x.as_u64()).collect());
+    if inputs.len() != floats.len() {
+        bail!(
+            "{what}: {} inputs but {} float outputs",
+            inputs.len(),
+            floats.len()
+        );
+    }
+    let (mut max_err, mut agree, mut correct) = (0f64, 0usize, 0usize);
+    for (i, (x, want)) in inputs.iter().zip(&floats).enumerate() {
+        let q = model.forward(
+            &model
+                .quantize_input(x)
+                .with_context(|| format!("sample {i}"))?,
+        );
+        let got: Vec<f64> = q.iter().map(|&v| model.dequantize(v)).collect();
+        if got.len() != want.len() {
+            bail!(
+                "sample {i}: the model has {} outputs, the sample {}",
+                got.len(),
+                want.len()
+            );
+        }
+        for (g, w) in got.iter().zip(want) {
+            max_err = max_err.max((g - w).abs());
+        }
+        agree += usize::from(argmax(&got) == argmax(want));
+        if let Some(l) = &labels {
+            correct += usize::from(l.get(i).copied() == Some(argmax(&got) as u64));
+        }
+    }
+    ui.say(&format!(
+        "{} samples: largest absolute output error {max_err:.6}, top-1 agreement with float {agree}/{}{}",
+        inputs.len(),
+        inputs.len(),
+        labels
+            .as_ref()
+            .map(|_| format!(", correct labels {correct}/{}", inputs.len()))
+            .unwrap_or_default()
+    ));
+    Ok(json!({
+        "samples": inputs.len(),
+        "max_abs_error": max_err,
+        "top1_agreement": agree,
+        "label_correct": labels.map(|_| correct),
     }))
 }
 
@@ -355,7 +461,10 @@ fn run(cli: Cli) -> Result<()> {
             let data = parse_input(&read_text(&input)?, &input.display().to_string())?;
             match pipeline::mock(&settings, model, &data) {
                 Ok(r) => {
-                    ui.say(&format!("all constraints satisfied (k = {}, {} rows); output {:?}", r.k, r.rows_used, r.output));
+                    ui.say(&format!(
+                        "all constraints satisfied (k = {}, {} rows); output {:?}",
+                        r.k, r.rows_used, r.output
+                    ));
                     json!({"satisfied": true, "k": r.k, "output": r.output})
                 }
                 Err(veriml_prover::ProverError::Unsatisfied(fails)) => {
@@ -371,6 +480,7 @@ fn run(cli: Cli) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
+        Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
             artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;
@@ -383,7 +493,10 @@ fn run(cli: Cli) -> Result<()> {
                 max_advice: veriml_circuits::settings::DEFAULT_MAX_ADVICE,
             };
             let s = compile(&ui, &onnx, &dir, &opts)?;
-            ui.say(&format!("1/4 compiled digits_mlp: k = {}, {} MACs", s.circuit.k, s.circuit.macs));
+            ui.say(&format!(
+                "1/4 compiled digits_mlp: k = {}, {} MACs",
+                s.circuit.k, s.circuit.macs
+            ));
             let st = setup(&ui, &dir, None, true)?;
             ui.say("2/4 keys generated (INSECURE development SRS: for this demo only)");
             let proof_path = dir.join("proof.json");
@@ -397,7 +510,9 @@ fn run(cli: Cli) -> Result<()> {
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map(|(i, _)| i)
                 .unwrap_or(0);
-            ui.say(&format!("4/4 verified: the model classifies the example digit as {class}"));
+            ui.say(&format!(
+                "4/4 verified: the model classifies the example digit as {class}"
+            ));
             json!({"settings": settings_summary(&s), "setup": st, "prove": pr, "verify": v, "predicted_class": class})
         }
     };

@@ -55,25 +55,63 @@ fn shared_mlps_compile_prove_and_verify_from_the_cli() {
         let d = dir.path();
         let onnx = fixture(model, "model.onnx");
         let input = fixture(model, "input.json");
-        let c = json(&veriml(&["--json", "compile", s(&onnx), "-d", s(d), "--input-range", "0,1"]));
+        let c = json(&veriml(&[
+            "--json",
+            "compile",
+            s(&onnx),
+            "-d",
+            s(d),
+            "--input-range",
+            "0,1",
+        ]));
         assert!(c["k"].as_u64().unwrap() <= 14, "{model}: {c}");
-        let st = json(&veriml(&["--json", "setup", "-d", s(d), "--insecure-dev-srs"]));
+        let st = json(&veriml(&[
+            "--json",
+            "setup",
+            "-d",
+            s(d),
+            "--insecure-dev-srs",
+        ]));
         assert_eq!(st["insecure_srs"], true);
-        let p = json(&veriml(&["--json", "prove", "-d", s(d), "--input", s(&input)]));
+        let p = json(&veriml(&[
+            "--json",
+            "prove",
+            "-d",
+            s(d),
+            "--input",
+            s(&input),
+        ]));
         let v = json(&veriml(&["--json", "verify", "-d", s(d)]));
         assert_eq!(v["verified"], true);
         assert_eq!(v["output"], p["output"]);
         // the proven output, dequantized, is close to the float model's
-        let got: Vec<f64> = p["output"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let got: Vec<f64> = p["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         let want = float_output(model);
-        let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f64, f64::max);
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f64, f64::max);
         println!("{model}: max abs error of the proven output {err:.6}");
         assert!(err < 0.0014, "{model}: proven output off by {err}");
-        let m = json(&veriml(&["--json", "mock", "-d", s(d), "--input", s(&input)]));
+        let m = json(&veriml(&[
+            "--json",
+            "mock",
+            "-d",
+            s(d),
+            "--input",
+            s(&input),
+        ]));
         assert_eq!(m["satisfied"], true);
         // tamper with the proof file: verification fails with a non-zero exit
         let pf = d.join("proof.json");
-        let mut proof: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&pf).unwrap()).unwrap();
+        let mut proof: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&pf).unwrap()).unwrap();
         let last = proof["instances"].as_array().unwrap().len() - 1;
         proof["instances"][last] = serde_json::Value::String("00".repeat(31) + "05");
         std::fs::write(d.join("bad.json"), proof.to_string()).unwrap();
@@ -86,11 +124,25 @@ fn shared_mlps_compile_prove_and_verify_from_the_cli() {
 #[test]
 fn unsupported_op_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    let out = veriml(&["compile", s(&fixture("digits_cnn", "model.onnx")), "-d", s(dir.path())]);
+    let out = veriml(&[
+        "compile",
+        s(&fixture("digits_cnn", "model.onnx")),
+        "-d",
+        s(dir.path()),
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unsupported operation") && err.contains("Conv"), "{err}");
-    let out = veriml(&["--json", "compile", "/nonexistent.onnx", "-d", s(dir.path())]);
+    assert!(
+        err.contains("unsupported operation") && err.contains("Conv"),
+        "{err}"
+    );
+    let out = veriml(&[
+        "--json",
+        "compile",
+        "/nonexistent.onnx",
+        "-d",
+        s(dir.path()),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("nonexistent.onnx"));
@@ -100,7 +152,15 @@ fn unsupported_op_fails_with_a_clear_message() {
 fn setup_without_an_srs_choice_is_refused_and_bad_input_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    json(&veriml(&["--json", "compile", s(&fixture("tiny_mlp", "model.onnx")), "-d", s(d), "--input-range", "0,1"]));
+    json(&veriml(&[
+        "--json",
+        "compile",
+        s(&fixture("tiny_mlp", "model.onnx")),
+        "-d",
+        s(d),
+        "--input-range",
+        "0,1",
+    ]));
     let out = veriml(&["setup", "-d", s(d)]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-dev-srs"));

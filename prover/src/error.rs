@@ -30,7 +30,9 @@ pub enum ProverError {
         detail: String,
     },
 
-    #[error("the SRS has k = {have} but the circuit needs k = {need}; use a larger powers-of-tau file")]
+    #[error(
+        "the SRS has k = {have} but the circuit needs k = {need}; use a larger powers-of-tau file"
+    )]
     SrsTooSmall { have: u32, need: u32 },
 
     #[error("{what} does not belong to this model: {detail}")]

@@ -25,7 +25,9 @@ use halo2_proofs::{
     transcript::{TranscriptReadBuffer, TranscriptWriterBuffer},
     SerdeFormat,
 };
-use snark_verifier_sdk::{snark_verifier::system::halo2::transcript::evm::EvmTranscript, NativeLoader};
+use snark_verifier_sdk::{
+    snark_verifier::system::halo2::transcript::evm::EvmTranscript, NativeLoader,
+};
 use std::path::Path;
 use std::sync::Arc;
 use veriml_circuits::{
@@ -47,7 +49,11 @@ fn halo2_err(stage: &'static str) -> impl Fn(halo2_proofs::plonk::Error) -> Prov
     }
 }
 
-fn check_header(header: &KeyHeader, settings: &Settings, what: &'static str) -> Result<(), ProverError> {
+fn check_header(
+    header: &KeyHeader,
+    settings: &Settings,
+    what: &'static str,
+) -> Result<(), ProverError> {
     if header.settings_sha256 != settings.sha256() {
         return Err(ProverError::Mismatch {
             what,
@@ -69,7 +75,11 @@ fn check_header(header: &KeyHeader, settings: &Settings, what: &'static str) -> 
 
 /// Generates the proving and verifying keys of a compiled model. `srs` must have exactly the
 /// circuit's `k` (see [`Srs::downsized`]).
-pub fn setup(settings: &Settings, model: Arc<QuantizedModel>, srs: &Srs) -> Result<Keys, ProverError> {
+pub fn setup(
+    settings: &Settings,
+    model: Arc<QuantizedModel>,
+    srs: &Srs,
+) -> Result<Keys, ProverError> {
     settings.check_model(&model)?;
     let k = settings.circuit.k;
     if srs.k() != k {
@@ -80,7 +90,8 @@ pub fn setup(settings: &Settings, model: Arc<QuantizedModel>, srs: &Srs) -> Resu
     }
     let circuit = ModelCircuit::keygen(model, settings.circuit.shape);
     let vk = keygen_vk(&srs.params, &circuit).map_err(halo2_err("generating the verifying key"))?;
-    let pk = keygen_pk(&srs.params, vk, &circuit).map_err(halo2_err("generating the proving key"))?;
+    let pk =
+        keygen_pk(&srs.params, vk, &circuit).map_err(halo2_err("generating the proving key"))?;
     Ok(Keys {
         pk,
         header: KeyHeader {
@@ -137,7 +148,10 @@ pub fn vk_file_bytes(vk: &VerifyingKey<G1Affine>, header: &KeyHeader) -> Vec<u8>
 }
 
 /// Reads a verifying-key file and checks it belongs to `settings`.
-pub fn read_vk(path: &Path, settings: &Settings) -> Result<(VerifyingKey<G1Affine>, KeyHeader), ProverError> {
+pub fn read_vk(
+    path: &Path,
+    settings: &Settings,
+) -> Result<(VerifyingKey<G1Affine>, KeyHeader), ProverError> {
     let bytes = crate::artifacts::read_file(path)?;
     vk_from_bytes(&bytes, path, settings)
 }
@@ -195,7 +209,8 @@ pub fn prove(
     let xq = model.quantize_input(input)?;
     let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq.clone());
     let instances = circuit.instances().expect("circuit has a witness");
-    let mut transcript = EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
+    let mut transcript =
+        EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
     create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<_>, _, _, _, _>(
         &srs.params,
         &keys.pk,
@@ -236,7 +251,9 @@ pub fn verify_raw(
 ) -> Result<(), ProverError> {
     let expected = vk.cs().num_instance_columns();
     if expected != 1 {
-        return Err(ProverError::Rejected(format!("verifying key has {expected} instance columns")));
+        return Err(ProverError::Rejected(format!(
+            "verifying key has {expected} instance columns"
+        )));
     }
     let mut transcript = EvmTranscript::<G1Affine, NativeLoader, &[u8], Vec<u8>>::init(proof);
     let strategy = verify_proof::<KZGCommitmentScheme<Bn256>, VerifierSHPLONK<_>, _, _, _>(
@@ -263,7 +280,9 @@ pub fn verify(
     proof: &ProofFile,
 ) -> Result<Vec<Fr>, ProverError> {
     check_header(header, settings, "verifying key")?;
-    if proof.settings_sha256 != header.settings_sha256 || proof.weights_sha256 != header.weights_sha256 {
+    if proof.settings_sha256 != header.settings_sha256
+        || proof.weights_sha256 != header.weights_sha256
+    {
         return Err(ProverError::Mismatch {
             what: "proof",
             detail: "it was made for another model or other settings".into(),
@@ -301,7 +320,11 @@ pub struct MockReport {
 }
 
 /// Runs halo2's `MockProver` on one input; on failure lists every failing constraint.
-pub fn mock(settings: &Settings, model: Arc<QuantizedModel>, input: &[f64]) -> Result<MockReport, ProverError> {
+pub fn mock(
+    settings: &Settings,
+    model: Arc<QuantizedModel>,
+    input: &[f64],
+) -> Result<MockReport, ProverError> {
     settings.check_model(&model)?;
     let xq = model.quantize_input(input)?;
     let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq);
@@ -324,8 +347,13 @@ pub fn mock_circuit(k: u32, circuit: &ModelCircuit) -> Result<(), ProverError> {
 }
 
 /// Runs `MockProver` on a circuit with the given public inputs.
-pub fn mock_circuit_with(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Result<(), ProverError> {
-    let prover = MockProver::run(k, circuit, vec![instances]).map_err(halo2_err("running the mock prover"))?;
+pub fn mock_circuit_with(
+    k: u32,
+    circuit: &ModelCircuit,
+    instances: Vec<Fr>,
+) -> Result<(), ProverError> {
+    let prover = MockProver::run(k, circuit, vec![instances])
+        .map_err(halo2_err("running the mock prover"))?;
     prover
         .verify_par()
         .map_err(|fails| ProverError::Unsatisfied(fails.iter().map(|f| f.to_string()).collect()))

@@ -118,7 +118,9 @@ impl Srs {
     /// Serializes the parameters in halo2's format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.params.write(&mut out).expect("writing to a Vec cannot fail");
+        self.params
+            .write(&mut out)
+            .expect("writing to a Vec cannot fail");
         out
     }
 }

@@ -83,13 +83,17 @@ fn tiny_mlp_proves_verifies_and_rejects_tampering() {
     verify(&r, &other).unwrap();
     let mut swapped = proof.clone();
     swapped.instances = other.instances.clone();
-    assert!(matches!(verify(&r, &swapped), Err(ProverError::Rejected(_))));
+    assert!(matches!(
+        verify(&r, &swapped),
+        Err(ProverError::Rejected(_))
+    ));
 
     // a changed output value
     let n_in = r.model.input_len();
     for i in [0, n_in, n_in + 3] {
         let mut t = proof.clone();
-        let f = fr_from_hex(&t.instances[i]).unwrap() + veriml_circuits::halo2_proofs::halo2curves::bn256::Fr::one();
+        let f = fr_from_hex(&t.instances[i]).unwrap()
+            + veriml_circuits::halo2_proofs::halo2curves::bn256::Fr::one();
         t.instances[i] = fr_to_hex(&f);
         assert!(verify(&r, &t).is_err(), "changed public input {i} accepted");
     }
@@ -133,9 +137,16 @@ fn proof_does_not_verify_with_another_models_key() {
     let x = input_of("tiny_mlp");
     let proof = pipeline::prove(&a.srs, &a.keys, &a.settings, a.model.clone(), &x).unwrap();
     // the file-level check refuses it
-    assert!(matches!(verify(&b, &proof), Err(ProverError::Mismatch { .. })));
+    assert!(matches!(
+        verify(&b, &proof),
+        Err(ProverError::Mismatch { .. })
+    ));
     // and the cryptographic check refuses it too, whatever the file says
-    let instances: Vec<_> = proof.instances.iter().map(|s| fr_from_hex(s).unwrap()).collect();
+    let instances: Vec<_> = proof
+        .instances
+        .iter()
+        .map(|s| fr_from_hex(s).unwrap())
+        .collect();
     let bytes = hex::decode(&proof.proof).unwrap();
     verify_raw(&a.srs.params, a.keys.pk.get_vk(), &instances, &bytes).unwrap();
     if a.settings.circuit.k == b.settings.circuit.k {

@@ -247,6 +247,61 @@ impl QuantizedModel {
         self.input_shape.iter().product()
     }
 
+    /// Checks the structure (a file may have been edited): shapes chain, vector lengths,
+    /// scale and bound limits. The circuit relies on these.
+    pub fn validate(&self) -> Result<(), CompileError> {
+        let bad = |layer: usize, detail: String| Err(CompileError::Quantization { layer, detail });
+        if self.activation_scale_bits > MAX_SCALE_BITS {
+            return bad(0, "activation scale too large".into());
+        }
+        if self.input_min > self.input_max {
+            return bad(0, "empty input range".into());
+        }
+        if self.layers.is_empty() {
+            return bad(0, "no layers".into());
+        }
+        let mut width = self.input_len();
+        for (i, layer) in self.layers.iter().enumerate() {
+            match layer {
+                QLayer::Dense {
+                    inputs,
+                    outputs,
+                    weights,
+                    bias,
+                    shift,
+                    out_bits,
+                    ..
+                } => {
+                    if *inputs != width || *inputs == 0 || *outputs == 0 {
+                        return bad(i, format!("takes {inputs} inputs, receives {width}"));
+                    }
+                    if weights.len() != inputs * outputs || bias.len() != *outputs {
+                        return bad(i, "weight or bias count does not match the shape".into());
+                    }
+                    if *shift > MAX_SCALE_BITS || *out_bits == 0 || *out_bits > 100 {
+                        return bad(i, "scale or bound out of limits".into());
+                    }
+                    width = *outputs;
+                }
+                QLayer::Relu { len, out_bits, .. } => {
+                    if *len != width || *out_bits == 0 || *out_bits > 100 {
+                        return bad(i, "relu length or bound does not match".into());
+                    }
+                }
+            }
+        }
+        if width != self.output_len() {
+            return bad(
+                self.layers.len() - 1,
+                format!(
+                    "computes {width} outputs, the output shape has {}",
+                    self.output_len()
+                ),
+            );
+        }
+        Ok(())
+    }
+
     pub fn output_len(&self) -> usize {
         self.output_shape.iter().product()
     }

@@ -132,6 +132,7 @@ impl CompiledModel {
                 detail: format!("format `{}` version {}", c.format, c.version),
             });
         }
+        c.model.validate()?;
         Ok(c)
     }
 }
@@ -156,7 +157,17 @@ pub fn compile_graph(
         });
     }
     let model = QuantizedModel::from_graph(graph, opts)?;
+    model.validate()?;
     let Plan { shape, rows, k, .. } = plan(&model, max_advice);
+    if k > crate::circuit::MAX_K {
+        return Err(CompileError::Structure {
+            node: "graph".into(),
+            detail: format!(
+                "the circuit needs 2^{k} rows, more than the supported 2^{}",
+                crate::circuit::MAX_K
+            ),
+        });
+    }
     let layers = model
         .layers
         .iter()

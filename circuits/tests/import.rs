@@ -111,3 +111,20 @@ fn settings_record_weights_hash_and_roundtrip() {
     let wrong_version = text.replace("\"version\":1", "\"version\":99");
     assert!(veriml_circuits::Settings::from_json(&wrong_version).is_err());
 }
+
+#[test]
+fn edited_compiled_model_is_refused_not_a_panic() {
+    let (_, compiled) = compile("tiny_mlp");
+    let mut v = serde_json::to_value(&compiled).unwrap();
+    // drop one weight: the shapes no longer agree
+    v["model"]["layers"][0]["weights"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    let e = veriml_circuits::CompiledModel::from_json(&v.to_string()).unwrap_err();
+    assert!(e.to_string().contains("weight or bias count"), "{e}");
+    let mut v = serde_json::to_value(&compiled).unwrap();
+    v["model"]["layers"][1]["inputs"] = serde_json::json!(31);
+    assert!(veriml_circuits::CompiledModel::from_json(&v.to_string()).is_err());
+    assert!(veriml_circuits::CompiledModel::from_json("{}").is_err());
+}

@@ -125,7 +125,7 @@ fn parse_range(s: &str) -> Result<(f64, f64), String> {
         .ok_or_else(|| format!("expected LO,HI, got `{s}`"))?;
     let lo: f64 = a.trim().parse().map_err(|e| format!("bad LO `{a}`: {e}"))?;
     let hi: f64 = b.trim().parse().map_err(|e| format!("bad HI `{b}`: {e}"))?;
-    if !(lo <= hi) {
+    if lo.is_nan() || hi.is_nan() || lo > hi {
         return Err(format!("LO must not exceed HI in `{s}`"));
     }
     Ok((lo, hi))

@@ -11,6 +11,12 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# The Solidity toolchain (solcjs, Foundry) from npm, pinned by package-lock.json.
+if [ ! -x node_modules/.bin/solcjs ] || ! cmp -s package-lock.json node_modules/.package-lock.json 2>/dev/null; then
+  npm ci --no-audit --no-fund
+fi
+export VERIML_SOLC="$PWD/scripts/solc"
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

@@ -5,13 +5,16 @@
 //!
 //! | columns | chip | gate |
 //! |---|---|---|
-//! | `a[0..K]`, `c`, fixed `w[0..K]`, `fb`, `g`, `q_mac` | multiply-accumulate | `q_mac·(c' − g·c − Σ wᵢ·aᵢ − fb) = 0` |
-//! | `a[0..4]`, `c`, fixed `d`, `h`, `t`, `q_rq` | rescale (+ ReLU) | `q_rq·(a₀ + h − d·(a₁ − a₂) − a₃) = 0`, `q_rq·a₁·a₂ = 0`, `q_rq·(c − a₁ + t·a₂) = 0` |
+//! | `a[0..K]`, `c`, fixed `w[0..K]`, `fb`, `q_mac` | multiply-accumulate | `q_mac·(c' − (q_mac − 1)·c − Σ wᵢ·aᵢ − fb) = 0` |
+//! | `a[0..4]`, `c`, fixed `d`, `h`, `q_rq` | rescale (+ ReLU) | `q_rq·(a₀ + h − d·(a₁ − a₂) − a₃) = 0`, `q_rq·a₁·a₂ = 0`, `q_rq·(c − a₁ + (q_rq − 1)·a₂) = 0` |
 //! | `z[0..Z]`, fixed `q_bit`, `q_zero` | range check | `q_bit·δ·(δ − 1) = 0` with `δ = z − 2z'`, `q_zero·z = 0` |
 //!
 //! Weights and biases live in fixed columns, so the verifying key binds the model. A dot
 //! product of `n` inputs takes `⌈n/K⌉` rows: each row adds `K` products to the running sum in
-//! `c`. Consecutive dot products share their boundary row (`g = 0` starts a new sum).
+//! `c`. Consecutive dot products share their boundary row. Selectors carry two meanings to
+//! save fixed columns (each one costs the EVM verifier): `q_mac` is 1 on the first row of a
+//! sum (the previous `c` is ignored) and 2 on the rows that continue it; `q_rq` is 1 for
+//! ReLU (`c = p`) and 2 for identity (`c = p − n`).
 //! The rescaling row proves `acc + h = d·q + r` with `q = p − n`, `p·n = 0`, and range checks
 //! `p, n < 2^B` and `0 ≤ r < d`, so `q = round(acc / d)` is the only value that satisfies it;
 //! `c` holds `p` (ReLU) or `p − n` (identity). Range checks decompose a value into bits with
@@ -59,7 +62,7 @@ impl ColumnShape {
         self.mac_columns + 1 + self.range_columns
     }
     pub fn fixed_columns(&self) -> usize {
-        self.mac_columns + 7 + 2 * self.range_columns
+        self.mac_columns + 5 + 2 * self.range_columns
     }
 }
 
@@ -186,12 +189,10 @@ pub struct ModelConfig {
     z: Vec<Column<Advice>>,
     w: Vec<Column<Fixed>>,
     fb: Column<Fixed>,
-    g: Column<Fixed>,
     q_mac: Column<Fixed>,
     q_rq: Column<Fixed>,
     d: Column<Fixed>,
     h: Column<Fixed>,
-    t: Column<Fixed>,
     q_bit: Vec<Column<Fixed>>,
     q_zero: Vec<Column<Fixed>>,
     instance: Column<Instance>,
@@ -215,7 +216,7 @@ impl ModelConfig {
         let w: Vec<_> = (0..shape.mac_columns)
             .map(|_| meta.fixed_column())
             .collect();
-        let [fb, g, q_mac, q_rq, d, h, t] = [(); 7].map(|_| meta.fixed_column());
+        let [fb, q_mac, q_rq, d, h] = [(); 5].map(|_| meta.fixed_column());
         let q_bit: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
         let q_zero: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
         let instance = meta.instance_column();
@@ -226,7 +227,6 @@ impl ModelConfig {
 
         meta.create_gate("multiply-accumulate", |m| {
             let q = m.query_fixed(q_mac, Rotation::cur());
-            let gg = m.query_fixed(g, Rotation::cur());
             let bias = m.query_fixed(fb, Rotation::cur());
             let cur = m.query_advice(c, Rotation::cur());
             let next = m.query_advice(c, Rotation::next());
@@ -235,18 +235,20 @@ impl ModelConfig {
                 sum = sum
                     + m.query_fixed(*wc, Rotation::cur()) * m.query_advice(*ac, Rotation::cur());
             }
-            vec![q * (next - gg * cur - sum)]
+            let one = Expression::Constant(Fr::one());
+            vec![q.clone() * (next - (q - one) * cur - sum)]
         });
 
         meta.create_gate("rescale", |m| {
             let q = m.query_fixed(q_rq, Rotation::cur());
             let [acc, p, n, r] = [0, 1, 2, 3].map(|i| m.query_advice(a[i], Rotation::cur()));
             let out = m.query_advice(c, Rotation::cur());
-            let [dd, hh, tt] = [d, h, t].map(|col| m.query_fixed(col, Rotation::cur()));
+            let [dd, hh] = [d, h].map(|col| m.query_fixed(col, Rotation::cur()));
+            let one = Expression::Constant(Fr::one());
             vec![
                 q.clone() * (acc + hh - dd * (p.clone() - n.clone()) - r),
                 q.clone() * p.clone() * n.clone(),
-                q * (out - p + tt * n),
+                q.clone() * (out - p + (q - one) * n),
             ]
         });
 
@@ -269,12 +271,10 @@ impl ModelConfig {
             z,
             w,
             fb,
-            g,
             q_mac,
             q_rq,
             d,
             h,
-            t,
             q_bit,
             q_zero,
             instance,
@@ -491,10 +491,10 @@ impl Filler<'_, '_> {
             }
             for r in 0..rows_per {
                 let row = self.row;
-                self.fixed(self.cfg.q_mac, row, Fr::one());
-                if r > 0 {
-                    self.fixed(self.cfg.g, row, Fr::one());
-                } else if bias[o] != 0 {
+                // 1: a new sum starts here; 2: the sum continues
+                let q = if r == 0 { 1 } else { 2 };
+                self.fixed(self.cfg.q_mac, row, Fr::from(q));
+                if r == 0 && bias[o] != 0 {
                     self.fixed(self.cfg.fb, row, fr_from_i128(bias[o] as i128));
                 }
                 for i in 0..kk {
@@ -550,13 +550,11 @@ impl Filler<'_, '_> {
         let half = if shift == 0 { 0 } else { 1u128 << (shift - 1) };
         for &(src, val) in acc {
             let row = self.row;
-            self.fixed(self.cfg.q_rq, row, Fr::one());
+            // 1: ReLU, 2: identity
+            self.fixed(self.cfg.q_rq, row, Fr::from(if relu { 1 } else { 2 }));
             self.fixed(self.cfg.d, row, d);
             if half != 0 {
                 self.fixed(self.cfg.h, row, Fr::from_u128(half));
-            }
-            if !relu {
-                self.fixed(self.cfg.t, row, Fr::one());
             }
             let parts = val.map(|a| {
                 let (q, r) = rescale_parts(a, shift);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use veriml_circuits::{settings::CompiledModel, QuantOptions, Settings};
-use veriml_prover::{artifacts, pipeline, ProofFile, Srs};
+use veriml_prover::{artifacts, evm, pipeline, ProofFile, Srs};
 
 const EXAMPLE_ONNX: &[u8] = include_bytes!("../../examples/digits_mlp/model.onnx");
 const EXAMPLE_INPUT: &str = include_str!("../../examples/digits_mlp/input.json");
@@ -102,6 +102,22 @@ enum Cmd {
         /// Input JSON: {"input_data": [[...floats...]]}.
         #[arg(short, long)]
         input: PathBuf,
+    },
+    /// Generate the Solidity verifier (DIR/Verifier.sol) and compile it, optimizer off (DIR/Verifier.json).
+    CreateEvmVerifier {
+        #[command(flatten)]
+        dir: DirArg,
+        /// A solc-compatible compiler; the project's scripts/solc wraps the pinned solcjs.
+        #[arg(long, env = "VERIML_SOLC", default_value = "solc")]
+        solc: PathBuf,
+    },
+    /// Verify a proof with the generated verifier in an in-process EVM (revm); prints gas used.
+    VerifyEvm {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The proof file (default: DIR/proof.json).
+        #[arg(short, long)]
+        proof: Option<PathBuf>,
     },
     /// Compare the quantized model (exactly what the circuit proves) with float reference outputs.
     Accuracy {
@@ -427,6 +443,79 @@ fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
     }))
 }
 
+fn create_evm_verifier(ui: &Ui, dir: &Path, solc: &Path) -> Result<serde_json::Value> {
+    let (settings, _) = load_compiled(dir)?;
+    let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
+    let srs = load_srs(dir, settings.circuit.k)?;
+    let (sol, _) = ui.step("generating the Solidity verifier", || {
+        let body = evm::solidity_verifier(&srs, &vk, settings.circuit.num_instances);
+        Ok(evm::generated_header(&settings.model_name, &header.settings_sha256) + &body)
+    })?;
+    artifacts::write_atomic(&dir.join("Verifier.sol"), sol.as_bytes())?;
+    let (code, _) = ui.step("compiling it (optimizer off)", || {
+        Ok(evm::compile_verifier(solc, &sol)?)
+    })?;
+    artifacts::write_atomic(
+        &dir.join("Verifier.json"),
+        serde_json::to_string_pretty(&code)?.as_bytes(),
+    )?;
+    ui.say(&format!(
+        "verifier written to {} ({} bytes of runtime code, limit {})",
+        dir.join("Verifier.sol").display(),
+        code.runtime_len(),
+        evm::MAX_RUNTIME_CODE
+    ));
+    Ok(json!({
+        "solidity": dir.join("Verifier.sol"),
+        "bytecode": dir.join("Verifier.json"),
+        "runtime_bytes": code.runtime_len(),
+        "solc_version": code.solc_version,
+        "insecure_srs": header.srs.is_insecure(),
+    }))
+}
+
+fn verify_evm(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Value> {
+    let (settings, _) = load_compiled(dir)?;
+    let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
+    let (_, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
+    if proof.settings_sha256 != header.settings_sha256 {
+        bail!("the proof was made for other settings than this folder's keys");
+    }
+    let code: evm::Bytecode = serde_json::from_str(&read_text(&dir.join("Verifier.json"))?)
+        .context("Verifier.json is not a compiled verifier; run create-evm-verifier")?;
+    let instances = proof
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            pipeline::fr_from_hex(s)
+                .with_context(|| format!("public input {i} is not a canonical scalar"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = veriml_prover::artifacts::hex_bytes(&proof.proof).context("proof is not hex")?;
+    let ((deploy_gas, out), _) = ui.step("verifying in the in-process EVM", || {
+        Ok(evm::verify_in_evm(&code, &instances, &bytes)?)
+    })?;
+    if !out.success {
+        if ui.json {
+            println!(
+                "{}",
+                json!({"verified": false, "gas_used": out.gas_used, "reason": out.reason})
+            );
+        }
+        bail!(
+            "the EVM verifier rejected the proof ({}; gas used {})",
+            out.reason.unwrap_or_default(),
+            out.gas_used
+        );
+    }
+    ui.say(&format!(
+        "proof verified by the EVM verifier: deploy gas {deploy_gas}, verify gas {}",
+        out.gas_used
+    ));
+    Ok(json!({"verified": true, "deploy_gas": deploy_gas, "gas_used": out.gas_used}))
+}
+
 fn run(cli: Cli) -> Result<()> {
     let ui = Ui { json: cli.json };
     let out = match cli.cmd {
@@ -481,6 +570,11 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
+        Cmd::CreateEvmVerifier { dir, solc } => create_evm_verifier(&ui, &dir.dir, &solc)?,
+        Cmd::VerifyEvm { dir, proof } => {
+            let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));
+            verify_evm(&ui, &dir.dir, &p)?
+        }
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
             artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;

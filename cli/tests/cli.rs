@@ -181,3 +181,59 @@ fn example_runs_end_to_end() {
     assert_eq!(v["verify"]["verified"], true);
     assert!(v["predicted_class"].as_u64().unwrap() < 10);
 }
+
+#[test]
+fn evm_verifier_is_generated_and_checks_proofs_in_process() {
+    let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = fixture("tiny_mlp", "input.json");
+    json(&veriml(&[
+        "--json",
+        "compile",
+        s(&fixture("tiny_mlp", "model.onnx")),
+        "-d",
+        s(d),
+        "--input-range",
+        "0,1",
+        "--max-advice",
+        "6",
+    ]));
+    json(&veriml(&[
+        "--json",
+        "setup",
+        "-d",
+        s(d),
+        "--insecure-dev-srs",
+    ]));
+    json(&veriml(&[
+        "--json",
+        "prove",
+        "-d",
+        s(d),
+        "--input",
+        s(&input),
+    ]));
+    let c = json(&veriml(&[
+        "--json",
+        "create-evm-verifier",
+        "-d",
+        s(d),
+        "--solc",
+        s(&solc),
+    ]));
+    assert!(c["runtime_bytes"].as_u64().unwrap() <= 24_576);
+    let sol = std::fs::read_to_string(d.join("Verifier.sol")).unwrap();
+    assert!(sol.starts_with("// GENERATED"));
+    let v = json(&veriml(&["--json", "verify-evm", "-d", s(d)]));
+    assert_eq!(v["verified"], true);
+    assert!(v["gas_used"].as_u64().unwrap() > 100_000);
+    // a changed output is rejected by the EVM verifier
+    let mut proof: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("proof.json")).unwrap()).unwrap();
+    proof["instances"][17] = serde_json::Value::String("00".repeat(31) + "07");
+    std::fs::write(d.join("bad.json"), proof.to_string()).unwrap();
+    let out = veriml(&["verify-evm", "-d", s(d), "--proof", s(&d.join("bad.json"))]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+}

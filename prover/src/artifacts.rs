@@ -61,6 +61,11 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, ProverError> {
     })
 }
 
+/// Decodes hex with or without a `0x` prefix.
+pub fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+    hex::decode(s.trim_start_matches("0x")).ok()
+}
+
 /// What a key file says about the key it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyHeader {

@@ -44,6 +44,15 @@ pub enum ProverError {
     #[error("the witness does not satisfy the circuit ({} failure(s)); first: {}", .0.len(), .0.first().map(String::as_str).unwrap_or(""))]
     Unsatisfied(Vec<String>),
 
+    #[error("Solidity compilation failed: {0}")]
+    Solidity(String),
+
+    #[error("the generated verifier has {size} bytes of runtime code, over the EIP-170 limit of {limit}; compile the model with fewer columns (--max-advice) or fewer public values")]
+    VerifierTooLarge { size: usize, limit: usize },
+
+    #[error("EVM execution failed: {0}")]
+    Evm(String),
+
     #[error("proof rejected: {0}")]
     Rejected(String),
 }

@@ -7,6 +7,7 @@
 
 pub mod artifacts;
 pub mod error;
+pub mod evm;
 pub mod pipeline;
 pub mod srs;
 

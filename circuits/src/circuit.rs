@@ -6,18 +6,20 @@
 //! | columns | chip | gate |
 //! |---|---|---|
 //! | `a[0..K]`, `c`, fixed `w[0..K]`, `fb`, `q_mac` | multiply-accumulate | `q_mac·(c' − (q_mac − 1)·c − Σ wᵢ·aᵢ − fb) = 0` |
-//! | `a[0..4]`, `c`, fixed `d`, `h`, `q_rq` | rescale (+ ReLU) | `q_rq·(a₀ + h − d·(a₁ − a₂) − a₃) = 0`, `q_rq·a₁·a₂ = 0`, `q_rq·(c − a₁ + (q_rq − 1)·a₂) = 0` |
+//! | `c`, `a[0..4]`, fixed `d`, `h`, `q_rq` | rescale (+ ReLU) | `q_rq·(c + h − d·(a₁ − a₂) − a₃) = 0`, `q_rq·a₁·a₂ = 0`, `q_rq·(a₀ − a₁ + (q_rq − 1)·a₂) = 0` |
 //! | `z[0..Z]`, fixed `q_bit`, `q_zero` | range check | `q_bit·δ·(δ − 1) = 0` with `δ = z − 2z'`, `q_zero·z = 0` |
 //!
 //! Weights and biases live in fixed columns, so the verifying key binds the model. A dot
 //! product of `n` inputs takes `⌈n/K⌉` rows: each row adds `K` products to the running sum in
-//! `c`. Consecutive dot products share their boundary row. Selectors carry two meanings to
+//! `c`; the row after a dot product is its rescale row, whose `c` holds the finished sum, so
+//! `c` needs no copy constraints (one permutation column less). Selectors carry two meanings to
 //! save fixed columns (each one costs the EVM verifier): `q_mac` is 1 on the first row of a
 //! sum (the previous `c` is ignored) and 2 on the rows that continue it; `q_rq` is 1 for
-//! ReLU (`c = p`) and 2 for identity (`c = p − n`).
+//! ReLU (`a₀ = p`) and 2 for identity (`a₀ = p − n`).
 //! The rescaling row proves `acc + h = d·q + r` with `q = p − n`, `p·n = 0`, and range checks
 //! `p, n < 2^B` and `0 ≤ r < d`, so `q = round(acc / d)` is the only value that satisfies it;
-//! `c` holds `p` (ReLU) or `p − n` (identity). Range checks decompose a value into bits with
+//! `a₀` holds the output. A stand-alone ReLU is a one-term sum with weight 1 followed by a
+//! rescale row with `d = 1`. Range checks decompose a value into bits with
 //! a running sum in a `z` column that must end at zero.
 //!
 //! The single instance column holds the quantized model input followed by its output.
@@ -110,7 +112,7 @@ pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> RowCount {
                 out_bits,
                 ..
             } => {
-                main += outputs * inputs.div_ceil(k) + 1 + outputs;
+                main += outputs * (inputs.div_ceil(k).max(1) + 1);
                 for _ in 0..*outputs {
                     push_rc(*shift);
                     push_rc(*out_bits);
@@ -118,7 +120,7 @@ pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> RowCount {
                 }
             }
             QLayer::Relu { len, out_bits, .. } => {
-                main += len;
+                main += 2 * len;
                 for _ in 0..*len {
                     push_rc(0);
                     push_rc(*out_bits);
@@ -220,7 +222,7 @@ impl ModelConfig {
         let q_bit: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
         let q_zero: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
         let instance = meta.instance_column();
-        for col in a.iter().chain([&c]).chain(z.iter()) {
+        for col in a.iter().chain(z.iter()) {
             meta.enable_equality(*col);
         }
         meta.enable_equality(instance);
@@ -241,8 +243,8 @@ impl ModelConfig {
 
         meta.create_gate("rescale", |m| {
             let q = m.query_fixed(q_rq, Rotation::cur());
-            let [acc, p, n, r] = [0, 1, 2, 3].map(|i| m.query_advice(a[i], Rotation::cur()));
-            let out = m.query_advice(c, Rotation::cur());
+            let [out, p, n, r] = [0, 1, 2, 3].map(|i| m.query_advice(a[i], Rotation::cur()));
+            let acc = m.query_advice(c, Rotation::cur());
             let [dd, hh] = [d, h].map(|col| m.query_fixed(col, Rotation::cur()));
             let one = Expression::Constant(Fr::one());
             vec![
@@ -289,8 +291,6 @@ pub enum FaultTarget {
     MacInput,
     /// A running-sum cell of the multiply-accumulate chip.
     MacSum,
-    /// The accumulator copied into the rescale chip.
-    RescaleAcc,
     /// The positive part `p` of the rescale chip.
     RescalePos,
     /// The negative part `n` of the rescale chip.
@@ -404,7 +404,7 @@ struct Filler<'a, 'r> {
     zrows: Vec<usize>,
     instance_links: Vec<(Cell, usize)>,
     fault: Option<Fault>,
-    counters: [usize; 9],
+    counters: [usize; 8],
 }
 
 impl Filler<'_, '_> {
@@ -467,152 +467,122 @@ impl Filler<'_, '_> {
         self.zrows[zi] = start + bits as usize + 1;
     }
 
-    /// Dot products `bias[o] + Σ W[o][i]·x[i]`; returns the cells of the sums.
-    fn dense(
+    /// One neuron: the dot product `bias + Σ wᵢ·x[idxᵢ]` (`terms` lists `(idx, w)`), then the
+    /// rescale row `out = relu?(round(acc / 2^shift))` with its range checks. The sum lands in
+    /// `c` of the rescale row, so it needs no copy. Returns the output cell and value.
+    #[allow(clippy::too_many_arguments)]
+    fn neuron(
         &mut self,
         x: &[Src],
         xv: Option<&[i64]>,
-        weights: &[i64],
-        bias: &[i64],
-        outputs: usize,
-    ) -> Vec<(Cell, Value<i128>)> {
-        let kk = self.cfg.a.len();
-        let n = x.len();
-        let rows_per = n.div_ceil(kk);
-        let mut sums = Vec::with_capacity(outputs);
-        // the first row's c is not used by the gate (g = 0); give it a value
-        let first = self.row;
-        self.advice(self.cfg.c, first, Value::known(Fr::zero()), None);
-        for o in 0..outputs {
-            let wrow = &weights[o * n..(o + 1) * n];
-            let mut acc: Value<i128> = Value::known(bias[o] as i128);
-            if xv.is_none() {
-                acc = Value::unknown();
-            }
-            for r in 0..rows_per {
-                let row = self.row;
-                // 1: a new sum starts here; 2: the sum continues
-                let q = if r == 0 { 1 } else { 2 };
-                self.fixed(self.cfg.q_mac, row, Fr::from(q));
-                if r == 0 && bias[o] != 0 {
-                    self.fixed(self.cfg.fb, row, fr_from_i128(bias[o] as i128));
-                }
-                for i in 0..kk {
-                    let idx = r * kk + i;
-                    if idx >= n {
-                        break;
-                    }
-                    let v = xv.map(|xs| xs[idx]);
-                    let cell = self.advice(
-                        self.cfg.a[i],
-                        row,
-                        Value::known(()).and_then(|_| match v {
-                            Some(v) => Value::known(fr_from_i128(v as i128)),
-                            None => Value::unknown(),
-                        }),
-                        Some(FaultTarget::MacInput),
-                    );
-                    self.link(cell, x[idx]);
-                    if wrow[idx] != 0 {
-                        self.fixed(self.cfg.w[i], row, fr_from_i128(wrow[idx] as i128));
-                    }
-                    if let Some(v) = v {
-                        acc = acc.map(|a| a + wrow[idx] as i128 * v as i128);
-                    }
-                }
-                let cell = self.advice(
-                    self.cfg.c,
-                    row + 1,
-                    acc.map(fr_from_i128),
-                    Some(FaultTarget::MacSum),
-                );
-                self.row += 1;
-                if r + 1 == rows_per {
-                    sums.push((cell, acc));
-                }
-            }
-        }
-        // the last sum's row is taken; the next chip starts below it
-        self.row += 1;
-        sums
-    }
-
-    /// Rescale rows: `out = relu?(round((acc) / 2^shift))`, with range checks.
-    fn rescale(
-        &mut self,
-        acc: &[(Src, Value<i128>)],
+        terms: &[(usize, i64)],
+        bias: i64,
         shift: u32,
         relu: bool,
         bits: u32,
-    ) -> Vec<(Cell, Value<i128>)> {
-        let mut outs = Vec::with_capacity(acc.len());
-        let d = Fr::from_u128(1u128 << shift);
-        let half = if shift == 0 { 0 } else { 1u128 << (shift - 1) };
-        for &(src, val) in acc {
-            let row = self.row;
-            // 1: ReLU, 2: identity
-            self.fixed(self.cfg.q_rq, row, Fr::from(if relu { 1 } else { 2 }));
-            self.fixed(self.cfg.d, row, d);
-            if half != 0 {
-                self.fixed(self.cfg.h, row, Fr::from_u128(half));
+    ) -> (Cell, Value<i128>) {
+        let kk = self.cfg.a.len();
+        // the first row's c is ignored by the gate (q_mac = 1); give it a value
+        let start = self.row;
+        self.advice(self.cfg.c, start, Value::known(Fr::zero()), None);
+        let mut acc: Value<i128> = match xv {
+            Some(_) => Value::known(bias as i128),
+            None => Value::unknown(),
+        };
+        for (r, chunk) in terms.chunks(kk).enumerate() {
+            let row = start + r;
+            // 1: a new sum starts here; 2: the sum continues
+            self.fixed(self.cfg.q_mac, row, Fr::from(if r == 0 { 1 } else { 2 }));
+            if r == 0 && bias != 0 {
+                self.fixed(self.cfg.fb, row, fr_from_i128(bias as i128));
             }
-            let parts = val.map(|a| {
-                let (q, r) = rescale_parts(a, shift);
-                (q.max(0), (-q).max(0), r)
-            });
-            let shifted = matches!(self.fault, Some(f) if f.target == FaultTarget::RescaleShiftQuotient && f.index == self.counters[FaultTarget::RescaleShiftQuotient as usize]);
-            self.counters[FaultTarget::RescaleShiftQuotient as usize] += 1;
-            let parts = parts.map(|(p, n, r)| {
-                if shifted {
-                    // q + 1 with r - d: the rescale equation still holds
-                    if n > 0 {
-                        (p, n - 1, r - (1i128 << shift))
-                    } else {
-                        (p + 1, n, r - (1i128 << shift))
-                    }
-                } else {
-                    (p, n, r)
+            for (i, &(idx, w)) in chunk.iter().enumerate() {
+                let v = match xv {
+                    Some(xs) => Value::known(xs[idx]),
+                    None => Value::unknown(),
+                };
+                let cell = self.advice(
+                    self.cfg.a[i],
+                    row,
+                    v.map(|v| fr_from_i128(v as i128)),
+                    Some(FaultTarget::MacInput),
+                );
+                self.link(cell, x[idx]);
+                if w != 0 {
+                    self.fixed(self.cfg.w[i], row, fr_from_i128(w as i128));
                 }
-            });
-            let acc_cell = self.advice(
-                self.cfg.a[0],
-                row,
-                val.map(fr_from_i128),
-                Some(FaultTarget::RescaleAcc),
+                acc = acc.zip(v).map(|(a, v)| a + w as i128 * v as i128);
+            }
+            self.advice(
+                self.cfg.c,
+                row + 1,
+                acc.map(fr_from_i128),
+                Some(FaultTarget::MacSum),
             );
-            self.link(acc_cell, src);
-            let p_cell = self.advice(
-                self.cfg.a[1],
-                row,
-                parts.map(|x| fr_from_i128(x.0)),
-                Some(FaultTarget::RescalePos),
-            );
-            let n_cell = self.advice(
-                self.cfg.a[2],
-                row,
-                parts.map(|x| fr_from_i128(x.1)),
-                Some(FaultTarget::RescaleNeg),
-            );
-            let r_cell = self.advice(
-                self.cfg.a[3],
-                row,
-                parts.map(|x| fr_from_i128(x.2)),
-                Some(FaultTarget::RescaleRem),
-            );
-            let out = parts.map(|(p, n, _)| if relu { p } else { p - n });
-            let out_cell = self.advice(
+        }
+        let row = start + terms.len().div_ceil(kk).max(1);
+        if terms.is_empty() {
+            // a constant neuron: one start row with only the bias
+            self.fixed(self.cfg.q_mac, start, Fr::one());
+            self.fixed(self.cfg.fb, start, fr_from_i128(bias as i128));
+            self.advice(
                 self.cfg.c,
                 row,
-                out.map(fr_from_i128),
-                Some(FaultTarget::RescaleOut),
+                acc.map(fr_from_i128),
+                Some(FaultTarget::MacSum),
             );
-            self.range_check(r_cell, parts.map(|x| x.2), shift);
-            self.range_check(p_cell, parts.map(|x| x.0), bits);
-            self.range_check(n_cell, parts.map(|x| x.1), bits);
-            self.row += 1;
-            outs.push((out_cell, out));
         }
-        outs
+        self.row = row + 1;
+
+        // the rescale row
+        // q_rq: 1 for ReLU, 2 for identity
+        self.fixed(self.cfg.q_rq, row, Fr::from(if relu { 1 } else { 2 }));
+        self.fixed(self.cfg.d, row, Fr::from_u128(1u128 << shift));
+        if shift > 0 {
+            self.fixed(self.cfg.h, row, Fr::from_u128(1u128 << (shift - 1)));
+        }
+        let parts = acc.map(|a| {
+            let (q, r) = rescale_parts(a, shift);
+            (q.max(0), (-q).max(0), r)
+        });
+        let slot = FaultTarget::RescaleShiftQuotient as usize;
+        let shifted = matches!(self.fault, Some(f) if f.target == FaultTarget::RescaleShiftQuotient && f.index == self.counters[slot]);
+        self.counters[slot] += 1;
+        let parts = parts.map(|(p, n, r)| match shifted {
+            // q + 1 with r - d: the rescale equation still holds
+            true if n > 0 => (p, n - 1, r - (1i128 << shift)),
+            true => (p + 1, n, r - (1i128 << shift)),
+            false => (p, n, r),
+        });
+        let out = parts.map(|(p, n, _)| if relu { p } else { p - n });
+        let out_cell = self.advice(
+            self.cfg.a[0],
+            row,
+            out.map(fr_from_i128),
+            Some(FaultTarget::RescaleOut),
+        );
+        let p_cell = self.advice(
+            self.cfg.a[1],
+            row,
+            parts.map(|x| fr_from_i128(x.0)),
+            Some(FaultTarget::RescalePos),
+        );
+        let n_cell = self.advice(
+            self.cfg.a[2],
+            row,
+            parts.map(|x| fr_from_i128(x.1)),
+            Some(FaultTarget::RescaleNeg),
+        );
+        let r_cell = self.advice(
+            self.cfg.a[3],
+            row,
+            parts.map(|x| fr_from_i128(x.2)),
+            Some(FaultTarget::RescaleRem),
+        );
+        self.range_check(r_cell, parts.map(|x| x.2), shift);
+        self.range_check(p_cell, parts.map(|x| x.0), bits);
+        self.range_check(n_cell, parts.map(|x| x.1), bits);
+        (out_cell, out)
     }
 }
 
@@ -656,13 +626,14 @@ impl Circuit<Fr> for ModelCircuit {
                     zrows: vec![0; cfg.z.len()],
                     instance_links: Vec::new(),
                     fault: self.fault,
-                    counters: [0; 9],
+                    counters: [0; 8],
                 };
                 let mut x: Vec<Src> = (0..n_in).map(Src::Instance).collect();
                 let mut xv: Option<Vec<i64>> = self.input.clone();
                 for (li, layer) in model.layers.iter().enumerate() {
-                    let outs = match layer {
+                    let outs: Vec<Cell> = match layer {
                         QLayer::Dense {
+                            inputs,
                             outputs,
                             weights,
                             bias,
@@ -670,28 +641,35 @@ impl Circuit<Fr> for ModelCircuit {
                             relu,
                             out_bits,
                             ..
-                        } => {
-                            let sums = f.dense(&x, xv.as_deref(), weights, bias, *outputs);
-                            let acc: Vec<_> =
-                                sums.into_iter().map(|(c, v)| (Src::Cell(c), v)).collect();
-                            f.rescale(&acc, *shift, *relu, *out_bits)
-                        }
-                        QLayer::Relu { out_bits, .. } => {
-                            let acc: Vec<_> = x
-                                .iter()
-                                .enumerate()
-                                .map(|(i, &s)| {
-                                    let v = match &xv {
-                                        Some(xs) => Value::known(xs[i] as i128),
-                                        None => Value::unknown(),
-                                    };
-                                    (s, v)
-                                })
-                                .collect();
-                            f.rescale(&acc, 0, true, *out_bits)
-                        }
+                        } => (0..*outputs)
+                            .map(|o| {
+                                let terms: Vec<(usize, i64)> = weights
+                                    [o * inputs..(o + 1) * inputs]
+                                    .iter()
+                                    .copied()
+                                    .enumerate()
+                                    .collect();
+                                f.neuron(
+                                    &x,
+                                    xv.as_deref(),
+                                    &terms,
+                                    bias[o],
+                                    *shift,
+                                    *relu,
+                                    *out_bits,
+                                )
+                                .0
+                            })
+                            .collect(),
+                        // ReLU alone: each value passes through a one-term sum with weight 1
+                        QLayer::Relu { len, out_bits, .. } => (0..*len)
+                            .map(|j| {
+                                f.neuron(&x, xv.as_deref(), &[(j, 1)], 0, 0, true, *out_bits)
+                                    .0
+                            })
+                            .collect(),
                     };
-                    x = outs.iter().map(|(c, _)| Src::Cell(*c)).collect();
+                    x = outs.into_iter().map(Src::Cell).collect();
                     xv = trace.as_ref().map(|t| t[li].clone());
                 }
                 // the model output becomes public, after the input

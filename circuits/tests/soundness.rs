@@ -138,7 +138,6 @@ fn one_changed_cell_is_rejected_in_every_chip() {
     let targets = [
         (FaultTarget::MacInput, vec![0, 5, 7, 23, 30]),
         (FaultTarget::MacSum, vec![0, 1, 3, 8, 10]),
-        (FaultTarget::RescaleAcc, vec![0, 3, 5, 10]),
         (FaultTarget::RescalePos, vec![0, 2, 4, 9]),
         (FaultTarget::RescaleNeg, vec![0, 2, 4, 9]),
         (FaultTarget::RescaleRem, vec![0, 2, 4, 10]),

@@ -5,8 +5,12 @@
 //! verifying them against AMD's pinned roots with a policy ([`verify`]).
 #![forbid(unsafe_code)]
 
+pub mod attester;
 pub mod report;
+pub mod simulated;
 pub mod verify;
 
+pub use attester::{AttestError, Attestation, Attester, SevGuestAttester};
 pub use report::{AttestationReport, ReportError, SigningKey, Tcb};
+pub use simulated::SimulatedPlatform;
 pub use verify::{Generation, Policy, VerifiedReport, Verifier, VerifyError};

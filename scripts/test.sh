@@ -23,3 +23,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== forge fmt --check"
+node_modules/.bin/forge fmt --check
+echo "== forge test"
+node_modules/.bin/forge test
+node_modules/.bin/forge snapshot --check verifier-contracts/.gas-snapshot

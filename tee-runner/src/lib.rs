@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod attester;
+pub mod receipt;
 pub mod report;
+pub mod service;
 pub mod simulated;
 pub mod verify;
 

@@ -58,6 +58,7 @@ fn start_anvil() -> (Anvil, String) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Anvil)
         .expect("anvil from node_modules (npm ci)");
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
@@ -67,7 +68,7 @@ fn start_anvil() -> (Anvil, String) {
             .map(|o| o.status.success())
             .unwrap_or(false)
         {
-            return (Anvil(child), url);
+            return (child, url);
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -399,7 +400,7 @@ async fn receipts_verify_on_anvil_and_tampering_fails() {
         &url,
         &registry,
         "revokeEnclave(address)",
-        &[att.key.clone()],
+        std::slice::from_ref(&att.key),
     ));
     reverts_with(
         &cast_call(

@@ -86,6 +86,8 @@ pub enum ConfigError {
     Model { path: String, detail: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error("cannot obtain the runner's attestation at start: {0}")]
+    Attestation(#[from] crate::attester::AttestError),
 }
 
 impl Config {
@@ -134,6 +136,8 @@ pub struct Runner {
     cfg: Config,
     key: EthKey,
     attester: Box<dyn Attester>,
+    /// Obtained at start (nonce: the start time), served when a caller brings no nonce.
+    startup: AttestationResponse,
     http: reqwest::Client,
     local: Option<(String, veriml_circuits::Graph)>,
 }
@@ -202,10 +206,14 @@ impl Runner {
             }
             None => None,
         };
+        let key = EthKey::generate();
+        let nonce = format!("veriml-runner-start-{}", now()).into_bytes();
+        let startup = attestation_response(&key, attester.as_ref(), &nonce)?;
         Ok(Runner {
             cfg,
-            key: EthKey::generate(),
+            key,
             attester,
+            startup,
             http,
             local,
         })
@@ -264,7 +272,29 @@ async fn health(State(r): State<Arc<Runner>>) -> Response {
 
 #[derive(Debug, Deserialize)]
 struct NonceQuery {
-    nonce: String,
+    nonce: Option<String>,
+}
+
+fn attestation_response(
+    key: &EthKey,
+    attester: &dyn Attester,
+    nonce: &[u8],
+) -> Result<AttestationResponse, crate::attester::AttestError> {
+    let pk = key.public_key();
+    let a = attester.attest(report_data_binding(&pk, nonce))?;
+    Ok(AttestationResponse {
+        report: format!("0x{}", hex::encode(&a.report)),
+        vek: format!("0x{}", hex::encode(&a.vek)),
+        intermediates: a
+            .intermediates
+            .iter()
+            .map(|c| format!("0x{}", hex::encode(c)))
+            .collect(),
+        simulated: a.simulated,
+        key: format!("0x{}", hex::encode(key.address())),
+        public_key: format!("0x{}", hex::encode(&pk)),
+        nonce: format!("0x{}", hex::encode(nonce)),
+    })
 }
 
 /// What `GET /attestation` returns.
@@ -281,9 +311,13 @@ pub struct AttestationResponse {
     pub nonce: String,
 }
 
-/// `GET /attestation?nonce=HEX`: a fresh report binding the signing key to the caller's nonce.
+/// `GET /attestation?nonce=HEX`: a fresh report binding the signing key to the caller's
+/// nonce; without a nonce, the report obtained at start.
 async fn attestation(State(r): State<Arc<Runner>>, Query(q): Query<NonceQuery>) -> Response {
-    let nonce = match hex::decode(q.nonce.trim_start_matches("0x")) {
+    let Some(nonce) = q.nonce else {
+        return Json(r.startup.clone()).into_response();
+    };
+    let nonce = match hex::decode(nonce.trim_start_matches("0x")) {
         Ok(n) if (16..=64).contains(&n.len()) => n,
         _ => {
             return error(
@@ -293,25 +327,13 @@ async fn attestation(State(r): State<Arc<Runner>>, Query(q): Query<NonceQuery>) 
             )
         }
     };
-    let pk = r.key.public_key();
-    let data = report_data_binding(&pk, &nonce);
     let runner = r.clone();
-    let att = tokio::task::spawn_blocking(move || runner.attester.attest(data)).await;
+    let att = tokio::task::spawn_blocking(move || {
+        attestation_response(&runner.key, runner.attester.as_ref(), &nonce)
+    })
+    .await;
     match att {
-        Ok(Ok(a)) => Json(AttestationResponse {
-            report: format!("0x{}", hex::encode(&a.report)),
-            vek: format!("0x{}", hex::encode(&a.vek)),
-            intermediates: a
-                .intermediates
-                .iter()
-                .map(|c| format!("0x{}", hex::encode(c)))
-                .collect(),
-            simulated: a.simulated,
-            key: format!("0x{}", hex::encode(r.key.address())),
-            public_key: format!("0x{}", hex::encode(&pk)),
-            nonce: format!("0x{}", hex::encode(&nonce)),
-        })
-        .into_response(),
+        Ok(Ok(a)) => Json(a).into_response(),
         Ok(Err(e)) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "attestation_error",

@@ -119,6 +119,33 @@ enum Cmd {
         #[arg(short, long)]
         proof: Option<PathBuf>,
     },
+    /// Verify an AMD SEV-SNP attestation report against AMD's pinned roots and a policy.
+    TeeVerify {
+        /// The raw 1184-byte report (binary, or hex text).
+        #[arg(long)]
+        report: PathBuf,
+        /// The VCEK or VLEK certificate (DER or PEM).
+        #[arg(long)]
+        vek: PathBuf,
+        /// Intermediate certificates from the host (ASK, ASVK), DER or PEM bundles.
+        #[arg(long)]
+        intermediate: Vec<PathBuf>,
+        /// Accept a guest that allows debugging (never in production).
+        #[arg(long)]
+        allow_debug: bool,
+        /// Required VMPL (default 0); `any` accepts every level.
+        #[arg(long, default_value = "0")]
+        vmpl: String,
+        /// Allowed launch measurement (96 hex digits); repeat for several. Default: any.
+        #[arg(long)]
+        measurement: Vec<String>,
+        /// Expected REPORT_DATA (128 hex digits).
+        #[arg(long)]
+        report_data: Option<String>,
+        /// DEVELOPMENT ONLY: also trust this simulated root certificate (DER).
+        #[arg(long)]
+        simulated_root: Option<PathBuf>,
+    },
     /// Compare the quantized model (exactly what the circuit proves) with float reference outputs.
     Accuracy {
         #[command(flatten)]
@@ -516,6 +543,103 @@ fn verify_evm(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Valu
     Ok(json!({"verified": true, "deploy_gas": deploy_gas, "gas_used": out.gas_used}))
 }
 
+struct TeeArgs {
+    report: PathBuf,
+    vek: PathBuf,
+    intermediate: Vec<PathBuf>,
+    allow_debug: bool,
+    vmpl: String,
+    measurement: Vec<String>,
+    report_data: Option<String>,
+    simulated_root: Option<PathBuf>,
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn hex_array<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+    let b = hex::decode(s.trim().trim_start_matches("0x"))
+        .with_context(|| format!("{what} is not hex"))?;
+    b.try_into()
+        .map_err(|b: Vec<u8>| anyhow::anyhow!("{what} has {} bytes, expected {N}", b.len()))
+}
+
+fn tee_verify(ui: &Ui, a: &TeeArgs) -> Result<serde_json::Value> {
+    use veriml_tee::verify::{pem_bundle, Policy, Verifier};
+    let mut report = read_bytes(&a.report)?;
+    if report.len() != veriml_tee::report::REPORT_LEN {
+        if let Ok(b) = hex::decode(String::from_utf8_lossy(&report).trim()) {
+            report = b;
+        }
+    }
+    let vek = read_bytes(&a.vek)?;
+    let mut intermediates = Vec::new();
+    for p in &a.intermediate {
+        let b = read_bytes(p)?;
+        if b.starts_with(b"-----BEGIN") {
+            intermediates.extend(pem_bundle(&b));
+        } else {
+            intermediates.push(b);
+        }
+    }
+    let policy = Policy {
+        allow_debug: a.allow_debug,
+        vmpl: match a.vmpl.as_str() {
+            "any" => None,
+            v => Some(v.parse().context("--vmpl is a number or `any`")?),
+        },
+        measurements: if a.measurement.is_empty() {
+            None
+        } else {
+            Some(
+                a.measurement
+                    .iter()
+                    .map(|m| hex_array::<48>(m, "--measurement"))
+                    .collect::<Result<_>>()?,
+            )
+        },
+        report_data: a
+            .report_data
+            .as_deref()
+            .map(|d| hex_array::<64>(d, "--report-data"))
+            .transpose()?,
+        ..Policy::default()
+    };
+    let mut verifier = Verifier::amd();
+    if let Some(root) = &a.simulated_root {
+        verifier = verifier.with_simulated_root(&read_bytes(root)?)?;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let v = verifier
+        .verify(&report, &vek, &intermediates, None, &policy, now)
+        .context("attestation rejected")?;
+    ui.say(&format!(
+        "attestation verified: {:?} ({:?}), VMPL {}, TCB {:?}, measurement {}",
+        v.generation,
+        v.signing_key,
+        v.vmpl,
+        v.tcb,
+        hex::encode(v.measurement)
+    ));
+    if v.simulated && !ui.json {
+        eprintln!("WARNING: SIMULATED attestation: no hardware vouches for it (development only)");
+    }
+    Ok(json!({
+        "verified": true,
+        "generation": format!("{:?}", v.generation),
+        "simulated": v.simulated,
+        "signing_key": format!("{:?}", v.signing_key),
+        "vmpl": v.vmpl,
+        "measurement": hex::encode(v.measurement),
+        "report_data": hex::encode(v.report_data),
+        "chip_id": hex::encode(v.chip_id),
+    }))
+}
+
 fn run(cli: Cli) -> Result<()> {
     let ui = Ui { json: cli.json };
     let out = match cli.cmd {
@@ -570,6 +694,28 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
+        Cmd::TeeVerify {
+            report,
+            vek,
+            intermediate,
+            allow_debug,
+            vmpl,
+            measurement,
+            report_data,
+            simulated_root,
+        } => tee_verify(
+            &ui,
+            &TeeArgs {
+                report,
+                vek,
+                intermediate,
+                allow_debug,
+                vmpl,
+                measurement,
+                report_data,
+                simulated_root,
+            },
+        )?,
         Cmd::CreateEvmVerifier { dir, solc } => create_evm_verifier(&ui, &dir.dir, &solc)?,
         Cmd::VerifyEvm { dir, proof } => {
             let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));

@@ -237,3 +237,27 @@ fn evm_verifier_is_generated_and_checks_proofs_in_process() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
 }
+
+#[test]
+fn tee_verify_accepts_a_genuine_report_and_names_the_failed_check() {
+    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tee-runner/fixtures");
+    let v = json(&veriml(&[
+        "--json",
+        "tee-verify",
+        "--report",
+        s(&fx.join("virtee/report_milan.hex")),
+        "--vek",
+        s(&fx.join("virtee/vcek_milan.der")),
+    ]));
+    assert_eq!(v["generation"], "Milan");
+    assert_eq!(v["simulated"], false);
+    let out = veriml(&[
+        "tee-verify",
+        "--report",
+        s(&fx.join("go-sev-guest/attestation.bin")),
+        "--vek",
+        s(&fx.join("go-sev-guest/vcek.der")),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("debugging"));
+}

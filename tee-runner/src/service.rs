@@ -73,11 +73,8 @@ pub struct Config {
 /// Why the configuration or start-up failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read the configuration {path}: {reason}")]
+    Read { path: String, reason: String },
     #[error("bad configuration {path}: {detail}")]
     Parse { path: String, detail: String },
     #[error("bad environment variable {name}: {detail}")]
@@ -95,9 +92,9 @@ impl Config {
     /// `VERIML_TEE_CHAIN_ID` and `VERIML_TEE_UPSTREAM_URL` when set.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: p.clone(),
-            source,
+            reason: e.to_string(),
         })?;
         let mut cfg: Config = serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
             path: p,

@@ -9,7 +9,14 @@ use veriml_tee::{
 };
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut config: Option<PathBuf> = None;
     while let Some(a) = args.next() {

@@ -59,7 +59,7 @@ pub enum QLayer {
         /// Weight scale bits, removed again by the rounding division.
         shift: u32,
         relu: bool,
-        /// Every output `y` satisfies `|y| < 2^out_bits`.
+        /// Every pre-activation value `y` (before the ReLU) satisfies `|y| < 2^out_bits`.
         out_bits: u32,
     },
     /// Stand-alone ReLU (not preceded by a dense layer).
@@ -167,6 +167,9 @@ impl QuantizedModel {
                         .collect();
                     let relu = matches!(graph.ops.get(i + 1), Some(Op::Relu { .. }));
                     let mut new_bounds = Vec::with_capacity(*outputs);
+                    // the rescale chip range-checks both parts of the pre-activation value, so
+                    // the bound is taken before the ReLU clamps it
+                    let mut max_abs: i128 = 0;
                     for o in 0..*outputs {
                         let (mut alo, mut ahi) = (bq[o] as i128, bq[o] as i128);
                         for (k, &w) in wq[o * inputs..(o + 1) * inputs].iter().enumerate() {
@@ -177,17 +180,13 @@ impl QuantizedModel {
                         }
                         let (mut qlo, mut qhi) =
                             (round_div_pow2(alo, shift), round_div_pow2(ahi, shift));
+                        max_abs = max_abs.max(qlo.abs()).max(qhi.abs());
                         if relu {
                             qlo = qlo.max(0);
                             qhi = qhi.max(0);
                         }
                         new_bounds.push((qlo, qhi));
                     }
-                    let max_abs = new_bounds
-                        .iter()
-                        .map(|&(l, h)| l.abs().max(h.abs()))
-                        .max()
-                        .unwrap_or(0);
                     let out_bits = bits_for(max_abs);
                     if out_bits > 100 {
                         return Err(CompileError::Quantization {

@@ -96,6 +96,33 @@ fn honest_witness_is_accepted() {
     }
 }
 
+/// Completeness: every corner of the declared input range proves, including inputs that drive
+/// pre-activations to their most negative value (the ReLU's negative part is range-checked too).
+#[test]
+fn every_corner_of_the_input_range_proves() {
+    let (q, shape, k) = small_model();
+    for mask in 0..64u32 {
+        let x: Vec<f64> = (0..6)
+            .map(|i| if mask >> i & 1 == 1 { 1.0 } else { -1.0 })
+            .collect();
+        let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap());
+        assert!(
+            check(k, &c, c.instances().unwrap()),
+            "corner {mask:06b} does not prove"
+        );
+    }
+    let g = Graph {
+        input_shape: vec![2],
+        output_shape: vec![2],
+        ops: vec![Op::Relu { node: "r".into() }],
+    };
+    let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
+    let shape = ColumnShape::default();
+    let k = veriml_circuits::circuit::count_rows(&q, shape).k();
+    let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&[-1.0, 1.0]).unwrap());
+    assert!(check(k, &c, c.instances().unwrap()));
+}
+
 #[test]
 fn standalone_relu_layer_is_proven() {
     let g = Graph {

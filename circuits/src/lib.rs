@@ -10,6 +10,7 @@ pub mod circuit;
 pub mod error;
 pub mod graph;
 pub mod import;
+pub mod input;
 pub mod quantize;
 pub mod settings;
 

@@ -225,36 +225,7 @@ fn load_compiled(dir: &Path) -> Result<(Settings, Arc<veriml_circuits::Quantized
 
 /// Reads `{"input_data": [[...]]}` and flattens the single input tensor.
 fn parse_input(text: &str, what: &str) -> Result<Vec<f64>> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).with_context(|| format!("{what} is not JSON"))?;
-    let data = v
-        .get("input_data")
-        .with_context(|| format!("{what}: missing the `input_data` field"))?;
-    let list = data
-        .as_array()
-        .with_context(|| format!("{what}: `input_data` must be a list of inputs"))?;
-    if list.len() != 1 {
-        bail!(
-            "{what}: `input_data` holds {} inputs, the model takes one",
-            list.len()
-        );
-    }
-    let mut out = Vec::new();
-    fn flat(v: &serde_json::Value, out: &mut Vec<f64>, what: &str) -> Result<()> {
-        match v {
-            serde_json::Value::Array(a) => a.iter().try_for_each(|x| flat(x, out, what)),
-            serde_json::Value::Number(n) => {
-                out.push(
-                    n.as_f64()
-                        .with_context(|| format!("{what}: bad number {n}"))?,
-                );
-                Ok(())
-            }
-            other => bail!("{what}: expected numbers, found {other}"),
-        }
-    }
-    flat(&list[0], &mut out, what)?;
-    Ok(out)
+    veriml_circuits::input::parse_input_json(text).with_context(|| format!("in {what}"))
 }
 
 fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Settings> {
@@ -400,7 +371,7 @@ fn flat_rows(v: &serde_json::Value, key: &str, what: &str) -> Result<Vec<Vec<f64
         .and_then(|r| r.as_array())
         .with_context(|| format!("{what}: missing the `{key}` list"))?;
     rows.iter()
-        .map(|r| parse_input(&json!({ "input_data": [r] }).to_string(), what))
+        .map(|r| veriml_circuits::input::flatten_numbers(r).with_context(|| format!("in {what}")))
         .collect()
 }
 

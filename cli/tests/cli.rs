@@ -36,16 +36,7 @@ fn float_output(model: &str) -> Vec<f64> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture(model, "samples.json")).unwrap())
             .unwrap();
-    let mut out = Vec::new();
-    fn flat(v: &serde_json::Value, out: &mut Vec<f64>) {
-        match v {
-            serde_json::Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
-            serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
-            _ => panic!(),
-        }
-    }
-    flat(&v["float_outputs"][0], &mut out);
-    out
+    veriml_circuits::input::flatten_numbers(&v["float_outputs"][0]).unwrap()
 }
 
 #[test]

@@ -19,17 +19,7 @@ fn input_of(model: &str) -> Vec<f64> {
         .join("fixtures/models")
         .join(model)
         .join("input.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    let mut out = Vec::new();
-    fn flat(v: &serde_json::Value, out: &mut Vec<f64>) {
-        match v {
-            serde_json::Value::Array(a) => a.iter().for_each(|x| flat(x, out)),
-            serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
-            _ => panic!(),
-        }
-    }
-    flat(&v["input_data"][0], &mut out);
-    out
+    veriml_circuits::input::parse_input_json(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 /// Every shared MLP: the verifier either fits EIP-170 and then accepts the real proof and

@@ -17,14 +17,6 @@ pub struct Samples {
     pub labels: Option<Vec<usize>>,
 }
 
-fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) {
-    match v {
-        serde_json::Value::Array(a) => a.iter().for_each(|x| flatten(x, out)),
-        serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
-        _ => panic!("unexpected value"),
-    }
-}
-
 pub fn samples(model: &str) -> Samples {
     let text = std::fs::read_to_string(fixture(model, "samples.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -33,11 +25,7 @@ pub fn samples(model: &str) -> Samples {
             .as_array()
             .unwrap()
             .iter()
-            .map(|x| {
-                let mut out = Vec::new();
-                flatten(x, &mut out);
-                out
-            })
+            .map(|x| veriml_circuits::input::flatten_numbers(x).unwrap())
             .collect()
     };
     let labels = v["labels"]

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+pragma solidity 0.8.19;
+
+import {DeployModelRegistry, DeployVerifier, DeployTeeRegistry} from "../script/Deploy.s.sol";
+import {ModelRegistry} from "../src/ModelRegistry.sol";
+import {TeeRegistry} from "../src/TeeRegistry.sol";
+import {TinyMlpFixture} from "./fixtures/TinyMlpFixture.sol";
+
+interface EnvVm {
+    function setEnv(string calldata name, string calldata value) external;
+    function toString(address) external pure returns (string memory);
+    function toString(bytes calldata) external pure returns (string memory);
+    function toString(bytes32) external pure returns (string memory);
+    function chainId(uint256) external;
+    function expectRevert(bytes calldata) external;
+}
+
+/// The deployment scripts, run against the test EVM: the same code paths a broadcast takes.
+contract DeployScriptsTest {
+    EnvVm internal constant vm = EnvVm(address(uint160(uint256(keccak256("hevm cheat code")))));
+    /// forge's default broadcaster in tests: the key a real `--broadcast` would use. Every test
+    /// sets the same owner, since environment variables are shared by tests running in parallel.
+    address internal constant BROADCASTER = 0x1804c8AB1F12E6bbf3894d4083f33e07309d1f38;
+
+    function test_deployRegistryThenVerifierOnBaseSepolia() public {
+        vm.chainId(84532);
+        // the owner key runs both scripts
+        vm.setEnv("VERIML_OWNER", vm.toString(BROADCASTER));
+        ModelRegistry registry = new DeployModelRegistry().run();
+        require(registry.owner() == BROADCASTER, "owner");
+        DeployVerifier dv = new DeployVerifier();
+        vm.setEnv("VERIML_REGISTRY", vm.toString(address(registry)));
+        vm.setEnv("VERIML_VERIFIER_BYTECODE", vm.toString(TinyMlpFixture.verifierCreationCode()));
+        vm.setEnv("VERIML_MODEL_ID", vm.toString(keccak256("tiny_mlp")));
+        vm.setEnv("VERIML_WEIGHTS_HASH", vm.toString(TinyMlpFixture.WEIGHTS_HASH));
+        vm.setEnv("VERIML_NUM_INPUTS", "16");
+        vm.setEnv("VERIML_NUM_OUTPUTS", "4");
+        vm.setEnv("VERIML_GAS_CAP", "2000000");
+        address verifier = dv.run();
+        (address registered,,,,,) = registry.models(keccak256("tiny_mlp"));
+        require(registered == verifier && verifier.code.length > 0, "registered");
+        // the deployed verifier checks the fixture proof through the registry
+        registry.verify(
+            keccak256("tiny_mlp"), TinyMlpFixture.publicInputs(), TinyMlpFixture.proof()
+        );
+    }
+
+    function test_unsupportedChainIsRefused() public {
+        vm.chainId(1);
+        vm.setEnv("VERIML_OWNER", vm.toString(BROADCASTER));
+        DeployModelRegistry d = new DeployModelRegistry();
+        vm.expectRevert(abi.encodeWithSignature("UnsupportedChain(uint256)", 1));
+        d.run();
+    }
+
+    function test_deployTeeRegistryOnBaseMainnetRules() public {
+        vm.chainId(8453);
+        vm.setEnv("VERIML_OWNER", vm.toString(BROADCASTER));
+        vm.setEnv("VERIML_MAX_AGE", "600");
+        vm.setEnv("VERIML_MAX_SKEW", "30");
+        TeeRegistry reg = new DeployTeeRegistry().run();
+        require(reg.owner() == BROADCASTER, "owner");
+        require(reg.maxAge() == 600 && reg.maxSkew() == 30, "window");
+    }
+}

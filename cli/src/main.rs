@@ -120,32 +120,7 @@ enum Cmd {
         proof: Option<PathBuf>,
     },
     /// Verify an AMD SEV-SNP attestation report against AMD's pinned roots and a policy.
-    TeeVerify {
-        /// The raw 1184-byte report (binary, or hex text).
-        #[arg(long)]
-        report: PathBuf,
-        /// The VCEK or VLEK certificate (DER or PEM).
-        #[arg(long)]
-        vek: PathBuf,
-        /// Intermediate certificates from the host (ASK, ASVK), DER or PEM bundles.
-        #[arg(long)]
-        intermediate: Vec<PathBuf>,
-        /// Accept a guest that allows debugging (never in production).
-        #[arg(long)]
-        allow_debug: bool,
-        /// Required VMPL (default 0); `any` accepts every level.
-        #[arg(long, default_value = "0")]
-        vmpl: String,
-        /// Allowed launch measurement (96 hex digits); repeat for several. Default: any.
-        #[arg(long)]
-        measurement: Vec<String>,
-        /// Expected REPORT_DATA (128 hex digits).
-        #[arg(long)]
-        report_data: Option<String>,
-        /// DEVELOPMENT ONLY: also trust this simulated root certificate (DER).
-        #[arg(long)]
-        simulated_root: Option<PathBuf>,
-    },
+    TeeVerify(TeeArgs),
     /// Compare the quantized model (exactly what the circuit proves) with float reference outputs.
     Accuracy {
         #[command(flatten)]
@@ -514,14 +489,31 @@ fn verify_evm(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Valu
     Ok(json!({"verified": true, "deploy_gas": deploy_gas, "gas_used": out.gas_used}))
 }
 
+#[derive(Args)]
 struct TeeArgs {
+    /// The raw 1184-byte report (binary, or hex text).
+    #[arg(long)]
     report: PathBuf,
+    /// The VCEK or VLEK certificate (DER or PEM).
+    #[arg(long)]
     vek: PathBuf,
+    /// Intermediate certificates from the host (ASK, ASVK), DER or PEM bundles.
+    #[arg(long)]
     intermediate: Vec<PathBuf>,
+    /// Accept a guest that allows debugging (never in production).
+    #[arg(long)]
     allow_debug: bool,
+    /// Required VMPL (default 0); `any` accepts every level.
+    #[arg(long, default_value = "0")]
     vmpl: String,
+    /// Allowed launch measurement (96 hex digits); repeat for several. Default: any.
+    #[arg(long)]
     measurement: Vec<String>,
+    /// Expected REPORT_DATA (128 hex digits).
+    #[arg(long)]
     report_data: Option<String>,
+    /// DEVELOPMENT ONLY: also trust this simulated root certificate (DER).
+    #[arg(long)]
     simulated_root: Option<PathBuf>,
 }
 
@@ -665,28 +657,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
-        Cmd::TeeVerify {
-            report,
-            vek,
-            intermediate,
-            allow_debug,
-            vmpl,
-            measurement,
-            report_data,
-            simulated_root,
-        } => tee_verify(
-            &ui,
-            &TeeArgs {
-                report,
-                vek,
-                intermediate,
-                allow_debug,
-                vmpl,
-                measurement,
-                report_data,
-                simulated_root,
-            },
-        )?,
+        Cmd::TeeVerify(args) => tee_verify(&ui, &args)?,
         Cmd::CreateEvmVerifier { dir, solc } => create_evm_verifier(&ui, &dir.dir, &solc)?,
         Cmd::VerifyEvm { dir, proof } => {
             let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));

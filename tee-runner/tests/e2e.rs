@@ -73,6 +73,15 @@ async fn start_runner(upstream: &str, timeout_ms: u64) -> (String, Vec<u8>) {
     (format!("http://{addr}"), ark)
 }
 
+async fn post_chat(runner: &str, body: &'static str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{runner}/v1/chat/completions"))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -219,47 +228,26 @@ async fn completion_receipt_and_attestation_verify_off_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_are_clear_errors_without_receipts() {
     let provider = fake_provider().await;
-    let client = reqwest::Client::new();
     let body = r#"{"model":"m","messages":[]}"#;
 
     let (runner, _) = start_runner(&format!("{provider}/slow"), 300).await;
-    let resp = client
-        .post(format!("{runner}/v1/chat/completions"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&runner, body).await;
     assert_eq!(resp.status(), 504);
     assert!(resp.headers().get("x-veriml-receipt").is_none());
     let e: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(e["error"]["type"], "upstream_timeout");
 
     let (runner, _) = start_runner(&format!("{provider}/broken"), 2_000).await;
-    let resp = client
-        .post(format!("{runner}/v1/chat/completions"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&runner, body).await;
     assert_eq!(resp.status(), 502);
     let e: serde_json::Value = resp.json().await.unwrap();
     assert!(e["error"]["message"].as_str().unwrap().contains("500"));
 
     // nothing listens there
     let (runner, _) = start_runner("http://127.0.0.1:9", 2_000).await;
-    let resp = client
-        .post(format!("{runner}/v1/chat/completions"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&runner, body).await;
     assert_eq!(resp.status(), 502);
 
-    let resp = client
-        .post(format!("{runner}/v1/chat/completions"))
-        .body("not json")
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&runner, "not json").await;
     assert_eq!(resp.status(), 400);
 }

@@ -1,34 +1,53 @@
 //! The halo2 circuit proving a quantized forward pass.
 //!
-//! # Layout
-//! One region, filled row by row by three chips that share columns:
+//! # Design
+//! The circuit is built to be cheap twice: for the prover (few committed columns) and for the
+//! EVM verifier (few commitments, few public inputs). It has two advice columns:
 //!
-//! | columns | chip | gate |
+//! - `a` (first phase) holds every value of the forward pass: layer inputs, accumulators,
+//!   rescaling parts, 8-bit limb decompositions and the packed public words;
+//! - `s` (second phase) is one running sum that checks every matrix-vector product at once
+//!   with a random challenge `γ` drawn after `a` is committed (Freivalds' check).
+//!
+//! For a dense layer `z = W x + b` the circuit does not multiply row by row. It checks
+//! `Σ_o γ^o (W x + b − z)_o = 0` with `z` and `x` already committed, which is wrong with
+//! probability at most `outputs / |F|` when any `z_o` is wrong. The outputs are split into
+//! groups of `F` (`weight_columns`); a group costs one row per input, in which `a` holds the
+//! input and the fixed columns `w[0..F]` hold the group's weights for that input:
+//!
+//! | gate | rows | constraint |
 //! |---|---|---|
-//! | `a[0..K]`, `c`, fixed `w[0..K]`, `fb`, `q_mac` | multiply-accumulate | `q_mac·(c' − (q_mac − 1)·c − Σ wᵢ·aᵢ − fb) = 0` |
-//! | `c`, `a[0..4]`, fixed `d`, `h`, `q_rq` | rescale (+ ReLU) | `q_rq·(c + h − d·(a₁ − a₂) − a₃) = 0`, `q_rq·a₁·a₂ = 0`, `q_rq·(a₀ − a₁ + (q_rq − 1)·a₂) = 0` |
-//! | `z[0..Z]`, fixed `q_bit`, `q_zero` | range check | `q_bit·δ·(δ − 1) = 0` with `δ = z − 2z'`, `q_zero·z = 0` |
+//! | multiply-accumulate | `q_mac = 1` | `s' = s + a·Σ_f γ^f w_f` |
+//! | Horner step | `q_blk ≠ 0` | `s' = γ·s − (a − w_0)` (`a` = `z`, `w_0` = bias) |
+//! | rescale | `q_blk ∈ {1 ReLU, 2 identity}` | `z = d·(p − n) + r`, `p·n = 0`, `out = p` or `p − n` |
+//! | range | `s_lo`, `s_top` | `a − 256·a' ∈ [0, 256)` (a limb), top limb `a ∈ [0, 256)` |
+//! | zero / public | `q_z ∈ {1, 2}` | `s = 0` / `a = instance` |
 //!
-//! Weights and biases live in fixed columns, so the verifying key binds the model. A dot
-//! product of `n` inputs takes `⌈n/K⌉` rows: each row adds `K` products to the running sum in
-//! `c`; the row after a dot product is its rescale row, whose `c` holds the finished sum, so
-//! `c` needs no copy constraints (one permutation column less). Selectors carry two meanings to
-//! save fixed columns (each one costs the EVM verifier): `q_mac` is 1 on the first row of a
-//! sum (the previous `c` is ignored) and 2 on the rows that continue it; `q_rq` is 1 for
-//! ReLU (`a₀ = p`) and 2 for identity (`a₀ = p − n`).
-//! The rescaling row proves `acc + h = d·q + r` with `q = p − n`, `p·n = 0`, and range checks
-//! `p, n < 2^B` and `0 ≤ r < d`, so `q = round(acc / d)` is the only value that satisfies it;
-//! `a₀` holds the output. A stand-alone ReLU is a one-term sum with weight 1 followed by a
-//! rescale row with `d = 1`. Range checks decompose a value into bits with
-//! a running sum in a `z` column that must end at zero.
+//! A group first runs one Horner step per output (its *block*), from the last output to the
+//! first, then its multiply-accumulate rows; blocks of several groups and layers chain in one
+//! running sum, which starts and ends at zero. Each output's block holds `z`, the output, the
+//! remainder `r` and the two parts `p, n` of the rounded quotient, each followed by its 8-bit
+//! limbs (running sums checked against a 256-entry table), at fixed offsets from `z`. The
+//! rounding is folded into the bias (`z = W x + b + d/2`, `q = floor(z / d)`), so a block
+//! needs only `d` besides the bias. A stand-alone ReLU is an identity layer with weight `2^8`.
 //!
-//! The single instance column holds the quantized model input followed by its output.
+//! # Public values
+//! The quantized input and output are packed into few field elements (*words*), each value in
+//! a slot of `8·limbs` (inputs, offset by the input minimum) or `8·out_limbs + 1` bits
+//! (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word. The packing is
+//! one more linear layer checked by the same running sum, and every packed value is range
+//! checked, so the words determine the values. The words sit in the first rows of `a`, where
+//! a gate ties them to the single instance column: the EVM verifier sees a handful of public
+//! inputs however large the model, and the instance column needs no copy constraints.
 
-use crate::quantize::{rescale_parts, QLayer, QuantizedModel};
+use crate::quantize::{QLayer, QuantizedModel};
 use halo2_proofs::{
     circuit::{Cell, Layouter, Region, SimpleFloorPlanner, Value},
     halo2curves::{bn256::Fr, ff::PrimeField},
-    plonk::{Advice, Circuit, Column, ConstraintSystem, Error, Expression, Fixed, Instance},
+    plonk::{
+        Advice, Challenge, Circuit, Column, ConstraintSystem, Error, Expression, FirstPhase, Fixed,
+        SecondPhase,
+    },
     poly::Rotation,
 };
 use serde::{Deserialize, Serialize};
@@ -36,60 +55,353 @@ use std::sync::Arc;
 
 /// Rows at the end of the table reserved for halo2's blinding factors (with margin).
 pub const RESERVED_ROWS: usize = 8;
-/// Smallest `k` the circuit uses.
-pub const MIN_K: u32 = 6;
+/// Bits per range-check limb; the lookup table holds `0..2^LIMB_BITS`.
+pub const LIMB_BITS: u32 = 8;
+/// Largest number of bits packed into one public word (below the 254-bit field).
+pub const WORD_BITS: u32 = 250;
+/// Smallest `k` the circuit uses (the lookup table needs 256 rows).
+pub const MIN_K: u32 = 9;
 /// Largest `k` the circuit uses.
 pub const MAX_K: u32 = 24;
+/// Largest number of weight columns the planner considers.
+pub const MAX_WEIGHT_COLUMNS: usize = 64;
 
-/// Column counts of the circuit: the circuit's `Params`.
+const TABLE_SIZE: usize = 1 << LIMB_BITS;
+
+/// The circuit's `Params`: its column count and the limb counts that fix the block layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnShape {
-    /// `K`: input columns of the multiply-accumulate chip (at least 4).
-    pub mac_columns: usize,
-    /// `Z`: running-sum columns of the range-check chip.
-    pub range_columns: usize,
+    /// `F`: fixed weight columns, i.e. outputs checked per multiply-accumulate row (≥ 2).
+    pub weight_columns: usize,
+    /// Limbs of the rescaling remainder (`8·rem_limbs` ≥ every layer's shift).
+    pub rem_limbs: usize,
+    /// Limbs of each part `p`, `n` of a rounded output.
+    pub out_limbs: usize,
+    /// Limbs of each packed model input.
+    pub in_limbs: usize,
 }
 
 impl Default for ColumnShape {
     fn default() -> Self {
         ColumnShape {
-            mac_columns: 4,
-            range_columns: 1,
+            weight_columns: 2,
+            rem_limbs: 2,
+            out_limbs: 3,
+            in_limbs: 2,
         }
     }
 }
 
+/// `2^bits` as a field element.
+fn pow2(bits: u32) -> Fr {
+    let mut r = Fr::one();
+    let mut left = bits;
+    while left > 0 {
+        let step = left.min(120);
+        r *= Fr::from_u128(1u128 << step);
+        left -= step;
+    }
+    r
+}
+
+fn limbs_for(bits: u32) -> usize {
+    (bits.div_ceil(LIMB_BITS) as usize).max(1)
+}
+
+fn bits_for(max: i128) -> u32 {
+    (128 - max.unsigned_abs().leading_zeros()).max(1)
+}
+
 impl ColumnShape {
+    /// The shape of a model with `weight_columns` weight columns.
+    pub fn for_model(model: &QuantizedModel, weight_columns: usize) -> Self {
+        let mut rem = 1;
+        let mut out = 1;
+        for l in &model.layers {
+            match l {
+                QLayer::Dense {
+                    shift, out_bits, ..
+                } => {
+                    rem = rem.max(limbs_for(*shift));
+                    out = out.max(limbs_for(*out_bits));
+                }
+                QLayer::Relu { out_bits, .. } => out = out.max(limbs_for(*out_bits)),
+            }
+        }
+        let span = model.input_max as i128 - model.input_min as i128;
+        // a stand-alone ReLU on the input splits the input itself into p and n
+        let mag = (model.input_min as i128)
+            .abs()
+            .max((model.input_max as i128).abs());
+        out = out.max(limbs_for(bits_for(mag)));
+        ColumnShape {
+            weight_columns: weight_columns.max(2),
+            rem_limbs: rem,
+            out_limbs: out,
+            in_limbs: limbs_for(bits_for(span.max(1))),
+        }
+    }
     pub fn advice_columns(&self) -> usize {
-        self.mac_columns + 1 + self.range_columns
+        2
     }
-    /// Columns under copy constraints: the mac inputs, the range checks and the instance.
-    pub fn permutation_columns(&self) -> usize {
-        self.mac_columns + self.range_columns + 1
-    }
+    /// Fixed columns: weights, four selectors, two limb selectors and the table.
     pub fn fixed_columns(&self) -> usize {
-        self.mac_columns + 5 + 2 * self.range_columns
+        self.weight_columns + 6
+    }
+    /// Rows of one output's block.
+    pub fn block_rows(&self) -> usize {
+        2 + self.rem_limbs + 2 * self.out_limbs
+    }
+    fn rem_at(&self) -> i32 {
+        2
+    }
+    fn pos_at(&self) -> i32 {
+        2 + self.rem_limbs as i32
+    }
+    fn neg_at(&self) -> i32 {
+        2 + (self.rem_limbs + self.out_limbs) as i32
+    }
+    fn in_slot(&self) -> u32 {
+        LIMB_BITS * self.in_limbs as u32
+    }
+    fn out_slot(&self) -> u32 {
+        LIMB_BITS * self.out_limbs as u32 + 1
+    }
+    fn out_offset(&self) -> i128 {
+        1i128 << (LIMB_BITS * self.out_limbs as u32)
     }
 }
 
-/// Rows a model needs in each part of the table, for a given column shape.
+/// What the public words hold: the numbers of inputs and outputs, the input offset and the
+/// slot sizes of the shape. Known to a verifier from the settings alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicLayout {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Quantized input minimum: input slots hold `x − input_min`.
+    pub input_min: i64,
+    pub shape: ColumnShape,
+}
+
+impl PublicLayout {
+    pub fn of_model(model: &QuantizedModel, shape: ColumnShape) -> Self {
+        PublicLayout {
+            inputs: model.input_len(),
+            outputs: model.output_len(),
+            input_min: model.input_min,
+            shape,
+        }
+    }
+}
+
+/// Where each public value goes: `(word, bit offset)` for the inputs, then the outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packing {
+    pub inputs: Vec<(usize, u32)>,
+    pub outputs: Vec<(usize, u32)>,
+    pub input_words: usize,
+    pub output_words: usize,
+}
+
+impl Packing {
+    pub fn new(layout: &PublicLayout) -> Self {
+        let place = |n: usize, slot: u32, first: usize| -> (Vec<(usize, u32)>, usize) {
+            let per = (WORD_BITS / slot).max(1) as usize;
+            let v = (0..n)
+                .map(|i| (first + i / per, (i % per) as u32 * slot))
+                .collect();
+            (v, n.div_ceil(per))
+        };
+        let (inputs, input_words) = place(layout.inputs, layout.shape.in_slot(), 0);
+        let (outputs, output_words) = place(layout.outputs, layout.shape.out_slot(), input_words);
+        Packing {
+            inputs,
+            outputs,
+            input_words,
+            output_words,
+        }
+    }
+    pub fn words(&self) -> usize {
+        self.input_words + self.output_words
+    }
+}
+
+/// Packs offset inputs `u = x − input_min` and outputs into words.
+fn pack_values(pk: &Packing, shape: &ColumnShape, u: &[i128], outputs: &[i128]) -> Vec<Fr> {
+    let mut words = vec![Fr::zero(); pk.words()];
+    for (&(w, off), &v) in pk.inputs.iter().zip(u) {
+        words[w] += fr_from_i128(v) * pow2(off);
+    }
+    for (&(w, off), &y) in pk.outputs.iter().zip(outputs) {
+        words[w] += fr_from_i128(y + shape.out_offset()) * pow2(off);
+    }
+    words
+}
+
+/// Packs a quantized input and output into the public words.
+pub fn pack_public(
+    model: &QuantizedModel,
+    shape: &ColumnShape,
+    input: &[i64],
+    output: &[i64],
+) -> Vec<Fr> {
+    let u: Vec<i128> = input
+        .iter()
+        .map(|&x| x as i128 - model.input_min as i128)
+        .collect();
+    let y: Vec<i128> = output.iter().map(|&v| v as i128).collect();
+    let layout = PublicLayout::of_model(model, *shape);
+    pack_values(&Packing::new(&layout), shape, &u, &y)
+}
+
+/// Unpacks public words into the quantized input and output; `None` if they are not a
+/// packing of values that fit their slots (wrong count, or a bit outside every slot).
+pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, Vec<i64>)> {
+    let shape = layout.shape;
+    let pk = Packing::new(layout);
+    if words.len() != pk.words() {
+        return None;
+    }
+    // the words as little-endian 256-bit integers
+    let ints: Vec<[u8; 32]> = words
+        .iter()
+        .map(|w| {
+            let r = w.to_repr();
+            let mut b = [0u8; 32];
+            b.copy_from_slice(r.as_ref());
+            b
+        })
+        .collect();
+    let mut used = vec![[0u8; 32]; words.len()];
+    let mut take = |w: usize, off: u32, bits: u32| -> i128 {
+        let mut v = 0i128;
+        for i in 0..bits {
+            let bit = off + i;
+            let (byte, shift) = ((bit / 8) as usize, bit % 8);
+            used[w][byte] |= 1 << shift;
+            if ints[w][byte] >> shift & 1 == 1 {
+                v |= 1 << i;
+            }
+        }
+        v
+    };
+    let inputs: Vec<i64> = pk
+        .inputs
+        .iter()
+        .map(|&(w, off)| (take(w, off, shape.in_slot()) + layout.input_min as i128) as i64)
+        .collect();
+    let outputs: Vec<i64> = pk
+        .outputs
+        .iter()
+        .map(|&(w, off)| (take(w, off, shape.out_slot()) - shape.out_offset()) as i64)
+        .collect();
+    for (w, u) in ints.iter().zip(&used) {
+        if w.iter().zip(u).any(|(b, m)| b & !m != 0) {
+            return None;
+        }
+    }
+    Some((inputs, outputs))
+}
+
+/// A dense layer as the circuit sees it: the stand-alone ReLU becomes an identity layer with
+/// weight `2^8`, the rounding half is folded into the bias, and the first layer reads the
+/// packed (offset) inputs.
+struct CLayer {
+    inputs: usize,
+    outputs: usize,
+    weights: Vec<i64>,
+    bias: Vec<i128>,
+    shift: u32,
+    relu: bool,
+}
+
+impl CLayer {
+    fn w(&self, o: usize, j: usize) -> i64 {
+        self.weights[o * self.inputs + j]
+    }
+}
+
+fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
+    let mut out: Vec<CLayer> = model
+        .layers
+        .iter()
+        .map(|l| match l {
+            QLayer::Dense {
+                inputs,
+                outputs,
+                weights,
+                bias,
+                shift,
+                relu,
+                ..
+            } => CLayer {
+                inputs: *inputs,
+                outputs: *outputs,
+                weights: weights.clone(),
+                bias: bias
+                    .iter()
+                    .map(|&b| b as i128 + if *shift > 0 { 1i128 << (shift - 1) } else { 0 })
+                    .collect(),
+                shift: *shift,
+                relu: *relu,
+            },
+            QLayer::Relu { len, .. } => {
+                let mut weights = vec![0i64; len * len];
+                for j in 0..*len {
+                    weights[j * len + j] = 1 << LIMB_BITS;
+                }
+                CLayer {
+                    inputs: *len,
+                    outputs: *len,
+                    weights,
+                    bias: vec![1i128 << (LIMB_BITS - 1); *len],
+                    shift: LIMB_BITS,
+                    relu: true,
+                }
+            }
+        })
+        .collect();
+    // the first layer reads u = x - input_min
+    if let Some(first) = out.first_mut() {
+        let min = model.input_min as i128;
+        for o in 0..first.outputs {
+            let row_sum: i128 = (0..first.inputs).map(|j| first.w(o, j) as i128).sum();
+            first.bias[o] += min * row_sum;
+        }
+    }
+    out
+}
+
+/// Rows of a group's multiply-accumulate part: inputs with a nonzero weight in the group.
+fn group_inputs(layer: &CLayer, outs: std::ops::Range<usize>) -> Vec<usize> {
+    (0..layer.inputs)
+        .filter(|&j| outs.clone().any(|o| layer.w(o, j) != 0))
+        .collect()
+}
+
+fn groups(outputs: usize, f: usize) -> Vec<std::ops::Range<usize>> {
+    (0..outputs.div_ceil(f))
+        .rev()
+        .map(|g| g * f..((g + 1) * f).min(outputs))
+        .collect()
+}
+
+/// Rows a model needs, for a given shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowCount {
-    /// Rows of the multiply-accumulate and rescale chips.
-    pub main_rows: usize,
-    /// Rows of the busiest range-check column.
-    pub range_rows: usize,
-    /// Public inputs (model input and output values).
+    /// Rows used, public rows included.
+    pub used: usize,
+    /// Public inputs (packed words).
     pub instances: usize,
 }
 
 impl RowCount {
     pub fn rows(&self) -> usize {
-        self.main_rows.max(self.range_rows).max(self.instances)
+        self.used
     }
     /// Smallest `k` whose table fits all rows plus the reserved blinding rows.
     pub fn k(&self) -> u32 {
-        let need = self.rows() + RESERVED_ROWS;
+        let need = self.used.max(TABLE_SIZE) + RESERVED_ROWS;
         let mut k = MIN_K;
         while (1usize << k) < need {
             k += 1;
@@ -100,43 +412,21 @@ impl RowCount {
 
 /// Counts rows without building anything (the same walk as [`ModelCircuit::synthesize`]).
 pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> RowCount {
-    let k = shape.mac_columns;
-    let mut main = 0usize;
-    let mut z = vec![0usize; shape.range_columns];
-    let mut push_rc = |bits: u32| {
-        let i = (0..z.len()).min_by_key(|&i| z[i]).unwrap_or(0);
-        z[i] += bits as usize + 1;
-    };
-    for layer in &model.layers {
-        match layer {
-            QLayer::Dense {
-                inputs,
-                outputs,
-                shift,
-                out_bits,
-                ..
-            } => {
-                main += outputs * (inputs.div_ceil(k).max(1) + 1);
-                for _ in 0..*outputs {
-                    push_rc(*shift);
-                    push_rc(*out_bits);
-                    push_rc(*out_bits);
-                }
-            }
-            QLayer::Relu { len, out_bits, .. } => {
-                main += 2 * len;
-                for _ in 0..*len {
-                    push_rc(0);
-                    push_rc(*out_bits);
-                    push_rc(*out_bits);
-                }
-            }
+    let pk = Packing::new(&PublicLayout::of_model(model, shape));
+    let w = pk.words();
+    let mut rows = w // public rows
+        + w // one Horner row per word
+        + model.input_len() * shape.in_limbs
+        + model.output_len()
+        + 1; // the closing zero row
+    for layer in circuit_layers(model) {
+        for g in groups(layer.outputs, shape.weight_columns) {
+            rows += g.len() * shape.block_rows() + group_inputs(&layer, g).len();
         }
     }
     RowCount {
-        main_rows: main,
-        range_rows: z.into_iter().max().unwrap_or(0),
-        instances: model.input_len() + model.output_len(),
+        used: rows,
+        instances: w,
     }
 }
 
@@ -146,178 +436,193 @@ pub struct Plan {
     pub shape: ColumnShape,
     pub rows: RowCount,
     pub k: u32,
-    /// Relative proving cost estimated by the cost model (column-rows, weighted).
-    pub cost: f64,
 }
 
-/// Picks the column shape with the lowest estimated proving cost.
+/// Picks the number of weight columns: the smallest `k` reachable with at most
+/// `max_weight_columns`, then the fewest weight columns that reach it.
 ///
-/// The cost model counts the polynomials the prover commits to, times the table height `2^k`:
-/// each advice column (an FFT and an MSM) and each column under copy constraints (a grand
-/// product of the permutation argument, one per column at degree 3) weigh 1; each fixed column
-/// (only evaluated) weighs 0.25. Profiling `mnist_mlp` showed MSMs and the permutation
-/// argument dominate. At most `max_advice` advice columns are used: the generated EVM verifier
-/// grows with every column.
-pub fn plan(model: &QuantizedModel, max_advice: usize) -> Plan {
+/// Proving cost grows with `2^k` (two advice columns, the lookup and the quotient are
+/// committed at every row), while each weight column only adds a fixed column: cheap for the
+/// prover, but one more commitment (6,000 gas and some bytecode) for the EVM verifier.
+pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Plan {
+    let max_f = max_weight_columns.clamp(2, MAX_WEIGHT_COLUMNS);
+    let widest = model
+        .layers
+        .iter()
+        .map(|l| match l {
+            QLayer::Dense { outputs, .. } => *outputs,
+            QLayer::Relu { len, .. } => *len,
+        })
+        .max()
+        .unwrap_or(2);
     let mut best: Option<Plan> = None;
-    for mac_columns in 4..=12 {
-        for range_columns in 1..=3 {
-            let shape = ColumnShape {
-                mac_columns,
-                range_columns,
-            };
-            if shape.advice_columns() > max_advice.max(6) {
-                continue;
-            }
-            let rows = count_rows(model, shape);
-            let k = rows.k();
-            let cost = (1u64 << k) as f64
-                * (shape.advice_columns() as f64
-                    + shape.permutation_columns() as f64
-                    + 0.25 * shape.fixed_columns() as f64);
-            let better = match &best {
-                None => true,
-                Some(b) => cost < b.cost * 0.999,
-            };
-            if better {
-                best = Some(Plan {
-                    shape,
-                    rows,
-                    k,
-                    cost,
-                });
-            }
+    for f in 2..=max_f.min(widest.max(2)) {
+        let shape = ColumnShape::for_model(model, f);
+        let rows = count_rows(model, shape);
+        let k = rows.k();
+        if best.as_ref().is_none_or(|b| k < b.k) {
+            best = Some(Plan { shape, rows, k });
         }
     }
     best.expect("at least one shape is allowed")
 }
 
-/// Columns and gates of the circuit.
+/// Columns, challenge and gates of the circuit.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
-    a: Vec<Column<Advice>>,
-    c: Column<Advice>,
-    z: Vec<Column<Advice>>,
+    a: Column<Advice>,
+    s: Column<Advice>,
     w: Vec<Column<Fixed>>,
-    fb: Column<Fixed>,
     q_mac: Column<Fixed>,
-    q_rq: Column<Fixed>,
-    d: Column<Fixed>,
-    h: Column<Fixed>,
-    q_bit: Vec<Column<Fixed>>,
-    q_zero: Vec<Column<Fixed>>,
-    instance: Column<Instance>,
+    q_blk: Column<Fixed>,
+    q_z: Column<Fixed>,
+    s_lo: Column<Fixed>,
+    s_top: Column<Fixed>,
+    table: Column<Fixed>,
+    gamma: Challenge,
+    shape: ColumnShape,
+}
+
+fn c(v: u64) -> Expression<Fr> {
+    Expression::Constant(Fr::from(v))
 }
 
 impl ModelConfig {
-    /// Declares the columns and gates for a column shape.
+    /// Declares the columns and gates for a shape.
     pub fn configure(meta: &mut ConstraintSystem<Fr>, shape: ColumnShape) -> Self {
-        assert!(
-            shape.mac_columns >= 4,
-            "the rescale chip needs 4 mac columns"
-        );
-        assert!(shape.range_columns >= 1);
-        let a: Vec<_> = (0..shape.mac_columns)
-            .map(|_| meta.advice_column())
-            .collect();
-        let c = meta.advice_column();
-        let z: Vec<_> = (0..shape.range_columns)
-            .map(|_| meta.advice_column())
-            .collect();
-        let w: Vec<_> = (0..shape.mac_columns)
+        assert!(shape.weight_columns >= 2, "blocks use w[0] and w[1]");
+        let a = meta.advice_column_in(FirstPhase);
+        let gamma = meta.challenge_usable_after(FirstPhase);
+        let s = meta.advice_column_in(SecondPhase);
+        let w: Vec<_> = (0..shape.weight_columns)
             .map(|_| meta.fixed_column())
             .collect();
-        let [fb, q_mac, q_rq, d, h] = [(); 5].map(|_| meta.fixed_column());
-        let q_bit: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
-        let q_zero: Vec<_> = z.iter().map(|_| meta.fixed_column()).collect();
+        let [q_mac, q_blk, q_z, s_lo, s_top, table] = [(); 6].map(|_| meta.fixed_column());
         let instance = meta.instance_column();
-        for col in a.iter().chain(z.iter()) {
-            meta.enable_equality(*col);
-        }
-        meta.enable_equality(instance);
+        meta.enable_equality(a);
 
         meta.create_gate("multiply-accumulate", |m| {
             let q = m.query_fixed(q_mac, Rotation::cur());
-            let bias = m.query_fixed(fb, Rotation::cur());
-            let cur = m.query_advice(c, Rotation::cur());
-            let next = m.query_advice(c, Rotation::next());
-            let mut sum = bias;
-            for (ac, wc) in a.iter().zip(&w) {
-                sum = sum
-                    + m.query_fixed(*wc, Rotation::cur()) * m.query_advice(*ac, Rotation::cur());
+            let g = m.query_challenge(gamma);
+            // Σ_f γ^f w_f by Horner's rule
+            let mut comb = m.query_fixed(*w.last().expect("w"), Rotation::cur());
+            for wc in w.iter().rev().skip(1) {
+                comb = comb * g.clone() + m.query_fixed(*wc, Rotation::cur());
             }
-            let one = Expression::Constant(Fr::one());
-            vec![q.clone() * (next - (q - one) * cur - sum)]
+            let (cur, next) = (
+                m.query_advice(s, Rotation::cur()),
+                m.query_advice(s, Rotation::next()),
+            );
+            let x = m.query_advice(a, Rotation::cur());
+            vec![q * (next - cur - x * comb)]
         });
 
-        meta.create_gate("rescale", |m| {
-            let q = m.query_fixed(q_rq, Rotation::cur());
-            let [out, p, n, r] = [0, 1, 2, 3].map(|i| m.query_advice(a[i], Rotation::cur()));
-            let acc = m.query_advice(c, Rotation::cur());
-            let [dd, hh] = [d, h].map(|col| m.query_fixed(col, Rotation::cur()));
-            let one = Expression::Constant(Fr::one());
+        let (rem_at, pos_at, neg_at) = (shape.rem_at(), shape.pos_at(), shape.neg_at());
+        meta.create_gate("block", |m| {
+            let q = m.query_fixed(q_blk, Rotation::cur());
+            let g = m.query_challenge(gamma);
+            let (cur, next) = (
+                m.query_advice(s, Rotation::cur()),
+                m.query_advice(s, Rotation::next()),
+            );
+            let z = m.query_advice(a, Rotation::cur());
+            let out = m.query_advice(a, Rotation::next());
+            let r = m.query_advice(a, Rotation(rem_at));
+            let p = m.query_advice(a, Rotation(pos_at));
+            let n = m.query_advice(a, Rotation(neg_at));
+            let bias = m.query_fixed(w[0], Rotation::cur());
+            let d = m.query_fixed(w[1], Rotation::cur());
+            // q_blk: 1 ReLU block, 2 identity block, 3 public word (Horner step only)
+            let half = Expression::Constant(Fr::from(2).invert().unwrap());
+            let relu = q.clone() * (q.clone() - c(2)) * (q.clone() - c(3)) * half.clone();
+            let ident = -(q.clone() * (q.clone() - c(1)) * (q.clone() - c(3)) * half);
+            let rescale = relu.clone() + ident.clone();
             vec![
-                q.clone() * (acc + hh - dd * (p.clone() - n.clone()) - r),
-                q.clone() * p.clone() * n.clone(),
-                q.clone() * (out - p + (q - one) * n),
+                q * (next - g * cur + z.clone() - bias),
+                rescale.clone() * (z - d * (p.clone() - n.clone()) - r),
+                rescale * p.clone() * n.clone(),
+                relu * (out.clone() - p.clone()),
+                ident * (out - p + n),
             ]
         });
 
-        for (zi, &zc) in z.iter().enumerate() {
-            let (qb, qz) = (q_bit[zi], q_zero[zi]);
-            meta.create_gate("range-check bit", |m| {
-                let q = m.query_fixed(qb, Rotation::cur());
-                let delta = m.query_advice(zc, Rotation::cur())
-                    - Expression::Constant(Fr::from(2)) * m.query_advice(zc, Rotation::next());
-                vec![q * delta.clone() * (delta - Expression::Constant(Fr::one()))]
-            });
-            meta.create_gate("range-check end", |m| {
-                vec![m.query_fixed(qz, Rotation::cur()) * m.query_advice(zc, Rotation::cur())]
-            });
-        }
+        meta.create_gate("zero and public", |m| {
+            let q = m.query_fixed(q_z, Rotation::cur());
+            // q_z: 1 running sum is zero, 2 `a` is the public word of this row
+            let half = Expression::Constant(Fr::from(2).invert().unwrap());
+            let zero = q.clone() * (c(2) - q.clone());
+            let public = q.clone() * (q - c(1)) * half;
+            vec![
+                zero * m.query_advice(s, Rotation::cur()),
+                public
+                    * (m.query_advice(a, Rotation::cur())
+                        - m.query_instance(instance, Rotation::cur())),
+            ]
+        });
+
+        meta.lookup_any("8-bit limb", |m| {
+            let lo = m.query_fixed(s_lo, Rotation::cur());
+            let top = m.query_fixed(s_top, Rotation::cur());
+            let (cur, next) = (
+                m.query_advice(a, Rotation::cur()),
+                m.query_advice(a, Rotation::next()),
+            );
+            let limb = lo * (cur.clone() - c(TABLE_SIZE as u64) * next) + top * cur;
+            vec![(limb, m.query_fixed(table, Rotation::cur()))]
+        });
 
         ModelConfig {
             a,
-            c,
-            z,
+            s,
             w,
-            fb,
             q_mac,
-            q_rq,
-            d,
-            h,
-            q_bit,
-            q_zero,
-            instance,
+            q_blk,
+            q_z,
+            s_lo,
+            s_top,
+            table,
+            gamma,
+            shape,
         }
     }
 }
 
-/// Which chip's witness cell a [`Fault`] changes.
+/// Which witness cell a [`Fault`] changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultTarget {
-    /// An input cell of the multiply-accumulate chip.
+    /// A layer input copied into a multiply-accumulate row.
     MacInput,
-    /// A running-sum cell of the multiply-accumulate chip.
-    MacSum,
-    /// The positive part `p` of the rescale chip.
+    /// A cell of the second-phase running sum.
+    RunningSum,
+    /// The accumulator `z` of an output's block.
+    Accumulator,
+    /// The positive part `p` of a rounded output.
     RescalePos,
-    /// The negative part `n` of the rescale chip.
+    /// The negative part `n` of a rounded output.
     RescaleNeg,
-    /// The remainder `r` of the rescale chip.
+    /// The remainder `r` of a rounding.
     RescaleRem,
-    /// The output cell of the rescale chip.
+    /// The output cell of a block.
     RescaleOut,
     /// Quotient one higher and remainder one divisor lower: satisfies the rescale gate itself,
     /// only the range check on the remainder stops it.
     RescaleShiftQuotient,
-    /// A running-sum cell of the range-check chip.
-    RangeBit,
+    /// A limb running-sum cell (after the first) of any range check.
+    RangeLimb,
+    /// A packed model input value.
+    PackedInput,
+    /// A public word cell.
+    PublicWord,
+    /// A model input moved by one slot unit into its neighbour: the packed word is unchanged,
+    /// only the range check of the input stops it (the witness is otherwise honest).
+    InputCarry,
 }
 
+const FAULT_KINDS: usize = 12;
+
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` is
-/// increased by one (or, for [`FaultTarget::RescaleShiftQuotient`], the `index`-th rescale row
-/// is rebalanced). A circuit with a fault must never verify.
+/// increased by one (see [`FaultTarget`] for the two compound faults). A circuit with a fault
+/// must never verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     pub target: FaultTarget,
@@ -385,213 +690,181 @@ impl ModelCircuit {
         self
     }
 
-    /// The public inputs: the quantized input followed by the quantized output.
+    pub fn shape(&self) -> ColumnShape {
+        self.shape
+    }
+
+    /// The public inputs: the packed words of the quantized input and output.
     pub fn instances(&self) -> Option<Vec<Fr>> {
         let input = self.input.as_ref()?;
         let output = self.model.forward(input);
-        Some(
-            input
-                .iter()
-                .chain(&output)
-                .map(|&v| fr_from_i128(v as i128))
-                .collect(),
-        )
+        Some(pack_public(&self.model, &self.shape, input, &output))
     }
 }
 
-/// Where an activation lives: a public input row or an advice cell.
-#[derive(Clone, Copy, Debug)]
-enum Src {
-    Instance(usize),
-    Cell(Cell),
+/// Witness values of one output's block.
+#[derive(Clone, Copy, Default)]
+struct BlockVals {
+    z: i128,
+    out: i128,
+    r: i128,
+    p: i128,
+    n: i128,
+}
+
+/// The integer witness: packed inputs, each layer's inputs and block values.
+struct Witness {
+    u: Vec<i128>,
+    layer_x: Vec<Vec<i128>>,
+    blocks: Vec<Vec<BlockVals>>,
+}
+
+fn witness(layers: &[CLayer], u: Vec<i128>) -> Witness {
+    let mut x = u.clone();
+    let mut layer_x = Vec::new();
+    let mut blocks = Vec::new();
+    for l in layers {
+        let b: Vec<BlockVals> = (0..l.outputs)
+            .map(|o| {
+                let z = (0..l.inputs).fold(l.bias[o], |acc, j| acc + l.w(o, j) as i128 * x[j]);
+                let q = z.div_euclid(1i128 << l.shift);
+                let r = z - (q << l.shift);
+                let (p, n) = (q.max(0), (-q).max(0));
+                let out = if l.relu { p } else { q };
+                BlockVals { z, out, r, p, n }
+            })
+            .collect();
+        layer_x.push(x);
+        x = b.iter().map(|v| v.out).collect();
+        blocks.push(b);
+    }
+    Witness { u, layer_x, blocks }
+}
+
+/// A row of the running sum, recorded in the first phase and evaluated once `γ` is known.
+enum Step {
+    /// `s' = s + a·Σ_f γ^f w_f`
+    Mac(Value<Fr>, Vec<Fr>),
+    /// `s' = γ·s − (a − bias)`
+    Horner(Value<Fr>, Fr),
 }
 
 struct Filler<'a, 'r> {
     cfg: &'a ModelConfig,
     region: &'a mut Region<'r, Fr>,
     row: usize,
-    zrows: Vec<usize>,
-    instance_links: Vec<(Cell, usize)>,
+    steps: Vec<Step>,
     fault: Option<Fault>,
-    counters: [usize; 8],
+    counters: [usize; FAULT_KINDS],
 }
 
 impl Filler<'_, '_> {
-    fn maybe_fault(&mut self, target: FaultTarget, v: Value<Fr>) -> Value<Fr> {
+    fn hit(&mut self, target: FaultTarget) -> bool {
         let slot = target as usize;
         let hit =
             matches!(self.fault, Some(f) if f.target == target && f.index == self.counters[slot]);
         self.counters[slot] += 1;
-        if hit {
-            v.map(|x| x + Fr::one())
-        } else {
-            v
-        }
+        hit
     }
 
-    fn advice(
-        &mut self,
-        col: Column<Advice>,
-        row: usize,
-        v: Value<Fr>,
-        t: Option<FaultTarget>,
-    ) -> Cell {
-        let v = match t {
-            Some(t) => self.maybe_fault(t, v),
-            None => v,
-        };
-        self.region.assign_advice(col, row, v).cell()
+    /// Assigns `a` at `row`, adding one if this is the faulted cell of `target`.
+    fn a(&mut self, row: usize, v: Value<i128>, target: Option<FaultTarget>) -> Cell {
+        let bump = target.is_some_and(|t| self.hit(t));
+        let v = v.map(|v| fr_from_i128(v) + if bump { Fr::one() } else { Fr::zero() });
+        self.region.assign_advice(self.cfg.a, row, v).cell()
     }
 
     fn fixed(&mut self, col: Column<Fixed>, row: usize, v: Fr) {
         self.region.assign_fixed(col, row, v);
     }
 
-    fn link(&mut self, cell: Cell, src: Src) {
-        match src {
-            Src::Instance(row) => self.instance_links.push((cell, row)),
-            Src::Cell(other) => self.region.constrain_equal(cell, other),
-        }
-    }
-
-    /// Proves `0 <= value < 2^bits` for the value in `cell`.
-    fn range_check(&mut self, cell: Cell, value: Value<i128>, bits: u32) {
-        let zi = (0..self.zrows.len())
-            .min_by_key(|&i| self.zrows[i])
-            .unwrap_or(0);
-        let col = self.cfg.z[zi];
-        let start = self.zrows[zi];
-        for j in 0..=bits {
-            let v = value.map(|v| fr_from_i128(v >> j));
-            let c = self.advice(col, start + j as usize, v, Some(FaultTarget::RangeBit));
-            if j == 0 {
-                self.region.constrain_equal(c, cell);
+    /// Writes the running-sum limbs of `v` (already in `a` at `row`) below it: `limbs` rows
+    /// from `row`, the last one a top limb.
+    fn limbs(&mut self, row: usize, v: Value<i128>, limbs: usize) {
+        for i in 0..limbs {
+            if i > 0 {
+                let part = v.map(|v| v >> (LIMB_BITS * i as u32));
+                self.a(row + i, part, Some(FaultTarget::RangeLimb));
             }
-            if j < bits {
-                self.fixed(self.cfg.q_bit[zi], start + j as usize, Fr::one());
+            let sel = if i + 1 == limbs {
+                self.cfg.s_top
             } else {
-                self.fixed(self.cfg.q_zero[zi], start + j as usize, Fr::one());
-            }
+                self.cfg.s_lo
+            };
+            self.fixed(sel, row + i, Fr::one());
         }
-        self.zrows[zi] = start + bits as usize + 1;
     }
 
-    /// One neuron: the dot product `bias + Σ wᵢ·x[idxᵢ]` (`terms` lists `(idx, w)`), then the
-    /// rescale row `out = relu?(round(acc / 2^shift))` with its range checks. The sum lands in
-    /// `c` of the rescale row, so it needs no copy. Returns the output cell and value.
-    #[allow(clippy::too_many_arguments)]
-    fn neuron(
-        &mut self,
-        x: &[Src],
-        xv: Option<&[i64]>,
-        terms: &[(usize, i64)],
-        bias: i64,
-        shift: u32,
-        relu: bool,
-        bits: u32,
-    ) -> (Cell, Value<i128>) {
-        let kk = self.cfg.a.len();
-        // the first row's c is ignored by the gate (q_mac = 1); give it a value
-        let start = self.row;
-        self.advice(self.cfg.c, start, Value::known(Fr::zero()), None);
-        let mut acc: Value<i128> = match xv {
-            Some(_) => Value::known(bias as i128),
-            None => Value::unknown(),
-        };
-        for (r, chunk) in terms.chunks(kk).enumerate() {
-            let row = start + r;
-            // 1: a new sum starts here; 2: the sum continues
-            self.fixed(self.cfg.q_mac, row, Fr::from(if r == 0 { 1 } else { 2 }));
-            if r == 0 && bias != 0 {
-                self.fixed(self.cfg.fb, row, fr_from_i128(bias as i128));
+    /// One multiply-accumulate row reading `x` (assigned here) with the weights `ws`.
+    fn mac_row(&mut self, x: Value<i128>, ws: &[i64], target: Option<FaultTarget>) -> Cell {
+        let row = self.row;
+        let cell = self.a(row, x, target);
+        // the running sum follows the honest value: a faulted cell must then break a gate
+        let v = x.map(fr_from_i128);
+        let mut wf = Vec::with_capacity(ws.len());
+        for (f, &wv) in ws.iter().enumerate() {
+            let fv = fr_from_i128(wv as i128);
+            if wv != 0 {
+                self.fixed(self.cfg.w[f], row, fv);
             }
-            for (i, &(idx, w)) in chunk.iter().enumerate() {
-                let v = match xv {
-                    Some(xs) => Value::known(xs[idx]),
-                    None => Value::unknown(),
-                };
-                let cell = self.advice(
-                    self.cfg.a[i],
-                    row,
-                    v.map(|v| fr_from_i128(v as i128)),
-                    Some(FaultTarget::MacInput),
-                );
-                self.link(cell, x[idx]);
-                if w != 0 {
-                    self.fixed(self.cfg.w[i], row, fr_from_i128(w as i128));
-                }
-                acc = acc.zip(v).map(|(a, v)| a + w as i128 * v as i128);
-            }
-            self.advice(
-                self.cfg.c,
-                row + 1,
-                acc.map(fr_from_i128),
-                Some(FaultTarget::MacSum),
-            );
+            wf.push(fv);
         }
-        let row = start + terms.len().div_ceil(kk).max(1);
-        if terms.is_empty() {
-            // a constant neuron: one start row with only the bias
-            self.fixed(self.cfg.q_mac, start, Fr::one());
-            self.fixed(self.cfg.fb, start, fr_from_i128(bias as i128));
-            self.advice(
-                self.cfg.c,
-                row,
-                acc.map(fr_from_i128),
-                Some(FaultTarget::MacSum),
-            );
-        }
-        self.row = row + 1;
+        self.fixed(self.cfg.q_mac, row, Fr::one());
+        self.steps.push(Step::Mac(v, wf));
+        self.row += 1;
+        cell
+    }
 
-        // the rescale row
-        // q_rq: 1 for ReLU, 2 for identity
-        self.fixed(self.cfg.q_rq, row, Fr::from(if relu { 1 } else { 2 }));
-        self.fixed(self.cfg.d, row, Fr::from_u128(1u128 << shift));
-        if shift > 0 {
-            self.fixed(self.cfg.h, row, Fr::from_u128(1u128 << (shift - 1)));
+    /// A carry row inside a block: the running sum passes unchanged (`q_mac = 1`, no weight).
+    fn carry(&mut self, row: usize) {
+        self.fixed(self.cfg.q_mac, row, Fr::one());
+        self.steps.push(Step::Mac(Value::known(Fr::zero()), vec![]));
+    }
+
+    /// One output's block at the current row. Returns the output cell.
+    fn block(&mut self, v: Value<BlockVals>, bias: i128, shift: u32, relu: bool) -> Cell {
+        let sh = self.cfg.shape;
+        let row = self.row;
+        let shifted = self.hit(FaultTarget::RescaleShiftQuotient);
+        let v = v.map(|mut b| {
+            if shifted {
+                // q + 1 with r − d: the rescale equation still holds
+                if b.n > 0 {
+                    b.n -= 1;
+                } else {
+                    b.p += 1;
+                }
+                b.r -= 1i128 << shift;
+                b.out = if relu { b.p } else { b.p - b.n };
+            }
+            b
+        });
+        self.a(row, v.map(|b| b.z), Some(FaultTarget::Accumulator));
+        let out = self.a(row + 1, v.map(|b| b.out), Some(FaultTarget::RescaleOut));
+        let r_row = row + sh.rem_at() as usize;
+        self.a(r_row, v.map(|b| b.r), Some(FaultTarget::RescaleRem));
+        self.limbs(r_row, v.map(|b| b.r), (shift / LIMB_BITS) as usize);
+        for (at, t, pick) in [
+            (sh.pos_at(), FaultTarget::RescalePos, 0),
+            (sh.neg_at(), FaultTarget::RescaleNeg, 1),
+        ] {
+            let pr = row + at as usize;
+            let val = v.map(|b| if pick == 0 { b.p } else { b.n });
+            self.a(pr, val, Some(t));
+            self.limbs(pr, val, sh.out_limbs);
         }
-        let parts = acc.map(|a| {
-            let (q, r) = rescale_parts(a, shift);
-            (q.max(0), (-q).max(0), r)
-        });
-        let slot = FaultTarget::RescaleShiftQuotient as usize;
-        let shifted = matches!(self.fault, Some(f) if f.target == FaultTarget::RescaleShiftQuotient && f.index == self.counters[slot]);
-        self.counters[slot] += 1;
-        let parts = parts.map(|(p, n, r)| match shifted {
-            // q + 1 with r - d: the rescale equation still holds
-            true if n > 0 => (p, n - 1, r - (1i128 << shift)),
-            true => (p + 1, n, r - (1i128 << shift)),
-            false => (p, n, r),
-        });
-        let out = parts.map(|(p, n, _)| if relu { p } else { p - n });
-        let out_cell = self.advice(
-            self.cfg.a[0],
-            row,
-            out.map(fr_from_i128),
-            Some(FaultTarget::RescaleOut),
-        );
-        let p_cell = self.advice(
-            self.cfg.a[1],
-            row,
-            parts.map(|x| fr_from_i128(x.0)),
-            Some(FaultTarget::RescalePos),
-        );
-        let n_cell = self.advice(
-            self.cfg.a[2],
-            row,
-            parts.map(|x| fr_from_i128(x.1)),
-            Some(FaultTarget::RescaleNeg),
-        );
-        let r_cell = self.advice(
-            self.cfg.a[3],
-            row,
-            parts.map(|x| fr_from_i128(x.2)),
-            Some(FaultTarget::RescaleRem),
-        );
-        self.range_check(r_cell, parts.map(|x| x.2), shift);
-        self.range_check(p_cell, parts.map(|x| x.0), bits);
-        self.range_check(n_cell, parts.map(|x| x.1), bits);
-        (out_cell, out)
+        self.fixed(self.cfg.q_blk, row, Fr::from(if relu { 1 } else { 2 }));
+        self.fixed(self.cfg.w[0], row, fr_from_i128(bias));
+        self.fixed(self.cfg.w[1], row, Fr::from_u128(1u128 << shift));
+        self.steps.push(Step::Horner(
+            v.map(|b| fr_from_i128(b.z)),
+            fr_from_i128(bias),
+        ));
+        for i in 1..sh.block_rows() {
+            self.carry(row + i);
+        }
+        self.row += sh.block_rows();
+        out
     }
 }
 
@@ -623,76 +896,197 @@ impl Circuit<Fr> for ModelCircuit {
 
     fn synthesize(&self, cfg: ModelConfig, mut layouter: impl Layouter<Fr>) -> Result<(), Error> {
         let model = &self.model;
+        let shape = self.shape;
+        let layers = circuit_layers(model);
+        let packing = Packing::new(&PublicLayout::of_model(model, shape));
         let n_in = model.input_len();
-        let trace = self.input.as_ref().map(|x| model.trace(x));
-        let links = layouter.assign_region(
+        let n_words = packing.words();
+
+        // the honest witness (with the input-carry fault applied to the packed inputs)
+        let wit = self.input.as_ref().map(|x| {
+            let mut u: Vec<i128> = x
+                .iter()
+                .map(|&v| v as i128 - model.input_min as i128)
+                .collect();
+            if let Some(Fault {
+                target: FaultTarget::InputCarry,
+                index,
+            }) = self.fault
+            {
+                if index + 1 < u.len() && u[index + 1] > 0 {
+                    u[index] += 1i128 << shape.in_slot();
+                    u[index + 1] -= 1;
+                }
+            }
+            witness(&layers, u)
+        });
+        let words: Option<Vec<Fr>> = wit.as_ref().map(|wt| {
+            let outs: Vec<i128> = wt
+                .blocks
+                .last()
+                .expect("a layer")
+                .iter()
+                .map(|b| b.out)
+                .collect();
+            pack_values(&packing, &shape, &wt.u, &outs)
+        });
+        let known = |f: &dyn Fn(&Witness) -> i128| -> Value<i128> {
+            match &wit {
+                Some(w) => Value::known(f(w)),
+                None => Value::unknown(),
+            }
+        };
+
+        layouter.assign_region(
             || "model",
             |mut region| {
+                for (i, v) in (0..TABLE_SIZE).enumerate() {
+                    region.assign_fixed(cfg.table, i, Fr::from(v as u64));
+                }
                 let mut f = Filler {
                     cfg: &cfg,
                     region: &mut region,
                     row: 0,
-                    zrows: vec![0; cfg.z.len()],
-                    instance_links: Vec::new(),
+                    steps: Vec::new(),
                     fault: self.fault,
-                    counters: [0; 8],
+                    counters: [0; FAULT_KINDS],
                 };
-                let mut x: Vec<Src> = (0..n_in).map(Src::Instance).collect();
-                let mut xv: Option<Vec<i64>> = self.input.clone();
-                for (li, layer) in model.layers.iter().enumerate() {
-                    let outs: Vec<Cell> = match layer {
-                        QLayer::Dense {
-                            inputs,
-                            outputs,
-                            weights,
-                            bias,
-                            shift,
-                            relu,
-                            out_bits,
-                            ..
-                        } => (0..*outputs)
-                            .map(|o| {
-                                let terms: Vec<(usize, i64)> = weights
-                                    [o * inputs..(o + 1) * inputs]
-                                    .iter()
-                                    .copied()
-                                    .enumerate()
-                                    .collect();
-                                f.neuron(
-                                    &x,
-                                    xv.as_deref(),
-                                    &terms,
-                                    bias[o],
-                                    *shift,
-                                    *relu,
-                                    *out_bits,
-                                )
-                                .0
-                            })
-                            .collect(),
-                        // ReLU alone: each value passes through a one-term sum with weight 1
-                        QLayer::Relu { len, out_bits, .. } => (0..*len)
-                            .map(|j| {
-                                f.neuron(&x, xv.as_deref(), &[(j, 1)], 0, 0, true, *out_bits)
-                                    .0
-                            })
-                            .collect(),
+                // public rows
+                let mut public_cells = Vec::with_capacity(n_words);
+                for w in 0..n_words {
+                    let v = match &words {
+                        Some(ws) => Value::known(ws[w]),
+                        None => Value::unknown(),
                     };
-                    x = outs.into_iter().map(Src::Cell).collect();
-                    xv = trace.as_ref().map(|t| t[li].clone());
+                    let cell = f.region.assign_advice(cfg.a, w, v).cell();
+                    f.fixed(cfg.q_z, w, Fr::from(2));
+                    public_cells.push(cell);
                 }
-                // the model output becomes public, after the input
-                for (o, src) in x.iter().enumerate() {
-                    if let Src::Cell(cell) = src {
-                        f.instance_links.push((*cell, n_in + o));
+                f.row = n_words;
+                let chain_start = f.row;
+                f.fixed(cfg.q_z, chain_start, Fr::one());
+
+                // the packing layer: one group per word, last word first
+                let mut input_cells: Vec<Option<Cell>> = vec![None; n_in];
+                let mut output_links: Vec<(Cell, usize)> = Vec::new();
+                for w in (0..n_words).rev() {
+                    let row = f.row;
+                    let mut bias = Fr::zero();
+                    for &(ww, off) in &packing.outputs {
+                        if ww == w {
+                            bias += fr_from_i128(shape.out_offset()) * pow2(off);
+                        }
+                    }
+                    let word_v = match &words {
+                        Some(ws) => Value::known(ws[w]),
+                        None => Value::unknown(),
+                    };
+                    let bump = f.hit(FaultTarget::PublicWord);
+                    let word_v = word_v.map(|x| if bump { x + Fr::one() } else { x });
+                    let cell = f.region.assign_advice(cfg.a, row, word_v).cell();
+                    f.region.constrain_equal(cell, public_cells[w]);
+                    f.fixed(cfg.q_blk, row, Fr::from(3));
+                    f.fixed(cfg.w[0], row, bias);
+                    f.steps.push(Step::Horner(word_v, bias));
+                    f.row += 1;
+                    for (j, &(ww, off)) in packing.inputs.iter().enumerate() {
+                        if ww != w {
+                            continue;
+                        }
+                        let u = known(&|wt| wt.u[j]);
+                        let start = f.row;
+                        let coef = pow2(off);
+                        let cell = f.a(start, u, Some(FaultTarget::PackedInput));
+                        f.fixed(cfg.w[0], start, coef);
+                        f.fixed(cfg.q_mac, start, Fr::one());
+                        f.steps.push(Step::Mac(u.map(fr_from_i128), vec![coef]));
+                        f.limbs(start, u, shape.in_limbs);
+                        for i in 1..shape.in_limbs {
+                            f.carry(start + i);
+                        }
+                        f.row += shape.in_limbs;
+                        input_cells[j] = Some(cell);
+                    }
+                    for (i, &(ww, off)) in packing.outputs.iter().enumerate() {
+                        if ww != w {
+                            continue;
+                        }
+                        let y = known(&|wt| wt.blocks.last().expect("a layer")[i].out);
+                        let coef = pow2(off);
+                        let row = f.row;
+                        let cell = f.a(row, y, None);
+                        f.fixed(cfg.w[0], row, coef);
+                        f.fixed(cfg.q_mac, row, Fr::one());
+                        f.steps.push(Step::Mac(y.map(fr_from_i128), vec![coef]));
+                        f.row += 1;
+                        output_links.push((cell, i));
                     }
                 }
-                Ok(std::mem::take(&mut f.instance_links))
+
+                // the model layers
+                let mut src: Vec<Cell> = input_cells
+                    .into_iter()
+                    .map(|c| c.expect("every input is packed"))
+                    .collect();
+                for (li, layer) in layers.iter().enumerate() {
+                    let mut outs: Vec<Option<Cell>> = vec![None; layer.outputs];
+                    for g in groups(layer.outputs, shape.weight_columns) {
+                        for o in g.clone().rev() {
+                            let v = match &wit {
+                                Some(wt) => Value::known(wt.blocks[li][o]),
+                                None => Value::unknown(),
+                            };
+                            outs[o] = Some(f.block(v, layer.bias[o], layer.shift, layer.relu));
+                        }
+                        for j in group_inputs(layer, g.clone()) {
+                            let ws: Vec<i64> = g.clone().map(|o| layer.w(o, j)).collect();
+                            let x = known(&|wt| wt.layer_x[li][j]);
+                            let cell = f.mac_row(x, &ws, Some(FaultTarget::MacInput));
+                            f.region.constrain_equal(cell, src[j]);
+                        }
+                    }
+                    src = outs
+                        .into_iter()
+                        .map(|c| c.expect("every output has a block"))
+                        .collect();
+                }
+                for (cell, i) in output_links {
+                    f.region.constrain_equal(cell, src[i]);
+                }
+                let end = f.row;
+                f.fixed(cfg.q_z, end, Fr::one());
+
+                // second phase: the running sum
+                f.region.next_phase();
+                let gamma = f.region.get_challenge(cfg.gamma);
+                let mut acc = Value::known(Fr::zero());
+                for (i, step) in f.steps.iter().enumerate() {
+                    let row = chain_start + i;
+                    let bump = {
+                        let slot = FaultTarget::RunningSum as usize;
+                        let hit = matches!(f.fault, Some(ft) if ft.target == FaultTarget::RunningSum && ft.index == f.counters[slot]);
+                        f.counters[slot] += 1;
+                        hit
+                    };
+                    let shown = acc.map(|v| if bump { v + Fr::one() } else { v });
+                    f.region.assign_advice(cfg.s, row, shown);
+                    acc = match step {
+                        Step::Mac(x, ws) => acc.zip(*x).zip(gamma).map(|((s, x), g)| {
+                            let mut comb = Fr::zero();
+                            for wv in ws.iter().rev() {
+                                comb = comb * g + wv;
+                            }
+                            s + x * comb
+                        }),
+                        Step::Horner(z, bias) => {
+                            acc.zip(*z).zip(gamma).map(|((s, z), g)| g * s - (z - bias))
+                        }
+                    };
+                }
+                debug_assert_eq!(chain_start + f.steps.len(), end);
+                f.region.assign_advice(cfg.s, end, acc);
+                Ok(())
             },
-        )?;
-        for (cell, row) in links {
-            layouter.constrain_instance(cell, cfg.instance, row);
-        }
-        Ok(())
+        )
     }
 }

@@ -3,7 +3,9 @@
 //! Scheme (recorded in the settings file as [`QUANT_SCHEME`]):
 //! - every activation is an integer at one power-of-two scale `2^S` (`activation_scale_bits`);
 //! - each dense layer has its own weight scale `2^s` chosen from its largest weight, so that
-//!   the largest weight uses `weight_precision_bits` bits; the bias is stored at `2^(S+s)`;
+//!   the largest weight uses at least `weight_precision_bits` bits, with `s` rounded up to a
+//!   multiple of 8 (the circuit checks the rescaling remainder in 8-bit limbs); the bias is
+//!   stored at `2^(S+s)`;
 //! - the accumulator at scale `2^(S+s)` is brought back to `2^S` by rounding division
 //!   `q = floor((acc + 2^(s-1)) / 2^s)`, with the remainder range-checked in the circuit;
 //! - ReLU after a dense layer is fused into that rescaling.
@@ -17,10 +19,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Identifier of the quantization scheme implemented here.
-pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/v1";
+pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/v2";
 
 /// Largest scale, in bits, accepted for activations or weights.
 pub const MAX_SCALE_BITS: u32 = 24;
+
+/// Weight scales are multiples of this many bits (the circuit's range-check limb).
+pub const SHIFT_STEP: u32 = 8;
 
 /// Options of the quantizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,8 +160,11 @@ impl QuantizedModel {
                     } else {
                         0
                     };
+                    // the circuit range-checks the rescaling remainder in whole 8-bit
+                    // limbs, so the weight scale is rounded up to a multiple of 8 bits
                     let shift = (opts.weight_precision_bits as i64 - 1 - mag)
-                        .clamp(0, MAX_SCALE_BITS as i64) as u32;
+                        .clamp(1, MAX_SCALE_BITS as i64) as u32;
+                    let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
                     let wq: Vec<i64> = weights
                         .iter()
                         .map(|&w| quantize_value(w as f64, shift))
@@ -279,6 +287,9 @@ impl QuantizedModel {
                     }
                     if *shift > MAX_SCALE_BITS || *out_bits == 0 || *out_bits > 100 {
                         return bad(i, "scale or bound out of limits".into());
+                    }
+                    if *shift == 0 || shift % SHIFT_STEP != 0 {
+                        return bad(i, format!("weight scale {shift} is not a multiple of 8"));
                     }
                     width = *outputs;
                 }

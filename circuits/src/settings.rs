@@ -4,10 +4,11 @@
 //! choices, the circuit's column shape and size, and the SHA-256 of the quantized weights.
 //! `model.compiled.json` holds the quantized model itself (the circuit is rebuilt from it).
 
-use crate::circuit::{plan, ColumnShape, Plan};
+use crate::circuit::{plan, unpack_public, ColumnShape, Plan, PublicLayout};
 use crate::error::CompileError;
 use crate::graph::Graph;
 use crate::quantize::{QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME};
+use halo2_proofs::halo2curves::bn256::Fr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -17,9 +18,9 @@ pub const SETTINGS_FORMAT: &str = "veriml-settings";
 /// Format tag of compiled-model files.
 pub const COMPILED_FORMAT: &str = "veriml-compiled-model";
 /// Current version of both formats.
-pub const FORMAT_VERSION: u32 = 1;
-/// Default cap on advice columns (keeps the generated EVM verifier small).
-pub const DEFAULT_MAX_ADVICE: usize = 8;
+pub const FORMAT_VERSION: u32 = 2;
+/// Default cap on weight columns (each one costs the EVM verifier a commitment).
+pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 16;
 
 /// Per-layer quantization record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +113,25 @@ impl Settings {
         Ok(())
     }
 
+    /// What the public words of this model's proofs hold (from the settings alone).
+    pub fn public_layout(&self) -> PublicLayout {
+        let q = &self.quantization;
+        PublicLayout {
+            inputs: self.input_shape.iter().product(),
+            outputs: self.output_shape.iter().product(),
+            input_min: crate::quantize::quantize_value(q.input_range.0, q.activation_scale_bits),
+            shape: self.circuit.shape,
+        }
+    }
+
+    /// Reads the public words of a proof back as the float input and output they encode.
+    pub fn decode_public(&self, words: &[Fr]) -> Option<(Vec<f64>, Vec<f64>)> {
+        let (x, y) = unpack_public(&self.public_layout(), words)?;
+        let scale = (1u64 << self.quantization.activation_scale_bits) as f64;
+        let f = |v: Vec<i64>| v.into_iter().map(|v| v as f64 / scale).collect();
+        Some((f(x), f(y)))
+    }
+
     /// SHA-256 of this file's canonical JSON; proofs and keys record it.
     pub fn sha256(&self) -> String {
         hex::encode(Sha256::digest(
@@ -143,7 +163,7 @@ pub fn compile_graph(
     model_name: &str,
     onnx_sha256: &str,
     opts: &QuantOptions,
-    max_advice: usize,
+    max_weight_columns: usize,
 ) -> Result<(Settings, CompiledModel), CompileError> {
     if !graph.ops.iter().any(|op| {
         matches!(
@@ -158,7 +178,7 @@ pub fn compile_graph(
     }
     let model = QuantizedModel::from_graph(graph, opts)?;
     model.validate()?;
-    let Plan { shape, rows, k, .. } = plan(&model, max_advice);
+    let Plan { shape, rows, k, .. } = plan(&model, max_weight_columns);
     if k > crate::circuit::MAX_K {
         return Err(CompileError::Structure {
             node: "graph".into(),
@@ -233,7 +253,7 @@ pub fn compile_graph(
 pub fn compile_model(
     path: &Path,
     opts: &QuantOptions,
-    max_advice: usize,
+    max_weight_columns: usize,
 ) -> Result<(Settings, CompiledModel), CompileError> {
     let bytes = std::fs::read(path).map_err(|e| CompileError::Load {
         path: path.to_path_buf(),
@@ -257,6 +277,6 @@ pub fn compile_model(
         &name,
         &hex::encode(Sha256::digest(&bytes)),
         opts,
-        max_advice,
+        max_weight_columns,
     )
 }

@@ -6,7 +6,7 @@ use common::*;
 use halo2_proofs::{dev::MockProver, halo2curves::bn256::Fr};
 use std::sync::Arc;
 use veriml_circuits::{
-    circuit::{fr_from_i128, Fault, FaultTarget},
+    circuit::{fr_from_i128, pack_public, unpack_public, Fault, FaultTarget, PublicLayout},
     graph::{Graph, Op},
     halo2_proofs, ColumnShape, ModelCircuit, QuantOptions, QuantizedModel,
 };
@@ -66,10 +66,7 @@ fn small_model() -> (Arc<QuantizedModel>, ColumnShape, u32) {
         ..QuantOptions::default()
     };
     let q = QuantizedModel::from_graph(&g, &opts).unwrap();
-    let shape = ColumnShape {
-        mac_columns: 4,
-        range_columns: 2,
-    };
+    let shape = ColumnShape::for_model(&q, 3);
     let k = veriml_circuits::circuit::count_rows(&q, shape).k();
     (Arc::new(q), shape, k)
 }
@@ -84,15 +81,12 @@ fn honest_witness_is_accepted() {
     // fc2 is followed by a ReLU: the graph fuses it; the first ReLU is fused too
     let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     assert!(check(k, &c, c.instances().unwrap()));
-    // also at other column shapes
-    for (m, z) in [(5, 1), (6, 3), (8, 2)] {
-        let shape = ColumnShape {
-            mac_columns: m,
-            range_columns: z,
-        };
+    // also with other numbers of weight columns (groups of 2, one group of 4, one of 8)
+    for f in [2, 4, 8] {
+        let shape = ColumnShape::for_model(&q, f);
         let k = veriml_circuits::circuit::count_rows(&q, shape).k();
         let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
-        assert!(check(k, &c, c.instances().unwrap()), "shape {m}x{z}");
+        assert!(check(k, &c, c.instances().unwrap()), "{f} weight columns");
     }
 }
 
@@ -117,7 +111,7 @@ fn every_corner_of_the_input_range_proves() {
         ops: vec![Op::Relu { node: "r".into() }],
     };
     let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
-    let shape = ColumnShape::default();
+    let shape = ColumnShape::for_model(&q, 2);
     let k = veriml_circuits::circuit::count_rows(&q, shape).k();
     let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&[-1.0, 1.0]).unwrap());
     assert!(check(k, &c, c.instances().unwrap()));
@@ -144,7 +138,7 @@ fn standalone_relu_layer_is_proven() {
         q.layers[0],
         veriml_circuits::quantize::QLayer::Relu { .. }
     ));
-    let shape = ColumnShape::default();
+    let shape = ColumnShape::for_model(&q, 2);
     let k = veriml_circuits::circuit::count_rows(&q, shape).k();
     let x = q.quantize_input(&[-0.5, 0.25, 1.0]).unwrap();
     let c = ModelCircuit::with_input(q.clone(), shape, x.clone());
@@ -163,14 +157,18 @@ fn one_changed_cell_is_rejected_in_every_chip() {
     let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     let instances = honest.instances().unwrap();
     let targets = [
-        (FaultTarget::MacInput, vec![0, 5, 7, 23, 30]),
-        (FaultTarget::MacSum, vec![0, 1, 3, 8, 10]),
+        (FaultTarget::MacInput, vec![0, 5, 7, 13, 20]),
+        (FaultTarget::RunningSum, vec![0, 1, 3, 8, 40, 100, 150]),
+        (FaultTarget::Accumulator, vec![0, 2, 4, 9, 10]),
         (FaultTarget::RescalePos, vec![0, 2, 4, 9]),
         (FaultTarget::RescaleNeg, vec![0, 2, 4, 9]),
         (FaultTarget::RescaleRem, vec![0, 2, 4, 10]),
         (FaultTarget::RescaleOut, vec![0, 3, 6, 10]),
         (FaultTarget::RescaleShiftQuotient, vec![0, 1, 2, 5, 8, 10]),
-        (FaultTarget::RangeBit, vec![0, 1, 17, 40, 100, 333]),
+        (FaultTarget::RangeLimb, vec![0, 1, 17, 40, 60]),
+        (FaultTarget::PackedInput, vec![0, 3, 5]),
+        (FaultTarget::PublicWord, vec![0, 1]),
+        (FaultTarget::InputCarry, vec![0, 1, 4]),
     ];
     for (target, indices) in targets {
         for index in indices {
@@ -188,22 +186,47 @@ fn public_input_and_output_are_bound() {
     let (q, shape, k) = small_model();
     let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     let inst = c.instances().unwrap();
-    let n_in = q.input_len();
-    for i in [0, 3, n_in, n_in + 2] {
+    // the words unpack to exactly the quantized input and output
+    let (xin, yout) = unpack_public(&PublicLayout::of_model(&q, shape), &inst).unwrap();
+    assert_eq!(xin, small_input(&q));
+    assert_eq!(yout, q.forward(&small_input(&q)));
+    for i in 0..inst.len() {
         let mut bad = inst.clone();
         bad[i] += Fr::one();
-        assert!(!check(k, &c, bad), "changed public input {i} accepted");
+        assert!(!check(k, &c, bad), "changed public word {i} accepted");
     }
-    // a proof of another input's output
+    // a proof of another input's output, and of this output with another input
     let other = q
         .quantize_input(&[-0.9, 0.3, -0.5, 1.0, -0.2, -0.7])
         .unwrap();
-    let mut swapped = inst.clone();
-    for (o, v) in q.forward(&other).iter().enumerate() {
-        swapped[n_in + o] = fr_from_i128(*v as i128);
-    }
-    assert_ne!(swapped, inst);
-    assert!(!check(k, &c, swapped));
+    let mixed = pack_public(&q, &shape, &small_input(&q), &q.forward(&other));
+    assert_ne!(mixed, inst);
+    assert!(!check(k, &c, mixed));
+    let mixed = pack_public(&q, &shape, &other, &q.forward(&small_input(&q)));
+    assert!(!check(k, &c, mixed));
+}
+
+#[test]
+fn packing_round_trips_and_refuses_stray_bits() {
+    let (q, shape, _) = small_model();
+    let x = small_input(&q);
+    let y = q.forward(&x);
+    let words = pack_public(&q, &shape, &x, &y);
+    assert_eq!(
+        unpack_public(&PublicLayout::of_model(&q, shape), &words),
+        Some((x.clone(), y))
+    );
+    // a bit set outside every slot
+    let mut bad = words.clone();
+    bad[0] += fr_from_i128(1i128 << 120) * fr_from_i128(1i128 << 120);
+    assert_eq!(
+        unpack_public(&PublicLayout::of_model(&q, shape), &bad),
+        None
+    );
+    assert_eq!(
+        unpack_public(&PublicLayout::of_model(&q, shape), &words[1..]),
+        None
+    );
 }
 
 #[test]

@@ -50,8 +50,8 @@ struct CompileOpts {
     #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
     input_range: (f64, f64),
     /// Most advice columns the circuit may use (the EVM verifier grows with them).
-    #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_ADVICE)]
-    max_advice: usize,
+    #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
+    max_weight_columns: usize,
 }
 
 #[derive(Subcommand)]
@@ -210,7 +210,11 @@ fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Setti
         input_range: opts.input_range,
     };
     let ((settings, compiled), _) = ui.step("compiling", || {
-        Ok(veriml_circuits::compile_model(onnx, &q, opts.max_advice)?)
+        Ok(veriml_circuits::compile_model(
+            onnx,
+            &q,
+            opts.max_weight_columns,
+        )?)
     })?;
     write_compiled(dir, &settings, &compiled)?;
     Ok(settings)
@@ -235,7 +239,7 @@ fn settings_summary(s: &Settings) -> serde_json::Value {
         "rows_used": s.circuit.rows_used,
         "advice_columns": s.circuit.advice_columns,
         "fixed_columns": s.circuit.fixed_columns,
-        "mac_columns": s.circuit.shape.mac_columns,
+        "weight_columns": s.circuit.shape.weight_columns,
         "macs": s.circuit.macs,
         "public_inputs": s.circuit.num_instances,
         "weights_sha256": s.weights_sha256,
@@ -672,7 +676,7 @@ fn run(cli: Cli) -> Result<()> {
                 scale_bits: 14,
                 weight_bits: 16,
                 input_range: (0.0, 1.0),
-                max_advice: veriml_circuits::settings::DEFAULT_MAX_ADVICE,
+                max_weight_columns: veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
             };
             let s = compile(&ui, &onnx, &dir, &opts)?;
             ui.say(&format!(

@@ -31,8 +31,7 @@ use snark_verifier_sdk::{
 use std::path::Path;
 use std::sync::Arc;
 use veriml_circuits::{
-    circuit::{fr_from_i128, fr_to_i128},
-    halo2_proofs, ModelCircuit, QuantizedModel, Settings,
+    circuit::fr_from_i128, halo2_proofs, ModelCircuit, QuantizedModel, Settings,
 };
 
 /// A proving key with its header.
@@ -221,10 +220,10 @@ pub fn prove(
     )
     .map_err(halo2_err("proving"))?;
     let proof = transcript.finalize();
-    let n_in = model.input_len();
-    let output = instances[n_in..]
-        .iter()
-        .map(|f| model.dequantize(fr_to_i128(f).expect("outputs are small") as i64))
+    let output = model
+        .forward(&xq)
+        .into_iter()
+        .map(|v| model.dequantize(v))
         .collect();
     Ok(ProofFile {
         format: PROOF_FORMAT.into(),
@@ -308,6 +307,15 @@ pub fn verify(
     let bytes = hex::decode(proof.proof.trim_start_matches("0x"))
         .map_err(|e| ProverError::Rejected(format!("proof is not hex: {e}")))?;
     verify_raw(&srs.params, vk, &instances, &bytes)?;
+    // the proof file's readable input and output must be what the proven words encode
+    let (input, output) = settings.decode_public(&instances).ok_or_else(|| {
+        ProverError::Rejected("the public words are not a packing of in-range values".into())
+    })?;
+    if input != proof.input || output != proof.output {
+        return Err(ProverError::Rejected(
+            "the proof file's input or output differs from what the proof proves".into(),
+        ));
+    }
     Ok(instances)
 }
 
@@ -330,13 +338,13 @@ pub fn mock(
     let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq);
     mock_circuit(settings.circuit.k, &circuit)?;
     let inst = circuit.instances().expect("witness");
+    let (_, output) = settings
+        .decode_public(&inst)
+        .ok_or_else(|| ProverError::Rejected("the public words do not unpack".into()))?;
     Ok(MockReport {
         k: settings.circuit.k,
         rows_used: settings.circuit.rows_used,
-        output: inst[model.input_len()..]
-            .iter()
-            .map(|f| model.dequantize(fr_to_i128(f).unwrap_or(0) as i64))
-            .collect(),
+        output,
     })
 }
 

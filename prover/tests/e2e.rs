@@ -79,15 +79,18 @@ fn tiny_mlp_proves_verifies_and_rejects_tampering() {
         Err(ProverError::Rejected(_))
     ));
 
-    // a changed output value
-    let n_in = r.model.input_len();
-    for i in [0, n_in, n_in + 3] {
+    // a changed public word (input words, then output words)
+    for i in 0..proof.instances.len() {
         let mut t = proof.clone();
         let f = fr_from_hex(&t.instances[i]).unwrap()
             + veriml_circuits::halo2_proofs::halo2curves::bn256::Fr::one();
         t.instances[i] = fr_to_hex(&f);
-        assert!(verify(&r, &t).is_err(), "changed public input {i} accepted");
+        assert!(verify(&r, &t).is_err(), "changed public word {i} accepted");
     }
+    // the readable output of the file must be what the words prove
+    let mut t = proof.clone();
+    t.output[0] += 1.0;
+    assert!(matches!(verify(&r, &t), Err(ProverError::Rejected(_))));
 
     // flipped proof bytes, at several places
     let bytes = hex::decode(&proof.proof).unwrap();

@@ -36,8 +36,9 @@ fn input() -> Vec<f64> {
 }
 
 fn solidity_fixture(settings: &Settings, code: &Bytecode, proof: &ProofFile) -> String {
-    let n_out: usize = settings.output_shape.iter().product();
-    let n_in = proof.instances.len() - n_out;
+    let packing = veriml_circuits::circuit::Packing::new(&settings.public_layout());
+    let (n_in, n_out) = (packing.input_words, packing.output_words);
+    assert_eq!(n_in + n_out, proof.instances.len());
     let mut inputs = String::new();
     for (i, v) in proof.instances.iter().enumerate() {
         inputs.push_str(&format!("        v[{i}] = 0x{v};\n"));
@@ -48,8 +49,8 @@ fn solidity_fixture(settings: &Settings, code: &Bytecode, proof: &ProofFile) -> 
          // tiny_mlp, INSECURE development SRS: a test fixture only.\n\
          pragma solidity 0.8.19;\n\n\
          library TinyMlpFixture {{\n\
-         \x20   uint32 internal constant NUM_INPUTS = {n_in};\n\
-         \x20   uint32 internal constant NUM_OUTPUTS = {n_out};\n\
+         \x20   uint32 internal constant INPUT_WORDS = {n_in};\n\
+         \x20   uint32 internal constant OUTPUT_WORDS = {n_out};\n\
          \x20   bytes32 internal constant WEIGHTS_HASH = 0x{w};\n\n\
          \x20   function verifierCreationCode() internal pure returns (bytes memory) {{\n\
          \x20       return hex\"{code}\";\n\

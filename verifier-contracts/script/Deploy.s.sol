@@ -47,7 +47,7 @@ contract DeployModelRegistry is BaseScript {
 
 /// Deploys a generated verifier (VERIML_VERIFIER_BYTECODE: creation code from Verifier.json) and
 /// registers it in VERIML_REGISTRY under VERIML_MODEL_ID, with VERIML_WEIGHTS_HASH,
-/// VERIML_NUM_INPUTS, VERIML_NUM_OUTPUTS and VERIML_GAS_CAP. The broadcaster must own the registry.
+/// VERIML_INPUT_WORDS, VERIML_OUTPUT_WORDS and VERIML_GAS_CAP. The broadcaster must own the registry.
 contract DeployVerifier is BaseScript {
     error DeploymentFailed();
 
@@ -64,8 +64,8 @@ contract DeployVerifier is BaseScript {
             vm.envBytes32("VERIML_MODEL_ID"),
             verifier,
             vm.envBytes32("VERIML_WEIGHTS_HASH"),
-            uint32(vm.envUint("VERIML_NUM_INPUTS")),
-            uint32(vm.envUint("VERIML_NUM_OUTPUTS")),
+            uint32(vm.envUint("VERIML_INPUT_WORDS")),
+            uint32(vm.envUint("VERIML_OUTPUT_WORDS")),
             uint64(vm.envUint("VERIML_GAS_CAP"))
         );
         vm.stopBroadcast();

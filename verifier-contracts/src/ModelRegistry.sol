@@ -12,11 +12,14 @@ contract ModelRegistry {
     uint256 public constant SNARK_SCALAR_FIELD =
         21888242871839275222246405745257275088548364400416034343698204186575808495617;
 
+    /// @dev A VeriML proof's public inputs are packed words: first `inputWords` words holding the
+    /// quantized model input, then `outputWords` words holding its output (see `veriml verify`
+    /// or `Settings::decode_public` to read the values back).
     struct Model {
         address verifier;
         bytes32 weightsHash;
-        uint32 numInputs;
-        uint32 numOutputs;
+        uint32 inputWords;
+        uint32 outputWords;
         uint64 gasCap;
         bool active;
     }
@@ -31,8 +34,8 @@ contract ModelRegistry {
         bytes32 indexed modelId,
         address indexed verifier,
         bytes32 weightsHash,
-        uint32 numInputs,
-        uint32 numOutputs,
+        uint32 inputWords,
+        uint32 outputWords,
         uint64 gasCap
     );
     event ModelRevoked(bytes32 indexed modelId);
@@ -69,14 +72,14 @@ contract ModelRegistry {
         bytes32 modelId,
         address verifier,
         bytes32 weightsHash,
-        uint32 numInputs,
-        uint32 numOutputs,
+        uint32 inputWords,
+        uint32 outputWords,
         uint64 gasCap
     ) external onlyOwner {
         if (verifier.code.length == 0) revert NoCode(verifier);
         if (gasCap < 100_000 || gasCap > 15_000_000) revert BadGasCap();
-        models[modelId] = Model(verifier, weightsHash, numInputs, numOutputs, gasCap, true);
-        emit ModelRegistered(modelId, verifier, weightsHash, numInputs, numOutputs, gasCap);
+        models[modelId] = Model(verifier, weightsHash, inputWords, outputWords, gasCap, true);
+        emit ModelRegistered(modelId, verifier, weightsHash, inputWords, outputWords, gasCap);
     }
 
     /// @notice Stops accepting proofs for a model; results verified before stay recorded.
@@ -106,7 +109,7 @@ contract ModelRegistry {
     {
         Model memory m = models[modelId];
         if (!m.active) revert UnknownModel(modelId);
-        uint256 expected = uint256(m.numInputs) + uint256(m.numOutputs);
+        uint256 expected = uint256(m.inputWords) + uint256(m.outputWords);
         if (publicInputs.length != expected) revert WrongInputCount(publicInputs.length, expected);
         for (uint256 i = 0; i < publicInputs.length; ++i) {
             if (publicInputs[i] >= SNARK_SCALAR_FIELD) revert InputOutOfField(i);
@@ -117,8 +120,8 @@ contract ModelRegistry {
             m.verifier.call{gas: m.gasCap}(abi.encodePacked(publicInputs, proof));
         if (!ok || ret.length != 0) revert ProofRejected(modelId);
 
-        bytes32 inputHash = keccak256(abi.encodePacked(publicInputs[:m.numInputs]));
-        bytes32 outputHash = keccak256(abi.encodePacked(publicInputs[m.numInputs:]));
+        bytes32 inputHash = keccak256(abi.encodePacked(publicInputs[:m.inputWords]));
+        bytes32 outputHash = keccak256(abi.encodePacked(publicInputs[m.inputWords:]));
         resultId = keccak256(abi.encode(modelId, inputHash, outputHash));
         verifiedResults[resultId] = true;
         emit ResultVerified(modelId, inputHash, outputHash, msg.sender);

@@ -11,6 +11,7 @@ interface EnvVm {
     function toString(address) external pure returns (string memory);
     function toString(bytes calldata) external pure returns (string memory);
     function toString(bytes32) external pure returns (string memory);
+    function toString(uint256) external pure returns (string memory);
     function chainId(uint256) external;
     function expectRevert(bytes calldata) external;
 }
@@ -33,8 +34,8 @@ contract DeployScriptsTest {
         vm.setEnv("VERIML_VERIFIER_BYTECODE", vm.toString(TinyMlpFixture.verifierCreationCode()));
         vm.setEnv("VERIML_MODEL_ID", vm.toString(keccak256("tiny_mlp")));
         vm.setEnv("VERIML_WEIGHTS_HASH", vm.toString(TinyMlpFixture.WEIGHTS_HASH));
-        vm.setEnv("VERIML_NUM_INPUTS", "16");
-        vm.setEnv("VERIML_NUM_OUTPUTS", "4");
+        vm.setEnv("VERIML_INPUT_WORDS", vm.toString(uint256(TinyMlpFixture.INPUT_WORDS)));
+        vm.setEnv("VERIML_OUTPUT_WORDS", vm.toString(uint256(TinyMlpFixture.OUTPUT_WORDS)));
         vm.setEnv("VERIML_GAS_CAP", "2000000");
         address verifier = dv.run();
         (address registered,,,,,) = registry.models(keccak256("tiny_mlp"));

@@ -35,8 +35,8 @@ contract ModelRegistryTest {
             MODEL,
             verifier,
             TinyMlpFixture.WEIGHTS_HASH,
-            TinyMlpFixture.NUM_INPUTS,
-            TinyMlpFixture.NUM_OUTPUTS,
+            TinyMlpFixture.INPUT_WORDS,
+            TinyMlpFixture.OUTPUT_WORDS,
             GAS_CAP
         );
     }
@@ -46,7 +46,7 @@ contract ModelRegistryTest {
         pure
         returns (bytes32 inputHash, bytes32 outputHash)
     {
-        uint256 n = TinyMlpFixture.NUM_INPUTS;
+        uint256 n = TinyMlpFixture.INPUT_WORDS;
         uint256[] memory a = new uint256[](n);
         uint256[] memory b = new uint256[](v.length - n);
         for (uint256 i = 0; i < v.length; ++i) {

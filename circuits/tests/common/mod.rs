@@ -50,7 +50,7 @@ pub fn compile(model: &str) -> (Settings, CompiledModel) {
     compile_model(
         &fixture(model, "model.onnx"),
         &opts(),
-        veriml_circuits::settings::DEFAULT_MAX_ADVICE,
+        veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
     )
     .unwrap()
 }

@@ -20,7 +20,7 @@ pub const COMPILED_FORMAT: &str = "veriml-compiled-model";
 /// Current version of both formats.
 pub const FORMAT_VERSION: u32 = 2;
 /// Default cap on weight columns (each one costs the EVM verifier a commitment).
-pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 16;
+pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 8;
 
 /// Per-layer quantization record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -49,7 +49,9 @@ struct CompileOpts {
     /// Range every input value must lie in, as LO,HI; inputs outside it are refused.
     #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
     input_range: (f64, f64),
-    /// Most advice columns the circuit may use (the EVM verifier grows with them).
+    /// Most fixed weight columns (outputs checked per row). More columns mean fewer rows and a
+    /// faster prover, but each costs the EVM verifier a commitment: the default 8 keeps every
+    /// shared model under the 24,576-byte contract limit; raise it for off-chain proofs.
     #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
     max_weight_columns: usize,
 }
@@ -613,12 +615,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Compile { model, dir, opts } => {
             let s = compile(&ui, &model, &dir.dir, &opts)?;
             ui.say(&format!(
-                "compiled {} -> {} (k = {}, {} rows, {} advice columns, {} MACs)",
+                "compiled {} -> {} (k = {}, {} rows, {} weight columns, {} public words, {} MACs)",
                 model.display(),
                 dir.dir.display(),
                 s.circuit.k,
                 s.circuit.rows_used,
-                s.circuit.advice_columns,
+                s.circuit.shape.weight_columns,
+                s.circuit.num_instances,
                 s.circuit.macs
             ));
             settings_summary(&s)

@@ -55,4 +55,7 @@ pub enum ProverError {
 
     #[error("proof rejected: {0}")]
     Rejected(String),
+
+    #[error("chain request failed while {stage}: {detail}")]
+    Chain { stage: &'static str, detail: String },
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifacts;
+pub mod chain;
 pub mod error;
 pub mod evm;
 pub mod pipeline;

@@ -148,18 +148,18 @@ impl ColumnShape {
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns + 6
     }
-    /// Rows of one output's block.
+    /// Rows of one output's block: `z`, then the limbs of `r`, `p` and `n`.
     pub fn block_rows(&self) -> usize {
-        2 + self.rem_limbs + 2 * self.out_limbs
+        1 + self.rem_limbs + 2 * self.out_limbs
     }
     fn rem_at(&self) -> i32 {
-        2
+        1
     }
     fn pos_at(&self) -> i32 {
-        2 + self.rem_limbs as i32
+        1 + self.rem_limbs as i32
     }
     fn neg_at(&self) -> i32 {
-        2 + (self.rem_limbs + self.out_limbs) as i32
+        1 + (self.rem_limbs + self.out_limbs) as i32
     }
     fn in_slot(&self) -> u32 {
         LIMB_BITS * self.in_limbs as u32
@@ -313,6 +313,8 @@ struct CLayer {
     bias: Vec<i128>,
     shift: u32,
     relu: bool,
+    /// The inputs are identity outputs `p − n`: each takes two rows (`p`, then `n` negated).
+    signed_inputs: bool,
 }
 
 impl CLayer {
@@ -344,6 +346,7 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     .collect(),
                 shift: *shift,
                 relu: *relu,
+                signed_inputs: false,
             },
             QLayer::Relu { len, .. } => {
                 let mut weights = vec![0i64; len * len];
@@ -357,10 +360,14 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     bias: vec![1i128 << (LIMB_BITS - 1); *len],
                     shift: LIMB_BITS,
                     relu: true,
+                    signed_inputs: false,
                 }
             }
         })
         .collect();
+    for i in 1..out.len() {
+        out[i].signed_inputs = !out[i - 1].relu;
+    }
     // the first layer reads u = x - input_min
     if let Some(first) = out.first_mut() {
         let min = model.input_min as i128;
@@ -372,11 +379,16 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     out
 }
 
-/// Rows of a group's multiply-accumulate part: inputs with a nonzero weight in the group.
+/// Inputs with a nonzero weight in a group: one multiply-accumulate row each (two when the
+/// inputs are signed).
 fn group_inputs(layer: &CLayer, outs: std::ops::Range<usize>) -> Vec<usize> {
     (0..layer.inputs)
         .filter(|&j| outs.clone().any(|o| layer.w(o, j) != 0))
         .collect()
+}
+
+fn group_rows(layer: &CLayer, outs: std::ops::Range<usize>) -> usize {
+    group_inputs(layer, outs).len() * if layer.signed_inputs { 2 } else { 1 }
 }
 
 fn groups(outputs: usize, f: usize) -> Vec<std::ops::Range<usize>> {
@@ -414,14 +426,16 @@ impl RowCount {
 pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> RowCount {
     let pk = Packing::new(&PublicLayout::of_model(model, shape));
     let w = pk.words();
+    let layers = circuit_layers(model);
+    let signed_out = layers.last().is_some_and(|l| !l.relu);
     let mut rows = w // public rows
         + w // one Horner row per word
         + model.input_len() * shape.in_limbs
-        + model.output_len()
+        + model.output_len() * if signed_out { 2 } else { 1 }
         + 1; // the closing zero row
-    for layer in circuit_layers(model) {
+    for layer in &layers {
         for g in groups(layer.outputs, shape.weight_columns) {
-            rows += g.len() * shape.block_rows() + group_inputs(&layer, g).len();
+            rows += g.len() * shape.block_rows() + group_rows(layer, g);
         }
     }
     RowCount {
@@ -533,23 +547,17 @@ impl ModelConfig {
                 m.query_advice(s, Rotation::next()),
             );
             let z = m.query_advice(a, Rotation::cur());
-            let out = m.query_advice(a, Rotation::next());
             let r = m.query_advice(a, Rotation(rem_at));
             let p = m.query_advice(a, Rotation(pos_at));
             let n = m.query_advice(a, Rotation(neg_at));
             let bias = m.query_fixed(w[0], Rotation::cur());
             let d = m.query_fixed(w[1], Rotation::cur());
-            // q_blk: 1 ReLU block, 2 identity block, 3 public word (Horner step only)
-            let half = Expression::Constant(Fr::from(2).invert().unwrap());
-            let relu = q.clone() * (q.clone() - c(2)) * (q.clone() - c(3)) * half.clone();
-            let ident = -(q.clone() * (q.clone() - c(1)) * (q.clone() - c(3)) * half);
-            let rescale = relu.clone() + ident.clone();
+            // q_blk: 1 an output's block (Horner step and rounding), 2 a public word (Horner only)
+            let rescale = q.clone() * (c(2) - q.clone());
             vec![
                 q * (next - g * cur + z.clone() - bias),
                 rescale.clone() * (z - d * (p.clone() - n.clone()) - r),
-                rescale * p.clone() * n.clone(),
-                relu * (out.clone() - p.clone()),
-                ident * (out - p + n),
+                rescale * p * n,
             ]
         });
 
@@ -609,8 +617,6 @@ pub enum FaultTarget {
     RescaleNeg,
     /// The remainder `r` of a rounding.
     RescaleRem,
-    /// The output cell of a block.
-    RescaleOut,
     /// Quotient one higher and remainder one divisor lower: satisfies the rescale gate itself,
     /// only the range check on the remainder stops it.
     RescaleShiftQuotient,
@@ -625,7 +631,7 @@ pub enum FaultTarget {
     InputCarry,
 }
 
-const FAULT_KINDS: usize = 12;
+const FAULT_KINDS: usize = 11;
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` is
 /// increased by one (see [`FaultTarget`] for the two compound faults). A circuit with a fault
@@ -713,10 +719,19 @@ impl ModelCircuit {
 #[derive(Clone, Copy, Default)]
 struct BlockVals {
     z: i128,
-    out: i128,
     r: i128,
     p: i128,
     n: i128,
+}
+
+impl BlockVals {
+    fn out(&self, relu: bool) -> i128 {
+        if relu {
+            self.p
+        } else {
+            self.p - self.n
+        }
+    }
 }
 
 /// The integer witness: packed inputs, each layer's inputs and block values.
@@ -737,12 +752,11 @@ fn witness(layers: &[CLayer], u: Vec<i128>) -> Witness {
                 let q = z.div_euclid(1i128 << l.shift);
                 let r = z - (q << l.shift);
                 let (p, n) = (q.max(0), (-q).max(0));
-                let out = if l.relu { p } else { q };
-                BlockVals { z, out, r, p, n }
+                BlockVals { z, r, p, n }
             })
             .collect();
         layer_x.push(x);
-        x = b.iter().map(|v| v.out).collect();
+        x = b.iter().map(|v| v.out(l.relu)).collect();
         blocks.push(b);
     }
     Witness { u, layer_x, blocks }
@@ -828,8 +842,8 @@ impl Filler<'_, '_> {
         self.steps.push(Step::Mac(Value::known(Fr::zero()), vec![]));
     }
 
-    /// One output's block at the current row. Returns the output cell.
-    fn block(&mut self, v: Value<BlockVals>, bias: i128, shift: u32, relu: bool) -> Cell {
+    /// One output's block at the current row. Returns the cells of `p` and `n`.
+    fn block(&mut self, v: Value<BlockVals>, bias: i128, shift: u32) -> (Cell, Cell) {
         let sh = self.cfg.shape;
         let row = self.row;
         let shifted = self.hit(FaultTarget::RescaleShiftQuotient);
@@ -842,25 +856,24 @@ impl Filler<'_, '_> {
                     b.p += 1;
                 }
                 b.r -= 1i128 << shift;
-                b.out = if relu { b.p } else { b.p - b.n };
             }
             b
         });
         self.a(row, v.map(|b| b.z), Some(FaultTarget::Accumulator));
-        let out = self.a(row + 1, v.map(|b| b.out), Some(FaultTarget::RescaleOut));
         let r_row = row + sh.rem_at() as usize;
         self.a(r_row, v.map(|b| b.r), Some(FaultTarget::RescaleRem));
         self.limbs(r_row, v.map(|b| b.r), (shift / LIMB_BITS) as usize);
+        let mut cells = Vec::with_capacity(2);
         for (at, t, pick) in [
             (sh.pos_at(), FaultTarget::RescalePos, 0),
             (sh.neg_at(), FaultTarget::RescaleNeg, 1),
         ] {
             let pr = row + at as usize;
             let val = v.map(|b| if pick == 0 { b.p } else { b.n });
-            self.a(pr, val, Some(t));
+            cells.push(self.a(pr, val, Some(t)));
             self.limbs(pr, val, sh.out_limbs);
         }
-        self.fixed(self.cfg.q_blk, row, Fr::from(if relu { 1 } else { 2 }));
+        self.fixed(self.cfg.q_blk, row, Fr::one());
         self.fixed(self.cfg.w[0], row, fr_from_i128(bias));
         self.fixed(self.cfg.w[1], row, Fr::from_u128(1u128 << shift));
         self.steps.push(Step::Horner(
@@ -871,7 +884,7 @@ impl Filler<'_, '_> {
             self.carry(row + i);
         }
         self.row += sh.block_rows();
-        out
+        (cells[0], cells[1])
     }
 }
 
@@ -933,7 +946,7 @@ impl Circuit<Fr> for ModelCircuit {
                 .last()
                 .expect("a layer")
                 .iter()
-                .map(|b| b.out)
+                .map(|b| b.out(layers.last().expect("a layer").relu))
                 .collect();
             pack_values(&packing, &shape, &wt.u, &outs)
         });
@@ -975,7 +988,7 @@ impl Circuit<Fr> for ModelCircuit {
 
                 // the packing layer: one group per word, last word first
                 let mut input_cells: Vec<Option<Cell>> = vec![None; n_in];
-                let mut output_links: Vec<(Cell, usize)> = Vec::new();
+                let mut output_links: Vec<(Cell, usize, usize)> = Vec::new();
                 for w in (0..n_words).rev() {
                     let row = f.row;
                     let mut bias = Fr::zero();
@@ -992,7 +1005,7 @@ impl Circuit<Fr> for ModelCircuit {
                     let word_v = word_v.map(|x| if bump { x + Fr::one() } else { x });
                     let cell = f.region.assign_advice(cfg.a, row, word_v).cell();
                     f.region.constrain_equal(cell, public_cells[w]);
-                    f.fixed(cfg.q_blk, row, Fr::from(3));
+                    f.fixed(cfg.q_blk, row, Fr::from(2));
                     f.fixed(cfg.w[0], row, bias);
                     f.steps.push(Step::Horner(word_v, bias));
                     f.row += 1;
@@ -1014,51 +1027,87 @@ impl Circuit<Fr> for ModelCircuit {
                         f.row += shape.in_limbs;
                         input_cells[j] = Some(cell);
                     }
+                    let last = layers.last().expect("a layer");
                     for (i, &(ww, off)) in packing.outputs.iter().enumerate() {
                         if ww != w {
                             continue;
                         }
-                        let y = known(&|wt| wt.blocks.last().expect("a layer")[i].out);
-                        let coef = pow2(off);
-                        let row = f.row;
-                        let cell = f.a(row, y, None);
-                        f.fixed(cfg.w[0], row, coef);
-                        f.fixed(cfg.q_mac, row, Fr::one());
-                        f.steps.push(Step::Mac(y.map(fr_from_i128), vec![coef]));
-                        f.row += 1;
-                        output_links.push((cell, i));
+                        // `p`, and `−n` for an identity output
+                        let parts: &[(usize, i128)] = if last.relu {
+                            &[(0, 1)]
+                        } else {
+                            &[(0, 1), (1, -1)]
+                        };
+                        for &(part, sign) in parts {
+                            let y = known(&|wt| {
+                                let b = wt.blocks.last().expect("a layer")[i];
+                                if part == 0 {
+                                    b.p
+                                } else {
+                                    b.n
+                                }
+                            });
+                            let coef = pow2(off) * fr_from_i128(sign);
+                            let row = f.row;
+                            let cell = f.a(row, y, None);
+                            f.fixed(cfg.w[0], row, coef);
+                            f.fixed(cfg.q_mac, row, Fr::one());
+                            f.steps.push(Step::Mac(y.map(fr_from_i128), vec![coef]));
+                            f.row += 1;
+                            output_links.push((cell, i, part));
+                        }
                     }
                 }
 
-                // the model layers
-                let mut src: Vec<Cell> = input_cells
+                // the model layers; each value is one cell, or two (`p`, `n`) for identity outputs
+                let mut src: Vec<(Cell, Option<Cell>)> = input_cells
                     .into_iter()
-                    .map(|c| c.expect("every input is packed"))
+                    .map(|c| (c.expect("every input is packed"), None))
                     .collect();
                 for (li, layer) in layers.iter().enumerate() {
-                    let mut outs: Vec<Option<Cell>> = vec![None; layer.outputs];
+                    let mut outs: Vec<Option<(Cell, Cell)>> = vec![None; layer.outputs];
                     for g in groups(layer.outputs, shape.weight_columns) {
                         for o in g.clone().rev() {
                             let v = match &wit {
                                 Some(wt) => Value::known(wt.blocks[li][o]),
                                 None => Value::unknown(),
                             };
-                            outs[o] = Some(f.block(v, layer.bias[o], layer.shift, layer.relu));
+                            outs[o] = Some(f.block(v, layer.bias[o], layer.shift));
                         }
                         for j in group_inputs(layer, g.clone()) {
                             let ws: Vec<i64> = g.clone().map(|o| layer.w(o, j)).collect();
-                            let x = known(&|wt| wt.layer_x[li][j]);
-                            let cell = f.mac_row(x, &ws, Some(FaultTarget::MacInput));
-                            f.region.constrain_equal(cell, src[j]);
+                            if layer.signed_inputs {
+                                // x = p − n: one row for p, one for n with the weights negated
+                                let prev = li - 1;
+                                let pv = known(&|wt| wt.blocks[prev][j].p);
+                                let nv = known(&|wt| wt.blocks[prev][j].n);
+                                let neg: Vec<i64> = ws.iter().map(|w| -w).collect();
+                                let cp = f.mac_row(pv, &ws, Some(FaultTarget::MacInput));
+                                let cn = f.mac_row(nv, &neg, Some(FaultTarget::MacInput));
+                                f.region.constrain_equal(cp, src[j].0);
+                                f.region.constrain_equal(cn, src[j].1.expect("signed input"));
+                            } else {
+                                let x = known(&|wt| wt.layer_x[li][j]);
+                                let cell = f.mac_row(x, &ws, Some(FaultTarget::MacInput));
+                                f.region.constrain_equal(cell, src[j].0);
+                            }
                         }
                     }
                     src = outs
                         .into_iter()
-                        .map(|c| c.expect("every output has a block"))
+                        .map(|c| {
+                            let (p, n) = c.expect("every output has a block");
+                            (p, (!layer.relu).then_some(n))
+                        })
                         .collect();
                 }
-                for (cell, i) in output_links {
-                    f.region.constrain_equal(cell, src[i]);
+                for (cell, i, part) in output_links {
+                    let target = if part == 0 {
+                        src[i].0
+                    } else {
+                        src[i].1.expect("identity output")
+                    };
+                    f.region.constrain_equal(cell, target);
                 }
                 let end = f.row;
                 f.fixed(cfg.q_z, end, Fr::one());

@@ -130,12 +130,14 @@ fn revert_reason(e: &alloy::contract::Error) -> String {
                 IModelRegistry::IModelRegistryErrors::NoCode(x) => {
                     format!("no contract code at verifier {}", x.verifier)
                 }
-                IModelRegistry::IModelRegistryErrors::WrongInputCount(x) => format!(
-                    "{} public words, the model has {}",
-                    x.got, x.expected
-                ),
+                IModelRegistry::IModelRegistryErrors::WrongInputCount(x) => {
+                    format!("{} public words, the model has {}", x.got, x.expected)
+                }
                 IModelRegistry::IModelRegistryErrors::InputOutOfField(x) => {
-                    format!("public word {} is not below the BN254 scalar modulus", x.index)
+                    format!(
+                        "public word {} is not below the BN254 scalar modulus",
+                        x.index
+                    )
                 }
                 IModelRegistry::IModelRegistryErrors::ProofRejected(_) => {
                     "the on-chain verifier rejected the proof".into()
@@ -159,10 +161,8 @@ fn revert_reason(e: &alloy::contract::Error) -> String {
 impl Chain {
     /// Connects to `rpc_url` and signs with `private_key` (hex).
     pub async fn connect(rpc_url: &str, private_key: &str) -> Result<Chain, ProverError> {
-        let signer: PrivateKeySigner = private_key
-            .trim()
-            .parse()
-            .map_err(|e| ProverError::Chain {
+        let signer: PrivateKeySigner =
+            private_key.trim().parse().map_err(|e| ProverError::Chain {
                 stage: "reading the private key",
                 detail: format!("{e}"),
             })?;
@@ -186,7 +186,11 @@ impl Chain {
         })
     }
 
-    async fn send(&self, tx: TransactionRequest, stage: &'static str) -> Result<(Mined, Option<Address>), ProverError> {
+    async fn send(
+        &self,
+        tx: TransactionRequest,
+        stage: &'static str,
+    ) -> Result<(Mined, Option<Address>), ProverError> {
         let pending = self
             .provider
             .send_transaction(tx.from(self.from))
@@ -215,15 +219,25 @@ impl Chain {
     pub async fn deploy(&self, creation: Vec<u8>) -> Result<(Address, Mined), ProverError> {
         let tx = TransactionRequest::default().with_deploy_code(Bytes::from(creation));
         let (mined, addr) = self.send(tx, "deploying a contract").await?;
-        let addr = addr.ok_or_else(|| chain_err("deploying a contract")("no contract address in the receipt".into()))?;
+        let addr = addr.ok_or_else(|| {
+            chain_err("deploying a contract")("no contract address in the receipt".into())
+        })?;
         Ok((addr, mined))
     }
 
     /// Deploys a `ModelRegistry` owned by the sender.
-    pub async fn deploy_registry(&self, registry: &Bytecode) -> Result<(Address, Mined), ProverError> {
+    pub async fn deploy_registry(
+        &self,
+        registry: &Bytecode,
+    ) -> Result<(Address, Mined), ProverError> {
         let mut code = hex::decode(&registry.creation)
             .map_err(|e| chain_err("deploying the registry")(e.to_string()))?;
-        code.extend(ModelRegistryDeploy::constructorCall { initialOwner: self.from }.abi_encode());
+        code.extend(
+            ModelRegistryDeploy::constructorCall {
+                initialOwner: self.from,
+            }
+            .abi_encode(),
+        );
         self.deploy(code).await
     }
 
@@ -317,7 +331,9 @@ impl Chain {
             }
             Err(e) => return Err(ProverError::Rejected(format!("the verifier reverted: {e}"))),
         }
-        let tx = TransactionRequest::default().to(verifier).input(data.into());
+        let tx = TransactionRequest::default()
+            .to(verifier)
+            .input(data.into());
         Ok(self.send(tx, "calling the verifier").await?.0)
     }
 

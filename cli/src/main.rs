@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use veriml_circuits::{settings::CompiledModel, QuantOptions, Settings};
 use veriml_prover::{artifacts, evm, pipeline, ProofFile, Srs};
 
+mod onchain;
+
 const EXAMPLE_ONNX: &[u8] = include_bytes!("../../examples/digits_mlp/model.onnx");
 const EXAMPLE_INPUT: &str = include_str!("../../examples/digits_mlp/input.json");
 
@@ -113,13 +115,42 @@ enum Cmd {
         #[arg(long, env = "VERIML_SOLC", default_value = "solc")]
         solc: PathBuf,
     },
-    /// Verify a proof with the generated verifier in an in-process EVM (revm); prints gas used.
+    /// Verify a proof on the EVM; prints gas used. By default in an in-process EVM (revm, no
+    /// node needed); with --rpc, by a `registry.verify` transaction to the deployment in
+    /// DIR/deployment.json (see `deploy`).
     VerifyEvm {
         #[command(flatten)]
         dir: DirArg,
         /// The proof file (default: DIR/proof.json).
         #[arg(short, long)]
         proof: Option<PathBuf>,
+        /// JSON-RPC endpoint: verify on that chain instead of in process.
+        #[arg(long, env = "VERIML_RPC_URL")]
+        rpc: Option<String>,
+        /// Hex private key of the account that sends the transaction (with --rpc).
+        #[arg(long, env = "VERIML_PRIVATE_KEY", hide_env_values = true)]
+        private_key: Option<String>,
+    },
+    /// Deploy DIR/Verifier.json to a chain and register it in a ModelRegistry (a new one unless
+    /// --registry is given); writes DIR/deployment.json.
+    Deploy {
+        #[command(flatten)]
+        dir: DirArg,
+        #[command(flatten)]
+        chain: onchain::ChainArgs,
+        /// An existing ModelRegistry owned by the sender; without it a new one is deployed.
+        #[arg(long)]
+        registry: Option<String>,
+        /// Model id in the registry: 32 bytes of hex, or a name hashed with keccak-256
+        /// (default: the model's name).
+        #[arg(long)]
+        model_id: Option<String>,
+        /// Most gas the registry forwards to the verifier (100,000 to 15,000,000).
+        #[arg(long, default_value_t = 2_000_000)]
+        gas_cap: u64,
+        /// A solc-compatible compiler, to compile the bundled ModelRegistry.
+        #[arg(long, env = "VERIML_SOLC", default_value = "solc")]
+        solc: PathBuf,
     },
     /// Verify an AMD SEV-SNP attestation report against AMD's pinned roots and a policy.
     TeeVerify(TeeArgs),
@@ -151,12 +182,16 @@ fn parse_range(s: &str) -> Result<(f64, f64), String> {
     Ok((lo, hi))
 }
 
-struct Ui {
+pub(crate) struct Ui {
     json: bool,
 }
 
 impl Ui {
-    fn step<T>(&self, msg: &str, f: impl FnOnce() -> Result<T>) -> Result<(T, Duration)> {
+    pub(crate) fn step<T>(
+        &self,
+        msg: &str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Duration)> {
         let pb = if self.json {
             ProgressBar::hidden()
         } else {
@@ -178,7 +213,7 @@ impl Ui {
         }
         Ok((v, d))
     }
-    fn say(&self, s: &str) {
+    pub(crate) fn say(&self, s: &str) {
         if !self.json {
             println!("{s}");
         }
@@ -666,10 +701,39 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
         Cmd::TeeVerify(args) => tee_verify(&ui, &args)?,
         Cmd::CreateEvmVerifier { dir, solc } => create_evm_verifier(&ui, &dir.dir, &solc)?,
-        Cmd::VerifyEvm { dir, proof } => {
+        Cmd::VerifyEvm {
+            dir,
+            proof,
+            rpc,
+            private_key,
+        } => {
             let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));
-            verify_evm(&ui, &dir.dir, &p)?
+            match rpc {
+                Some(rpc) => {
+                    let Some(private_key) = private_key else {
+                        bail!("--rpc needs --private-key (or VERIML_PRIVATE_KEY)");
+                    };
+                    onchain::verify(&ui, &dir.dir, &p, &onchain::ChainArgs { rpc, private_key })?
+                }
+                None => verify_evm(&ui, &dir.dir, &p)?,
+            }
         }
+        Cmd::Deploy {
+            dir,
+            chain,
+            registry,
+            model_id,
+            gas_cap,
+            solc,
+        } => onchain::deploy(
+            &ui,
+            &dir.dir,
+            &chain,
+            registry.as_deref(),
+            model_id.as_deref(),
+            gas_cap,
+            &solc,
+        )?,
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
             artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;

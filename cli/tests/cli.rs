@@ -174,7 +174,7 @@ fn example_runs_end_to_end() {
 }
 
 #[test]
-fn evm_verifier_is_generated_and_checks_proofs_in_process() {
+fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
     let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -228,6 +228,95 @@ fn evm_verifier_is_generated_and_checks_proofs_in_process() {
     let out = veriml(&["verify-evm", "-d", s(d), "--proof", s(&d.join("bad.json"))]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+
+    // the same on a real node: deploy (with a new registry), then verify by a transaction
+    let (_anvil, url) = start_anvil();
+    let dep = json(&veriml(&[
+        "--json",
+        "deploy",
+        "-d",
+        s(d),
+        "--rpc",
+        &url,
+        "--private-key",
+        ANVIL_KEY,
+        "--solc",
+        s(&solc),
+    ]));
+    assert_eq!(dep["chain_id"], 84532);
+    assert!(dep["verifier_deploy_gas"].as_u64().unwrap() > 1_000_000);
+    assert!(d.join("deployment.json").exists());
+    let v = json(&veriml(&[
+        "--json",
+        "verify-evm",
+        "-d",
+        s(d),
+        "--rpc",
+        &url,
+        "--private-key",
+        ANVIL_KEY,
+    ]));
+    assert_eq!(v["verified"], true);
+    assert!(v["gas_used"].as_u64().unwrap() > 200_000);
+    let out = veriml(&[
+        "verify-evm",
+        "-d",
+        s(d),
+        "--proof",
+        s(&d.join("bad.json")),
+        "--rpc",
+        &url,
+        "--private-key",
+        ANVIL_KEY,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("verifier rejected the proof"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// anvil's first default account (a well-known development key, never funded on a real chain)
+const ANVIL_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+struct Anvil(std::process::Child);
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_anvil() -> (Anvil, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child =
+        Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../node_modules/.bin/anvil"))
+            .args([
+                "--port",
+                &port.to_string(),
+                "--hardfork",
+                "osaka",
+                "--chain-id",
+                "84532",
+                "--silent",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map(Anvil)
+            .expect("anvil from node_modules (npm ci)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return (child, format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("anvil did not start");
 }
 
 #[test]

@@ -7,9 +7,10 @@
 
 use crate::error::ProverError;
 use crate::evm::{compile_solidity, Bytecode};
+pub use alloy::primitives::{Address, B256, U256};
 use alloy::{
     network::{EthereumWallet, TransactionBuilder},
-    primitives::{keccak256, Address, Bytes, FixedBytes, B256, U256},
+    primitives::{keccak256, Bytes, FixedBytes},
     providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::TransactionRequest,
     signers::local::PrivateKeySigner,

@@ -455,15 +455,16 @@ pub struct Plan {
 /// How many table rows one weight column is worth in [`plan`]'s cost.
 pub const ROWS_PER_WEIGHT_COLUMN: u64 = 256;
 
-/// Picks the number of weight columns `F` (at most `max_weight_columns`) minimising
-/// `2^k + 256·F` (ties go to fewer columns).
+/// Picks the number of weight columns `F` (at most `max_weight_columns`).
 ///
 /// Proving cost grows with `2^k` (two advice columns, the lookup and the quotient are
 /// committed at every row), while a weight column only adds a fixed column: free for the
 /// prover, but one more commitment for the EVM verifier (about 7,000 gas and 300 bytes of
-/// code, measured). Counting a column as 256 rows keeps small models on few columns (cheap to
-/// verify on chain, still fast to prove) and lets large ones use more columns to halve `2^k`.
-pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Plan {
+/// code, measured). For proofs meant for the EVM (`evm`), `2^k + 256·F` is minimised: counting a
+/// column as 256 rows keeps small models on few columns (cheap to verify, still fast to prove)
+/// and lets large ones use more columns to halve `2^k`. Off chain only `2^k` counts. Ties go to
+/// fewer columns.
+pub fn plan(model: &QuantizedModel, max_weight_columns: usize, evm: bool) -> Plan {
     let max_f = max_weight_columns.clamp(2, MAX_WEIGHT_COLUMNS);
     let widest = model
         .layers
@@ -474,7 +475,8 @@ pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Plan {
         })
         .max()
         .unwrap_or(2);
-    let cost = |p: &Plan| (1u64 << p.k) + ROWS_PER_WEIGHT_COLUMN * p.shape.weight_columns as u64;
+    let per_column = if evm { ROWS_PER_WEIGHT_COLUMN } else { 0 };
+    let cost = |p: &Plan| (1u64 << p.k) + per_column * p.shape.weight_columns as u64;
     let mut best: Option<Plan> = None;
     for f in 2..=max_f.min(widest.max(2)) {
         let shape = ColumnShape::for_model(model, f);

@@ -22,6 +22,24 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Default cap on weight columns (each one costs the EVM verifier a commitment).
 pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 8;
 
+/// How the circuit's column count is chosen (see [`crate::circuit::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Most fixed weight columns.
+    pub max_weight_columns: usize,
+    /// Proofs are meant for the EVM: fewer columns, a smaller and cheaper verifier.
+    pub evm: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            max_weight_columns: DEFAULT_MAX_WEIGHT_COLUMNS,
+            evm: true,
+        }
+    }
+}
+
 /// Per-layer quantization record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerSettings {
@@ -163,7 +181,7 @@ pub fn compile_graph(
     model_name: &str,
     onnx_sha256: &str,
     opts: &QuantOptions,
-    max_weight_columns: usize,
+    plan_opts: &PlanOptions,
 ) -> Result<(Settings, CompiledModel), CompileError> {
     if !graph.ops.iter().any(|op| {
         matches!(
@@ -178,7 +196,7 @@ pub fn compile_graph(
     }
     let model = QuantizedModel::from_graph(graph, opts)?;
     model.validate()?;
-    let Plan { shape, rows, k, .. } = plan(&model, max_weight_columns);
+    let Plan { shape, rows, k, .. } = plan(&model, plan_opts.max_weight_columns, plan_opts.evm);
     if k > crate::circuit::MAX_K {
         return Err(CompileError::Structure {
             node: "graph".into(),
@@ -253,7 +271,7 @@ pub fn compile_graph(
 pub fn compile_model(
     path: &Path,
     opts: &QuantOptions,
-    max_weight_columns: usize,
+    plan_opts: &PlanOptions,
 ) -> Result<(Settings, CompiledModel), CompileError> {
     let bytes = std::fs::read(path).map_err(|e| CompileError::Load {
         path: path.to_path_buf(),
@@ -277,6 +295,6 @@ pub fn compile_model(
         &name,
         &hex::encode(Sha256::digest(&bytes)),
         opts,
-        max_weight_columns,
+        plan_opts,
     )
 }

@@ -65,8 +65,12 @@ fn tiny_and_mnist_quantized_errors_are_small() {
 
 #[test]
 fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
-    let e = veriml_circuits::compile_model(&fixture("digits_cnn", "model.onnx"), &opts(), 8)
-        .unwrap_err();
+    let e = veriml_circuits::compile_model(
+        &fixture("digits_cnn", "model.onnx"),
+        &opts(),
+        &Default::default(),
+    )
+    .unwrap_err();
     match &e {
         CompileError::UnsupportedOp { op, node, needed } => {
             assert!(op.contains("Conv"), "op {op}");

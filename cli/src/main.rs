@@ -53,9 +53,13 @@ struct CompileOpts {
     input_range: (f64, f64),
     /// Most fixed weight columns (outputs checked per row). More columns mean fewer rows and a
     /// faster prover, but each costs the EVM verifier a commitment: the default 8 keeps every
-    /// shared model under the 24,576-byte contract limit; raise it for off-chain proofs.
+    /// shared model under the 24,576-byte contract limit.
     #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
     max_weight_columns: usize,
+    /// Optimise for proving speed only (no EVM verifier planned): weight columns count as free,
+    /// so larger models get fewer rows (use with a larger --max-weight-columns, e.g. 32).
+    #[arg(long)]
+    off_chain: bool,
 }
 
 #[derive(Subcommand)]
@@ -250,7 +254,10 @@ fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Setti
         Ok(veriml_circuits::compile_model(
             onnx,
             &q,
-            opts.max_weight_columns,
+            &veriml_circuits::settings::PlanOptions {
+                max_weight_columns: opts.max_weight_columns,
+                evm: !opts.off_chain,
+            },
         )?)
     })?;
     write_compiled(dir, &settings, &compiled)?;
@@ -744,6 +751,7 @@ fn run(cli: Cli) -> Result<()> {
                 weight_bits: 16,
                 input_range: (0.0, 1.0),
                 max_weight_columns: veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
+                off_chain: false,
             };
             let s = compile(&ui, &onnx, &dir, &opts)?;
             ui.say(&format!(

@@ -16,7 +16,7 @@ use std::path::Path;
 use veriml_circuits::ColumnShape;
 
 /// Version of the key and proof formats.
-pub const ARTIFACT_VERSION: u32 = 1;
+pub const ARTIFACT_VERSION: u32 = 2;
 pub const PK_MAGIC: &[u8; 8] = b"VERIMLPK";
 pub const VK_MAGIC: &[u8; 8] = b"VERIMLVK";
 pub const PROOF_FORMAT: &str = "veriml-proof";

@@ -88,12 +88,7 @@ async fn every_shared_mlp_deploys_registers_and_verifies_on_anvil() {
             .join("fixtures/models")
             .join(model)
             .join("model.onnx");
-        let (settings, compiled) = compile_model(
-            &onnx,
-            &opts,
-            veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
-        )
-        .unwrap();
+        let (settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
         let m = Arc::new(compiled.model);
         let srs = Srs::insecure_dev(settings.circuit.k, 5);
         let keys = pipeline::setup(&settings, m.clone(), &srs).unwrap();

@@ -31,7 +31,12 @@ struct Ready {
 }
 
 fn ready(model: &str, opts: QuantOptions) -> Ready {
-    let (settings, compiled) = compile_model(&fixture(model, "model.onnx"), &opts, 8).unwrap();
+    let (settings, compiled) = compile_model(
+        &fixture(model, "model.onnx"),
+        &opts,
+        &veriml_circuits::settings::PlanOptions::default(),
+    )
+    .unwrap();
     let model = Arc::new(compiled.model);
     let srs = Srs::insecure_dev(settings.circuit.k, 1);
     let keys = pipeline::setup(&settings, model.clone(), &srs).unwrap();

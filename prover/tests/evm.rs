@@ -37,12 +37,7 @@ fn generated_verifiers_fit_and_agree_with_native() {
             .join("fixtures/models")
             .join(model)
             .join("model.onnx");
-        let (settings, compiled) = compile_model(
-            &onnx,
-            &opts,
-            veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
-        )
-        .unwrap();
+        let (settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
         let m = Arc::new(compiled.model);
         let srs = Srs::insecure_dev(settings.circuit.k, 3);
         let keys = pipeline::setup(&settings, m.clone(), &srs).unwrap();
@@ -108,7 +103,7 @@ fn oversized_verifier_is_refused() {
     let onnx = root().join("fixtures/models/mnist_mlp/model.onnx");
     // 28 weight columns: mnist_mlp's first layer in two groups (k = 12, the fastest prover),
     // too many commitments for EIP-170
-    let (mut settings, compiled) = compile_model(&onnx, &opts, 8).unwrap();
+    let (mut settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
     let shape = veriml_circuits::ColumnShape::for_model(&compiled.model, 28);
     settings.circuit.shape = shape;
     settings.circuit.k = veriml_circuits::circuit::count_rows(&compiled.model, shape).k();

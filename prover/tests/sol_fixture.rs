@@ -75,7 +75,7 @@ fn regenerate(dir: &Path) {
         ..QuantOptions::default()
     };
     let onnx = root().join("fixtures/models/tiny_mlp/model.onnx");
-    let (settings, compiled) = compile_model(&onnx, &opts, 6).unwrap();
+    let (settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
     let model = Arc::new(compiled.model);
     let srs = Srs::insecure_dev(settings.circuit.k, 0);
     let keys = pipeline::setup(&settings, model.clone(), &srs).unwrap();

@@ -47,12 +47,7 @@ pub fn opts() -> QuantOptions {
 }
 
 pub fn compile(model: &str) -> (Settings, CompiledModel) {
-    compile_model(
-        &fixture(model, "model.onnx"),
-        &opts(),
-        veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
-    )
-    .unwrap()
+    compile_model(&fixture(model, "model.onnx"), &opts(), &Default::default()).unwrap()
 }
 
 pub fn argmax(v: &[f64]) -> usize {

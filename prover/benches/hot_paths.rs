@@ -1,0 +1,156 @@
+//! Micro-benchmarks of the prover's hot paths: MSM and FFT at 2^14..2^20, witness synthesis of
+//! synthetic models that stress one part of the circuit each, and whole in-process proofs of the
+//! shared MLPs (keys in memory). Run with `cargo bench -p veriml-prover`; nothing here is a test.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use std::sync::Arc;
+use std::time::Duration;
+use veriml_circuits::{
+    circuit::count_rows,
+    graph::{Graph, Op},
+    halo2_proofs::{
+        arithmetic::best_multiexp,
+        dev::MockProver,
+        halo2curves::{
+            bn256::{Fr, G1Affine, G1},
+            group::{prime::PrimeCurveAffine, Curve},
+        },
+        poly::EvaluationDomain,
+    },
+    ColumnShape, ModelCircuit, QuantOptions, QuantizedModel,
+};
+use veriml_prover::{pipeline, Srs};
+
+fn scalars(n: usize) -> Vec<Fr> {
+    // deterministic, full-size scalars
+    let mut x = Fr::from(0x9e37_79b9_7f4a_7c15);
+    (0..n)
+        .map(|_| {
+            x = x.square() + Fr::from(7);
+            x
+        })
+        .collect()
+}
+
+fn bases(n: usize) -> Vec<G1Affine> {
+    let g = G1::from(G1Affine::generator());
+    let mut acc = g;
+    let proj: Vec<G1> = (0..n)
+        .map(|_| {
+            acc = acc + acc + g;
+            acc
+        })
+        .collect();
+    let mut out = vec![G1Affine::identity(); n];
+    G1::batch_normalize(&proj, &mut out);
+    out
+}
+
+fn msm_and_fft(c: &mut Criterion) {
+    let mut g = c.benchmark_group("msm");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let max = 20;
+    let all_bases = bases(1 << max);
+    let all_scalars = scalars(1 << max);
+    for k in [14u32, 16, 18, 20] {
+        let n = 1usize << k;
+        g.bench_with_input(BenchmarkId::from_parameter(format!("2^{k}")), &n, |b, &n| {
+            b.iter(|| best_multiexp(&all_scalars[..n], &all_bases[..n]))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("fft");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    for k in [14u32, 16, 18, 20] {
+        let domain = EvaluationDomain::<Fr>::new(1, k);
+        let mut poly = domain.empty_lagrange();
+        for (v, s) in poly.iter_mut().zip(&all_scalars) {
+            *v = *s;
+        }
+        g.bench_function(BenchmarkId::from_parameter(format!("2^{k}")), |b| {
+            b.iter(|| domain.lagrange_to_coeff(poly.clone()))
+        });
+    }
+    g.finish();
+}
+
+/// One dense layer `inputs -> outputs` with deterministic weights, then ReLU.
+fn dense(inputs: usize, outputs: usize) -> Arc<QuantizedModel> {
+    let weights = (0..inputs * outputs)
+        .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) / (inputs as f32).sqrt())
+        .collect();
+    let g = Graph {
+        input_shape: vec![1, inputs],
+        output_shape: vec![1, outputs],
+        ops: vec![
+            Op::Dense {
+                node: "fc".into(),
+                inputs,
+                outputs,
+                weights,
+                bias: vec![0.01; outputs],
+            },
+            Op::Relu { node: "r".into() },
+        ],
+    };
+    let opts = QuantOptions {
+        input_range: (0.0, 1.0),
+        ..QuantOptions::default()
+    };
+    Arc::new(QuantizedModel::from_graph(&g, &opts).unwrap())
+}
+
+fn synthesis(c: &mut Criterion) {
+    let mut g = c.benchmark_group("witness synthesis (MockProver::run)");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    // multiply-accumulate rows, rescale blocks, packed inputs: each case is dominated by one
+    for (name, q) in [
+        ("mac rows: 256x64", dense(256, 64)),
+        ("rescale blocks: 16x256", dense(16, 256)),
+        ("packed inputs: 2048x2", dense(2048, 2)),
+    ] {
+        let shape = ColumnShape::for_model(&q, 8);
+        let k = count_rows(&q, shape).k();
+        let x: Vec<i64> = (0..q.input_len())
+            .map(|i| ((i * 37) % 16384) as i64)
+            .collect();
+        let circuit = ModelCircuit::with_input(q.clone(), shape, x);
+        let inst = circuit.instances().unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| MockProver::run(k, &circuit, vec![inst.clone()]).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn prove_models(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prove in process (keys in memory)");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models");
+    for model in ["tiny_mlp", "digits_mlp", "mnist_mlp"] {
+        let opts = QuantOptions {
+            input_range: (0.0, 1.0),
+            ..QuantOptions::default()
+        };
+        let (settings, compiled) = veriml_circuits::compile_model(
+            &root.join(model).join("model.onnx"),
+            &opts,
+            &Default::default(),
+        )
+        .unwrap();
+        let m = Arc::new(compiled.model);
+        let srs = Srs::insecure_dev(settings.circuit.k, 1);
+        let keys = pipeline::setup(&settings, m.clone(), &srs).unwrap();
+        let input = veriml_circuits::input::parse_input_json(
+            &std::fs::read_to_string(root.join(model).join("input.json")).unwrap(),
+        )
+        .unwrap();
+        g.bench_function(model, |b| {
+            b.iter(|| pipeline::prove(&srs, &keys, &settings, m.clone(), &input).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, msm_and_fft, synthesis, prove_models);
+criterion_main!(benches);

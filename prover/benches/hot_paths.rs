@@ -54,9 +54,11 @@ fn msm_and_fft(c: &mut Criterion) {
     let all_scalars = scalars(1 << max);
     for k in [14u32, 16, 18, 20] {
         let n = 1usize << k;
-        g.bench_with_input(BenchmarkId::from_parameter(format!("2^{k}")), &n, |b, &n| {
-            b.iter(|| best_multiexp(&all_scalars[..n], &all_bases[..n]))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("2^{k}")),
+            &n,
+            |b, &n| b.iter(|| best_multiexp(&all_scalars[..n], &all_bases[..n])),
+        );
     }
     g.finish();
     let mut g = c.benchmark_group("fft");

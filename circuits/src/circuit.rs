@@ -19,17 +19,19 @@
 //! |---|---|---|
 //! | multiply-accumulate | `q_mac = 1` | `s' = s + a·Σ_f γ^f w_f` |
 //! | Horner step | `q_blk ≠ 0` | `s' = γ·s − (a − w_0)` (`a` = `z`, `w_0` = bias) |
-//! | rescale | `q_blk ∈ {1 ReLU, 2 identity}` | `z = d·(p − n) + r`, `p·n = 0`, `out = p` or `p − n` |
+//! | rescale | `q_blk = 1` (2: a public word, Horner step only) | `z = d·(p − n) + r`, `p·n = 0` |
 //! | range | `s_lo`, `s_top` | `a − 256·a' ∈ [0, 256)` (a limb), top limb `a ∈ [0, 256)` |
 //! | zero / public | `q_z ∈ {1, 2}` | `s = 0` / `a = instance` |
 //!
 //! A group first runs one Horner step per output (its *block*), from the last output to the
 //! first, then its multiply-accumulate rows; blocks of several groups and layers chain in one
-//! running sum, which starts and ends at zero. Each output's block holds `z`, the output, the
-//! remainder `r` and the two parts `p, n` of the rounded quotient, each followed by its 8-bit
-//! limbs (running sums checked against a 256-entry table), at fixed offsets from `z`. The
-//! rounding is folded into the bias (`z = W x + b + d/2`, `q = floor(z / d)`), so a block
-//! needs only `d` besides the bias. A stand-alone ReLU is an identity layer with weight `2^8`.
+//! running sum, which starts and ends at zero. Each output's block holds `z`, the remainder `r`
+//! and the two parts `p, n` of the rounded quotient, each followed by its 8-bit limbs (running
+//! sums checked against a 256-entry table), at fixed offsets from `z`. The rounding is folded
+//! into the bias (`z = W x + b + d/2`, `q = floor(z / d)`), so a block needs only `d` besides
+//! the bias. A ReLU output is `p`; an identity output is `p − n`, which its consumer reads in
+//! two rows (`p`, then `n` with the weight negated). A stand-alone ReLU is an identity layer
+//! with weight `2^8`.
 //!
 //! # Public values
 //! The quantized input and output are packed into few field elements (*words*), each value in

@@ -28,6 +28,7 @@ sol! {
         error UnknownModel(bytes32 modelId);
         error NoCode(address verifier);
         error BadGasCap();
+        error TooManyWords();
         error WrongInputCount(uint256 got, uint256 expected);
         error InputOutOfField(uint256 index);
         error ProofRejected(bytes32 modelId);
@@ -151,6 +152,9 @@ fn revert_reason(e: &alloy::contract::Error) -> String {
                 }
                 IModelRegistry::IModelRegistryErrors::NotPendingOwner(_) => {
                     "the sender is not the pending owner".into()
+                }
+                IModelRegistry::IModelRegistryErrors::TooManyWords(_) => {
+                    "more than 65535 input or output words".into()
                 }
             };
         }

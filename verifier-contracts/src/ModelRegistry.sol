@@ -4,9 +4,10 @@ pragma solidity 0.8.19;
 /// @title VeriML model registry and verifier router
 /// @notice Maps a model id to the generated halo2 verifier of that model (and the hash of its
 ///         quantized weights), checks proofs through it, and records which results were verified.
-/// @dev Public inputs are the quantized model input followed by the quantized output, each a
-///      BN254 scalar. The generated verifiers take `publicInputs || proof` as calldata, revert on
-///      an invalid proof and return nothing on a valid one.
+/// @dev Public inputs are packed words (BN254 scalars): first the words holding the quantized
+///      model input, then those holding its output. The generated verifiers take
+///      `publicInputs || proof` as calldata, revert on an invalid proof and return nothing on a
+///      valid one.
 contract ModelRegistry {
     /// @notice The BN254 scalar field modulus: every public input must be below it.
     uint256 public constant SNARK_SCALAR_FIELD =
@@ -14,14 +15,15 @@ contract ModelRegistry {
 
     /// @dev A VeriML proof's public inputs are packed words: first `inputWords` words holding the
     /// quantized model input, then `outputWords` words holding its output (see `veriml verify`
-    /// or `Settings::decode_public` to read the values back).
+    /// or `Settings::decode_public` to read the values back). Everything `verify` reads fits in
+    /// the first storage slot (one cold read).
     struct Model {
         address verifier;
-        bytes32 weightsHash;
-        uint32 inputWords;
-        uint32 outputWords;
-        uint64 gasCap;
+        uint32 gasCap;
+        uint16 inputWords;
+        uint16 outputWords;
         bool active;
+        bytes32 weightsHash;
     }
 
     address public owner;
@@ -53,6 +55,7 @@ contract ModelRegistry {
     error UnknownModel(bytes32 modelId);
     error NoCode(address verifier);
     error BadGasCap();
+    error TooManyWords();
     error WrongInputCount(uint256 got, uint256 expected);
     error InputOutOfField(uint256 index);
     error ProofRejected(bytes32 modelId);
@@ -78,7 +81,10 @@ contract ModelRegistry {
     ) external onlyOwner {
         if (verifier.code.length == 0) revert NoCode(verifier);
         if (gasCap < 100_000 || gasCap > 15_000_000) revert BadGasCap();
-        models[modelId] = Model(verifier, weightsHash, inputWords, outputWords, gasCap, true);
+        if (inputWords > type(uint16).max || outputWords > type(uint16).max) revert TooManyWords();
+        models[modelId] = Model(
+            verifier, uint32(gasCap), uint16(inputWords), uint16(outputWords), true, weightsHash
+        );
         emit ModelRegistered(modelId, verifier, weightsHash, inputWords, outputWords, gasCap);
     }
 
@@ -107,9 +113,10 @@ contract ModelRegistry {
         external
         returns (bytes32 resultId)
     {
-        Model memory m = models[modelId];
+        Model storage m = models[modelId];
         if (!m.active) revert UnknownModel(modelId);
-        uint256 expected = uint256(m.inputWords) + uint256(m.outputWords);
+        uint256 inputWords = m.inputWords;
+        uint256 expected = inputWords + uint256(m.outputWords);
         if (publicInputs.length != expected) revert WrongInputCount(publicInputs.length, expected);
         for (uint256 i = 0; i < publicInputs.length; ++i) {
             if (publicInputs[i] >= SNARK_SCALAR_FIELD) revert InputOutOfField(i);
@@ -120,8 +127,8 @@ contract ModelRegistry {
             m.verifier.call{gas: m.gasCap}(abi.encodePacked(publicInputs, proof));
         if (!ok || ret.length != 0) revert ProofRejected(modelId);
 
-        bytes32 inputHash = keccak256(abi.encodePacked(publicInputs[:m.inputWords]));
-        bytes32 outputHash = keccak256(abi.encodePacked(publicInputs[m.inputWords:]));
+        bytes32 inputHash = keccak256(abi.encodePacked(publicInputs[:inputWords]));
+        bytes32 outputHash = keccak256(abi.encodePacked(publicInputs[inputWords:]));
         resultId = keccak256(abi.encode(modelId, inputHash, outputHash));
         verifiedResults[resultId] = true;
         emit ResultVerified(modelId, inputHash, outputHash, msg.sender);

@@ -167,6 +167,13 @@ contract ModelRegistryTest {
         registry.registerModel(keccak256("z"), verifier, bytes32(0), 1, 1, 10);
     }
 
+    function test_wordCountsMustFitTheirSlot() public {
+        vm.expectRevert(ModelRegistry.TooManyWords.selector);
+        registry.registerModel(keccak256("z"), verifier, bytes32(0), 70_000, 1, GAS_CAP);
+        vm.expectRevert(ModelRegistry.TooManyWords.selector);
+        registry.registerModel(keccak256("z"), verifier, bytes32(0), 1, 70_000, GAS_CAP);
+    }
+
     function test_ownershipTransferIsTwoStep() public {
         address next = address(0xB0B);
         registry.transferOwnership(next);

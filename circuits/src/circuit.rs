@@ -1089,7 +1089,8 @@ impl Circuit<Fr> for ModelCircuit {
                                 let cp = f.mac_row(pv, &ws, Some(FaultTarget::MacInput));
                                 let cn = f.mac_row(nv, &neg, Some(FaultTarget::MacInput));
                                 f.region.constrain_equal(cp, src[j].0);
-                                f.region.constrain_equal(cn, src[j].1.expect("signed input"));
+                                f.region
+                                    .constrain_equal(cn, src[j].1.expect("signed input"));
                             } else {
                                 let x = known(&|wt| wt.layer_x[li][j]);
                                 let cell = f.mac_row(x, &ws, Some(FaultTarget::MacInput));
@@ -1120,14 +1121,10 @@ impl Circuit<Fr> for ModelCircuit {
                 f.region.next_phase();
                 let gamma = f.region.get_challenge(cfg.gamma);
                 let mut acc = Value::known(Fr::zero());
-                for (i, step) in f.steps.iter().enumerate() {
+                let steps = std::mem::take(&mut f.steps);
+                for (i, step) in steps.iter().enumerate() {
                     let row = chain_start + i;
-                    let bump = {
-                        let slot = FaultTarget::RunningSum as usize;
-                        let hit = matches!(f.fault, Some(ft) if ft.target == FaultTarget::RunningSum && ft.index == f.counters[slot]);
-                        f.counters[slot] += 1;
-                        hit
-                    };
+                    let bump = f.hit(FaultTarget::RunningSum);
                     let shown = acc.map(|v| if bump { v + Fr::one() } else { v });
                     f.region.assign_advice(cfg.s, row, shown);
                     acc = match step {
@@ -1143,7 +1140,7 @@ impl Circuit<Fr> for ModelCircuit {
                         }
                     };
                 }
-                debug_assert_eq!(chain_start + f.steps.len(), end);
+                debug_assert_eq!(chain_start + steps.len(), end);
                 f.region.assign_advice(cfg.s, end, acc);
                 Ok(())
             },

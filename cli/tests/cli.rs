@@ -3,6 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "../../testsupport/anvil.rs"]
+mod anvil;
+
 fn veriml(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_veriml"))
         .args(args)
@@ -230,7 +233,8 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
 
     // the same on a real node: deploy (with a new registry), then verify by a transaction
-    let (_anvil, url) = start_anvil();
+    let node = anvil::start(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let url = node.url.clone();
     let dep = json(&veriml(&[
         "--json",
         "deploy",
@@ -239,7 +243,7 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         "--rpc",
         &url,
         "--private-key",
-        ANVIL_KEY,
+        anvil::DEV_KEY,
         "--solc",
         s(&solc),
     ]));
@@ -254,7 +258,7 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         "--rpc",
         &url,
         "--private-key",
-        ANVIL_KEY,
+        anvil::DEV_KEY,
     ]));
     assert_eq!(v["verified"], true);
     assert!(v["gas_used"].as_u64().unwrap() > 200_000);
@@ -267,7 +271,7 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         "--rpc",
         &url,
         "--private-key",
-        ANVIL_KEY,
+        anvil::DEV_KEY,
     ]);
     assert!(!out.status.success());
     assert!(
@@ -275,70 +279,4 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// anvil's first default account (a well-known development key, never funded on a real chain)
-const ANVIL_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-
-struct Anvil(std::process::Child);
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_anvil() -> (Anvil, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child =
-        Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../node_modules/.bin/anvil"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--hardfork",
-                "osaka",
-                "--chain-id",
-                "84532",
-                "--silent",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map(Anvil)
-            .expect("anvil from node_modules (npm ci)");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (child, format!("http://127.0.0.1:{port}"));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("anvil did not start");
-}
-
-#[test]
-fn tee_verify_accepts_a_genuine_report_and_names_the_failed_check() {
-    let fx = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tee-runner/fixtures");
-    let v = json(&veriml(&[
-        "--json",
-        "tee-verify",
-        "--report",
-        s(&fx.join("virtee/report_milan.hex")),
-        "--vek",
-        s(&fx.join("virtee/vcek_milan.der")),
-    ]));
-    assert_eq!(v["generation"], "Milan");
-    assert_eq!(v["simulated"], false);
-    let out = veriml(&[
-        "tee-verify",
-        "--report",
-        s(&fx.join("go-sev-guest/attestation.bin")),
-        "--vek",
-        s(&fx.join("go-sev-guest/vcek.der")),
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("debugging"));
 }

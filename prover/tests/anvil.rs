@@ -3,105 +3,39 @@
 //! in a `ModelRegistry`, and a real proof is verified by a transaction; every tampered case is
 //! rejected by the registry and by the native verifier alike. Prints the gas of each step.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use veriml_circuits::{compile_model, halo2_proofs::halo2curves::bn256::Fr, QuantOptions};
+#[path = "../../testsupport/anvil.rs"]
+mod anvil;
+mod common;
+use common::{evm_case, root, EvmCase};
+use veriml_circuits::halo2_proofs::halo2curves::bn256::Fr;
 use veriml_prover::{
     chain::{self, Chain},
-    evm::{compile_verifier, solidity_verifier},
-    pipeline::{self, fr_from_hex, verify_raw},
-    ProverError, Srs,
+    pipeline::{fr_from_hex, verify_raw},
+    ProverError,
 };
 
-const CHAIN_ID: u64 = 84532;
-/// anvil's first default account (a well-known development key, never funded on a real chain)
-const KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const GAS_CAP: u64 = 2_000_000;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-struct Anvil(Child);
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_anvil() -> (Anvil, String, Chain) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(root().join("node_modules/.bin/anvil"))
-        .args([
-            "--port",
-            &port.to_string(),
-            "--hardfork",
-            "osaka",
-            "--chain-id",
-            &CHAIN_ID.to_string(),
-            "--silent",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Anvil)
-        .expect("anvil from node_modules (npm ci)");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if let Ok(c) = Chain::connect(&url, KEY).await {
-            return (child, url, c);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("anvil did not start");
-}
-
-fn input_of(model: &str) -> Vec<f64> {
-    let p = root()
-        .join("fixtures/models")
-        .join(model)
-        .join("input.json");
-    veriml_circuits::input::parse_input_json(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_shared_mlp_deploys_registers_and_verifies_on_anvil() {
-    let (_anvil, _url, chain) = start_anvil().await;
-    assert_eq!(chain.chain_id, CHAIN_ID);
+    let node = anvil::start(&root());
+    let chain = Chain::connect(&node.url, anvil::DEV_KEY).await.unwrap();
+    assert_eq!(chain.chain_id, anvil::CHAIN_ID);
     let solc = root().join("scripts/solc");
     let registry_code = chain::registry_bytecode(&solc).unwrap();
     let (registry, reg_deploy) = chain.deploy_registry(&registry_code).await.unwrap();
     println!("ModelRegistry: deploy gas {}", reg_deploy.gas_used);
 
-    let opts = QuantOptions {
-        input_range: (0.0, 1.0),
-        ..QuantOptions::default()
-    };
     for model in ["tiny_mlp", "digits_mlp", "mnist_mlp"] {
-        let onnx = root()
-            .join("fixtures/models")
-            .join(model)
-            .join("model.onnx");
-        let (settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
-        let m = Arc::new(compiled.model);
-        let srs = Srs::insecure_dev(settings.circuit.k, 5);
-        let keys = pipeline::setup(&settings, m.clone(), &srs).unwrap();
-        let sol = solidity_verifier(&srs, keys.pk.get_vk(), settings.circuit.num_instances);
-        let code = compile_verifier(&solc, &sol).unwrap();
-        let proof = pipeline::prove(&srs, &keys, &settings, m.clone(), &input_of(model)).unwrap();
-        let inst: Vec<Fr> = proof
-            .instances
-            .iter()
-            .map(|s| fr_from_hex(s).unwrap())
-            .collect();
+        let EvmCase {
+            settings,
+            srs,
+            keys,
+            code,
+            instances: inst,
+            proof: bytes,
+        } = evm_case(model, 5);
         let words: Vec<_> = inst.iter().map(chain::word).collect();
-        let bytes = hex::decode(&proof.proof).unwrap();
 
         let (verifier, dep) = chain
             .deploy(hex::decode(&code.creation).unwrap())

@@ -1,6 +1,8 @@
 //! Real proofs: setup, prove, verify, and every kind of tampering rejected.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{fixture, input_of, opts};
+use std::path::Path;
 use std::sync::Arc;
 use veriml_circuits::{compile_model, QuantOptions, QuantizedModel, Settings};
 use veriml_prover::{
@@ -8,20 +10,6 @@ use veriml_prover::{
     pipeline::{self, fr_from_hex, fr_to_hex, read_vk, verify_raw, Keys},
     ProverError, Srs,
 };
-
-fn fixture(model: &str, file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/models")
-        .join(model)
-        .join(file)
-}
-
-fn input_of(model: &str) -> Vec<f64> {
-    veriml_circuits::input::parse_input_json(
-        &std::fs::read_to_string(fixture(model, "input.json")).unwrap(),
-    )
-    .unwrap()
-}
 
 struct Ready {
     settings: Settings,
@@ -45,13 +33,6 @@ fn ready(model: &str, opts: QuantOptions) -> Ready {
         model,
         srs,
         keys,
-    }
-}
-
-fn opts() -> QuantOptions {
-    QuantOptions {
-        input_range: (0.0, 1.0),
-        ..QuantOptions::default()
     }
 }
 

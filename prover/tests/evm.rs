@@ -1,56 +1,31 @@
 //! EVM verification: the generated Solidity verifier, compiled with the project's solcjs,
 //! deployed in an in-process EVM, agrees with the native verifier on valid and tampered proofs.
 
-use std::path::PathBuf;
+mod common;
+use common::{evm_case, fixture, opts, root, EvmCase};
 use std::sync::Arc;
-use veriml_circuits::{compile_model, halo2_proofs::halo2curves::bn256::Fr, QuantOptions};
+use veriml_circuits::{compile_model, halo2_proofs::halo2curves::bn256::Fr};
 use veriml_prover::{
     evm::{compile_verifier, solidity_verifier, verify_in_evm, MAX_RUNTIME_CODE},
-    pipeline::{self, fr_from_hex, verify_raw},
+    pipeline::{self, verify_raw},
     ProverError, Srs,
 };
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn input_of(model: &str) -> Vec<f64> {
-    let p = root()
-        .join("fixtures/models")
-        .join(model)
-        .join("input.json");
-    veriml_circuits::input::parse_input_json(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
 
 /// Every shared MLP, compiled with the default settings: the verifier fits EIP-170, accepts the
 /// real proof and rejects tampered ones exactly like the native verifier. The digits model's
 /// verify transaction stays within the 350,000 gas target (gas is deterministic, not a timing).
 #[test]
 fn generated_verifiers_fit_and_agree_with_native() {
-    let solc = root().join("scripts/solc");
     for model in ["tiny_mlp", "digits_mlp", "mnist_mlp"] {
-        let opts = QuantOptions {
-            input_range: (0.0, 1.0),
-            ..QuantOptions::default()
-        };
-        let onnx = root()
-            .join("fixtures/models")
-            .join(model)
-            .join("model.onnx");
-        let (settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
-        let m = Arc::new(compiled.model);
-        let srs = Srs::insecure_dev(settings.circuit.k, 3);
-        let keys = pipeline::setup(&settings, m.clone(), &srs).unwrap();
-        let sol = solidity_verifier(&srs, keys.pk.get_vk(), settings.circuit.num_instances);
-        let code = compile_verifier(&solc, &sol).unwrap_or_else(|e| panic!("{model}: {e}"));
+        let EvmCase {
+            srs,
+            keys,
+            code,
+            instances: inst,
+            proof: bytes,
+            ..
+        } = evm_case(model, 3);
         assert!(code.runtime_len() <= MAX_RUNTIME_CODE);
-        let proof = pipeline::prove(&srs, &keys, &settings, m.clone(), &input_of(model)).unwrap();
-        let inst: Vec<Fr> = proof
-            .instances
-            .iter()
-            .map(|s| fr_from_hex(s).unwrap())
-            .collect();
-        let bytes = hex::decode(&proof.proof).unwrap();
         let (deploy_gas, out) = verify_in_evm(&code, &inst, &bytes).unwrap();
         println!(
             "{model}: runtime {} bytes, deploy gas {deploy_gas}, verify gas {}",
@@ -96,14 +71,14 @@ fn generated_verifiers_fit_and_agree_with_native() {
 /// A verifier over the size limit is refused with a typed error, never deployed half-working.
 #[test]
 fn oversized_verifier_is_refused() {
-    let opts = QuantOptions {
-        input_range: (0.0, 1.0),
-        ..QuantOptions::default()
-    };
-    let onnx = root().join("fixtures/models/mnist_mlp/model.onnx");
     // 28 weight columns: mnist_mlp's first layer in two groups (k = 12, the fastest prover),
     // too many commitments for EIP-170
-    let (mut settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
+    let (mut settings, compiled) = compile_model(
+        &fixture("mnist_mlp", "model.onnx"),
+        &opts(),
+        &Default::default(),
+    )
+    .unwrap();
     let shape = veriml_circuits::ColumnShape::for_model(&compiled.model, 28);
     settings.circuit.shape = shape;
     settings.circuit.k = veriml_circuits::circuit::count_rows(&compiled.model, shape).k();

@@ -4,11 +4,11 @@
 //! the in-process EVM, and that both verifiers reject the same tampered variants the forge
 //! tests use.
 
+mod common;
+use common::{fixture, input_of, opts, root};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use veriml_circuits::{
-    compile_model, halo2_proofs::halo2curves::bn256::Fr, settings::Settings, QuantOptions,
-};
+use veriml_circuits::{compile_model, halo2_proofs::halo2curves::bn256::Fr, settings::Settings};
 use veriml_prover::{
     artifacts::{write_atomic, ProofFile},
     evm::{compile_verifier, generated_header, solidity_verifier, verify_in_evm, Bytecode},
@@ -16,23 +16,8 @@ use veriml_prover::{
     Srs,
 };
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn fixture_dir() -> PathBuf {
     root().join("fixtures/evm/tiny_mlp")
-}
-
-fn input() -> Vec<f64> {
-    let p = root().join("fixtures/models/tiny_mlp/input.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    v["input_data"][0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn solidity_fixture(settings: &Settings, code: &Bytecode, proof: &ProofFile) -> String {
@@ -70,19 +55,19 @@ fn solidity_fixture(settings: &Settings, code: &Bytecode, proof: &ProofFile) -> 
 }
 
 fn regenerate(dir: &Path) {
-    let opts = QuantOptions {
-        input_range: (0.0, 1.0),
-        ..QuantOptions::default()
-    };
-    let onnx = root().join("fixtures/models/tiny_mlp/model.onnx");
-    let (settings, compiled) = compile_model(&onnx, &opts, &Default::default()).unwrap();
+    let (settings, compiled) = compile_model(
+        &fixture("tiny_mlp", "model.onnx"),
+        &opts(),
+        &Default::default(),
+    )
+    .unwrap();
     let model = Arc::new(compiled.model);
     let srs = Srs::insecure_dev(settings.circuit.k, 0);
     let keys = pipeline::setup(&settings, model.clone(), &srs).unwrap();
     let sol = generated_header(&settings.model_name, &settings.sha256())
         + &solidity_verifier(&srs, keys.pk.get_vk(), settings.circuit.num_instances);
     let code = compile_verifier(&root().join("scripts/solc"), &sol).unwrap();
-    let proof = pipeline::prove(&srs, &keys, &settings, model, &input()).unwrap();
+    let proof = pipeline::prove(&srs, &keys, &settings, model, &input_of("tiny_mlp")).unwrap();
     write_atomic(
         &dir.join("settings.json"),
         serde_json::to_string_pretty(&settings).unwrap().as_bytes(),

@@ -5,7 +5,7 @@
 
 use axum::{routing::post, Json, Router};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
 use veriml_tee::{
     receipt::{keccak, registration_digest, EthKey, Receipt},
@@ -15,10 +15,10 @@ use veriml_tee::{
     SimulatedPlatform,
 };
 
-const CHAIN_ID: u64 = 84532;
-/// anvil's first default account (a well-known development key, never funded on a real chain)
-const DEPLOYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const DEPLOYER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+#[path = "../../testsupport/anvil.rs"]
+mod anvil;
+use anvil::{CHAIN_ID, DEV_ADDRESS as DEPLOYER, DEV_KEY as DEPLOYER_KEY};
+
 const RECEIPT_TUPLE: &str = "verifyReceipt((uint256,bytes32,bytes32,bytes32,uint64,bytes32),bytes)";
 
 fn root() -> PathBuf {
@@ -29,50 +29,6 @@ fn tool(name: &str) -> Command {
     let mut c = Command::new(root().join("node_modules/.bin").join(name));
     c.current_dir(root());
     c
-}
-
-struct Anvil(Child);
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_anvil() -> (Anvil, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tool("anvil")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--hardfork",
-            "osaka",
-            "--chain-id",
-            &CHAIN_ID.to_string(),
-            "--silent",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Anvil)
-        .expect("anvil from node_modules (npm ci)");
-    let url = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if tool("cast")
-            .args(["chain-id", "--rpc-url", &url])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-        {
-            return (child, url);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("anvil did not start");
 }
 
 fn run(mut c: Command) -> Output {
@@ -198,7 +154,8 @@ async fn receipts_verify_on_anvil_and_tampering_fails() {
     });
 
     // the chain and the registry
-    let (_anvil, url) = start_anvil();
+    let node = anvil::start(&root());
+    let url = node.url.clone();
     let out = run({
         let mut c = tool("forge");
         c.args([

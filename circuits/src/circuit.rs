@@ -1,95 +1,112 @@
 //! The halo2 circuit proving a quantized forward pass.
 //!
 //! # Design
-//! The circuit is built to be cheap twice: for the prover (few committed columns) and for the
-//! EVM verifier (few commitments, few public inputs). It has two advice columns:
+//! The circuit is built to be cheap twice: for the prover (few columns, low degree, few rows)
+//! and for the EVM verifier (few commitments, few public inputs). Every constraint has degree
+//! at most 3, so the quotient is computed on a domain only twice the table and split in two
+//! pieces; there are no lookup arguments and no copy constraints.
 //!
-//! - `a` (first phase) holds every value of the forward pass: layer inputs, accumulators,
-//!   rescaling parts, 8-bit limb decompositions and the packed public words;
-//! - `s` (second phase) is one running sum that checks every matrix-vector product at once
-//!   with a random challenge `γ` drawn after `a` is committed (Freivalds' check).
+//! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`).
 //!
-//! For a dense layer `z = W x + b` the circuit does not multiply row by row. It checks
-//! `Σ_o γ^o (W x + b − z)_o = 0` with `z` and `x` already committed, which is wrong with
-//! probability at most `outputs / |F|` when any `z_o` is wrong. The outputs are split into
-//! groups of `F` (`weight_columns`); a group costs one row per input, in which `a` holds the
-//! input and the fixed columns `w[0..F]` hold the group's weights for that input:
+//! **Freivalds' check in one running sum.** Every dense layer `z = W x + b` is checked as a
+//! whole: with `z = d·(p − n) + r` (rounding division by `d = 2^shift`, `p·n = 0`), each output
+//! gives an equation `e_o = Σ_j w_oj x_j + b_o − d·(p_o − n_o) − r_o = 0`. The range checks
+//! below bound every `|e_o|` for *any* witness that passes them, so several equations fit
+//! side by side in one field element without carries: `E_f = Σ_m 2^(off_m)·e_m` (a *slot*,
+//! at most 252 bits) is zero only if every `e_m` is. The slots are combined with powers of
+//! `γ`: `Σ_f γ^f E_f = 0`, which a wrong witness satisfies with probability at most `F/|F|`.
+//! Every value sits in exactly one row of `a`, and the fixed columns `w[0..F]` of that row hold
+//! its coefficient in each slot (its weights in the next layer, `−d` in its own equation...),
+//! so the running sum is `s' = s + a·Σ_f γ^f w_f`: one row per value, whatever the number of
+//! outputs reading it, and no copies.
+//!
+//! **Range checks by logarithmic derivatives, in the same sum.** A checked row holds a value
+//! `a < 2^16` and its high byte `b`; the second-phase cells `h = 1/(γ + a − 256·b)` and
+//! `g = 1/(γ + b)` are added to the running sum, and the 256 table rows subtract
+//! `m_t/(γ + t)` with the multiplicity `m_t` committed in `c`. The total is zero for every `γ`
+//! only if each byte is in the table (the rational terms cannot cancel the polynomial part, so
+//! one sum with one challenge checks both). An 8-bit part is held as `a = 256·v`, `b = v`.
 //!
 //! | gate | rows | constraint |
 //! |---|---|---|
-//! | multiply-accumulate | `q_mac = 1` | `s' = s + a·Σ_f γ^f w_f` |
-//! | Horner step | `q_blk ≠ 0` | `s' = γ·s − (a − w_0)` (`a` = `z`, `w_0` = bias) |
-//! | rescale | `q_blk = 1` (2: a public word, Horner step only) | `z = d·(p − n) + r`, `p·n = 0` |
-//! | range | `s_lo`, `s_top` | `a − 256·a' ∈ [0, 256)` (a limb), top limb `a ∈ [0, 256)` |
-//! | zero / public | `q_z ∈ {1, 2}` | `s = 0` / `a = instance` |
+//! | running sum | `q_run ≠ 0` | `s' = s + a·Σ_f γ^f w_f + q_rc·(h + g) − q_tab·h` |
+//! | byte inverses | `q_rc` | `h·(γ + a − 256·b) = 1`, `g·(γ + b) = 1` |
+//! | table | `q_tab` | `h·(γ + w_0) = c` (`w_0` = the table value), `a = 0` |
+//! | rounding | `q_blk` | `p·n = 0` (`p`, `n` in the rows below) |
+//! | ends | `q_z = 1` / `2` | `s = −Σ_f γ^f w_f` / `c = 0` |
+//! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+J]` / `instance = a + 2^16·c[+J]` |
+//! | outputs | `q_run = 2` | `a[+R] = instance` |
 //!
-//! A group first runs one Horner step per output (its *block*), from the last output to the
-//! first, then its multiply-accumulate rows; blocks of several groups and layers chain in one
-//! running sum, which starts and ends at zero. Each output's block holds `z`, the remainder `r`
-//! and the two parts `p, n` of the rounded quotient, each followed by its 8-bit limbs (running
-//! sums checked against a 256-entry table), at fixed offsets from `z`. The rounding is folded
-//! into the bias (`z = W x + b + d/2`, `q = floor(z / d)`), so a block needs only `d` besides
-//! the bias. A ReLU output is `p`; an identity output is `p − n`, which its consumer reads in
-//! two rows (`p`, then `n` with the weight negated). A stand-alone ReLU is an identity layer
-//! with weight `2^8`.
+//! The sum starts at `−Σ_f γ^f w_f` of the first row and must end at `−Σ_f γ^f w_f` of the
+//! last, whose weights are the first row's plus every slot's constant terms (biases).
 //!
 //! # Public values
 //! The quantized input and output are packed into few field elements (*words*), each value in
-//! a slot of `8·limbs` (inputs, offset by the input minimum) or `8·out_limbs + 1` bits
-//! (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word. The packing is
-//! one more linear layer checked by the same running sum, and every packed value is range
-//! checked, so the words determine the values. The words sit in the first rows of `a`, where
-//! a gate ties them to the single instance column: the EVM verifier sees a handful of public
-//! inputs however large the model, and the instance column needs no copy constraints.
+//! a slot of `16·in_parts` (inputs, offset by the input minimum) or `8·out_limbs + 1` bits
+//! (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word. The input
+//! parts are laid out word-interleaved (`J` words, part `m` of word `j` in row `m·J + j`) and
+//! `c` accumulates them from the last part up, so the first `J` rows equal the input words,
+//! which the gate ties to the instance column. An output word is one more equation of the
+//! running sum, its cell tied to the instance by a rotation. Every packed value is range
+//! checked, so the words determine the values.
 
+use crate::error::CompileError;
 use crate::quantize::{QLayer, QuantizedModel};
 use halo2_proofs::{
-    circuit::{Cell, Layouter, Region, SimpleFloorPlanner, Value},
-    halo2curves::{bn256::Fr, ff::PrimeField},
+    circuit::{Layouter, SimpleFloorPlanner, Value},
+    halo2curves::{
+        bn256::Fr,
+        ff::{Field, PrimeField},
+    },
     plonk::{
         Advice, Challenge, Circuit, Column, ConstraintSystem, Error, Expression, FirstPhase, Fixed,
-        SecondPhase,
+        Instance, SecondPhase,
     },
     poly::Rotation,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// Rows at the end of the table reserved for halo2's blinding factors (with margin).
-pub const RESERVED_ROWS: usize = 8;
-/// Bits per range-check limb; the lookup table holds `0..2^LIMB_BITS`.
+/// Bits per range-check byte; the table holds `0..2^LIMB_BITS`.
 pub const LIMB_BITS: u32 = 8;
+/// Bits of one checked row (two bytes).
+pub const PART_BITS: u32 = 16;
 /// Largest number of bits packed into one public word (below the 254-bit field).
 pub const WORD_BITS: u32 = 250;
-/// Smallest `k` the circuit uses (the lookup table needs 256 rows).
+/// Largest number of bits of one Freivalds slot (`|E_f| < 2^252 < r/2`).
+pub const SLOT_BITS: u32 = 252;
+/// Smallest `k` the circuit uses (the table needs 256 rows).
 pub const MIN_K: u32 = 9;
 /// Largest `k` the circuit uses.
 pub const MAX_K: u32 = 24;
-/// Largest number of weight columns the planner considers.
+/// Largest number of weight columns (slots) a circuit may have.
 pub const MAX_WEIGHT_COLUMNS: usize = 64;
 
 const TABLE_SIZE: usize = 1 << LIMB_BITS;
 
-/// The circuit's `Params`: its column count and the limb counts that fix the block layout.
+/// The circuit's `Params`: everything the gates depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnShape {
-    /// `F`: fixed weight columns, i.e. outputs checked per multiply-accumulate row (≥ 2).
+    /// `F`: fixed weight columns, one per Freivalds slot.
     pub weight_columns: usize,
-    /// Limbs of the rescaling remainder (`8·rem_limbs` ≥ every layer's shift).
-    pub rem_limbs: usize,
-    /// Limbs of each part `p`, `n` of a rounded output.
+    /// Bytes of each part `p`, `n` of a rounded output (and of an output's public slot).
     pub out_limbs: usize,
-    /// Limbs of each packed model input.
+    /// Bytes of a packed model input.
     pub in_limbs: usize,
+    /// `J`: input words, the stride of the input layout.
+    pub input_words: usize,
+    /// Input parts per word, the rows of the input layout are `input_words·input_layers`.
+    pub input_layers: usize,
 }
 
 impl Default for ColumnShape {
     fn default() -> Self {
         ColumnShape {
-            weight_columns: 2,
-            rem_limbs: 2,
-            out_limbs: 3,
+            weight_columns: 1,
+            out_limbs: 2,
             in_limbs: 2,
+            input_words: 1,
+            input_layers: 1,
         }
     }
 }
@@ -114,20 +131,85 @@ fn bits_for(max: i128) -> u32 {
     (128 - max.unsigned_abs().leading_zeros()).max(1)
 }
 
+/// Bits of each checked row of a value of `limbs` bytes: 16-bit rows, the top one 8-bit if the
+/// byte count is odd.
+fn part_bits(limbs: usize) -> Vec<u32> {
+    let mut v = vec![PART_BITS; limbs / 2];
+    if limbs % 2 == 1 {
+        v.push(LIMB_BITS);
+    }
+    v
+}
+
+/// What part `t` of a value contributes per unit of `a` (an 8-bit part holds `a = 256·v`).
+fn part_factor(bits: &[u32], t: usize) -> Fr {
+    let f = pow2(PART_BITS * t as u32);
+    if bits[t] == LIMB_BITS {
+        f * Fr::from(256).invert().unwrap()
+    } else {
+        f
+    }
+}
+
+/// Splits `v` into parts of the given sizes; the top part keeps whatever is left, so a value
+/// too large for its parts shows up as a top part out of range.
+fn split(v: i128, bits: &[u32]) -> Vec<i128> {
+    let mut out = Vec::with_capacity(bits.len());
+    let mut off = 0;
+    for (t, &b) in bits.iter().enumerate() {
+        let part = v >> off;
+        out.push(if t + 1 == bits.len() {
+            part
+        } else {
+            part & ((1i128 << b) - 1)
+        });
+        off += b;
+    }
+    out
+}
+
 impl ColumnShape {
-    /// The shape of a model with `weight_columns` weight columns.
-    pub fn for_model(model: &QuantizedModel, weight_columns: usize) -> Self {
-        let mut rem = 1;
+    pub fn advice_columns(&self) -> usize {
+        6
+    }
+    /// Fixed columns: weights and six selectors.
+    pub fn fixed_columns(&self) -> usize {
+        self.weight_columns + 6
+    }
+    fn out_parts(&self) -> Vec<u32> {
+        part_bits(self.out_limbs)
+    }
+    /// Rows of one packed input (16 bits each).
+    fn in_parts(&self) -> usize {
+        self.in_limbs.div_ceil(2)
+    }
+    fn in_slot(&self) -> u32 {
+        PART_BITS * self.in_parts() as u32
+    }
+    fn out_slot(&self) -> u32 {
+        LIMB_BITS * self.out_limbs as u32 + 1
+    }
+    fn out_offset(&self) -> i128 {
+        1i128 << (LIMB_BITS * self.out_limbs as u32)
+    }
+    /// Rows of the input layout.
+    fn input_rows(&self) -> usize {
+        self.input_words * self.input_layers
+    }
+    /// Distance from an output word's instance row to the row holding it.
+    fn out_rotation(&self) -> i32 {
+        (self.input_rows() - self.input_words) as i32
+    }
+
+    /// The shape of a model: byte counts from the quantizer's bounds, the input layout from
+    /// the public packing and one weight column per Freivalds slot.
+    pub fn for_model(model: &QuantizedModel) -> Result<Self, CompileError> {
         let mut out = 1;
         for l in &model.layers {
             match l {
-                QLayer::Dense {
-                    shift, out_bits, ..
-                } => {
-                    rem = rem.max(limbs_for(*shift));
-                    out = out.max(limbs_for(*out_bits));
+                QLayer::Dense { out_bits, .. } | QLayer::Relu { out_bits, .. } => {
+                    out = out.max(limbs_for(*out_bits))
                 }
-                QLayer::Relu { out_bits, .. } => out = out.max(limbs_for(*out_bits)),
             }
         }
         let span = model.input_max as i128 - model.input_min as i128;
@@ -136,41 +218,18 @@ impl ColumnShape {
             .abs()
             .max((model.input_max as i128).abs());
         out = out.max(limbs_for(bits_for(mag)));
-        ColumnShape {
-            weight_columns: weight_columns.max(2),
-            rem_limbs: rem,
+        let mut shape = ColumnShape {
+            weight_columns: 1,
             out_limbs: out,
             in_limbs: limbs_for(bits_for(span.max(1))),
-        }
-    }
-    pub fn advice_columns(&self) -> usize {
-        2
-    }
-    /// Fixed columns: weights, four selectors, two limb selectors and the table.
-    pub fn fixed_columns(&self) -> usize {
-        self.weight_columns + 6
-    }
-    /// Rows of one output's block: `z`, then the limbs of `r`, `p` and `n`.
-    pub fn block_rows(&self) -> usize {
-        1 + self.rem_limbs + 2 * self.out_limbs
-    }
-    fn rem_at(&self) -> i32 {
-        1
-    }
-    fn pos_at(&self) -> i32 {
-        1 + self.rem_limbs as i32
-    }
-    fn neg_at(&self) -> i32 {
-        1 + (self.rem_limbs + self.out_limbs) as i32
-    }
-    fn in_slot(&self) -> u32 {
-        LIMB_BITS * self.in_limbs as u32
-    }
-    fn out_slot(&self) -> u32 {
-        LIMB_BITS * self.out_limbs as u32 + 1
-    }
-    fn out_offset(&self) -> i128 {
-        1i128 << (LIMB_BITS * self.out_limbs as u32)
+            input_words: 1,
+            input_layers: 1,
+        };
+        let pk = Packing::new(&PublicLayout::of_model(model, shape));
+        shape.input_words = pk.input_words;
+        shape.input_layers = pk.inputs_per_word * shape.in_parts();
+        shape.weight_columns = Slots::assign(&circuit_layers(model), &shape, pk.output_words)?.count;
+        Ok(shape)
     }
 }
 
@@ -203,6 +262,8 @@ pub struct Packing {
     pub outputs: Vec<(usize, u32)>,
     pub input_words: usize,
     pub output_words: usize,
+    /// Inputs per word (the last word may hold fewer).
+    pub inputs_per_word: usize,
 }
 
 impl Packing {
@@ -221,6 +282,7 @@ impl Packing {
             outputs,
             input_words,
             output_words,
+            inputs_per_word: (WORD_BITS / layout.shape.in_slot()).max(1) as usize,
         }
     }
     pub fn words(&self) -> usize {
@@ -381,41 +443,309 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     out
 }
 
-/// Inputs with a nonzero weight in a group: one multiply-accumulate row each (two when the
-/// inputs are signed).
-fn group_inputs(layer: &CLayer, outs: std::ops::Range<usize>) -> Vec<usize> {
-    (0..layer.inputs)
-        .filter(|&j| outs.clone().any(|o| layer.w(o, j) != 0))
-        .collect()
+/// Inputs of a layer as rows: a relu layer's consumer reads `p`, an identity layer's reads
+/// `p − n` (both rows).
+fn layer_source_bound(li: usize, shape: &ColumnShape) -> i128 {
+    if li == 0 {
+        (1i128 << shape.in_slot()) - 1
+    } else {
+        shape.out_offset() - 1
+    }
 }
 
-fn group_rows(layer: &CLayer, outs: std::ops::Range<usize>) -> usize {
-    group_inputs(layer, outs).len() * if layer.signed_inputs { 2 } else { 1 }
+/// Which Freivalds slot, at which bit offset, checks each equation.
+#[derive(Clone, Debug)]
+struct Slots {
+    count: usize,
+    /// Per layer and output: the slot and `2^offset`.
+    layer: Vec<Vec<(usize, Fr)>>,
+    /// The slot of each output word (one each: a word fills a field element).
+    words: Vec<usize>,
 }
 
-fn groups(outputs: usize, f: usize) -> Vec<std::ops::Range<usize>> {
-    (0..outputs.div_ceil(f))
-        .rev()
-        .map(|g| g * f..((g + 1) * f).min(outputs))
-        .collect()
+impl Slots {
+    /// Packs equations greedily into slots of at most [`SLOT_BITS`] bits. An equation's width
+    /// is the bound of `|e_o|` over every witness the range checks let through (not only
+    /// honest ones), plus a sign bit.
+    fn assign(
+        layers: &[CLayer],
+        shape: &ColumnShape,
+        output_words: usize,
+    ) -> Result<Self, CompileError> {
+        let out_max = shape.out_offset() - 1;
+        let (mut count, mut used) = (0usize, SLOT_BITS);
+        let mut layer = Vec::with_capacity(layers.len());
+        for (li, l) in layers.iter().enumerate() {
+            let x = layer_source_bound(li, shape);
+            let overflow = || CompileError::Quantization {
+                layer: li,
+                detail: "the bound of a layer equation overflows 127 bits".into(),
+            };
+            let d = 1i128 << l.shift;
+            let own = d
+                .checked_mul(out_max)
+                .and_then(|v| v.checked_add(d))
+                .ok_or_else(overflow)?;
+            let mut v = Vec::with_capacity(l.outputs);
+            for o in 0..l.outputs {
+                let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
+                bound = bound.checked_add(own).ok_or_else(overflow)?;
+                for j in 0..l.inputs {
+                    let t = (l.w(o, j) as i128).abs().checked_mul(x).ok_or_else(overflow)?;
+                    bound = bound.checked_add(t).ok_or_else(overflow)?;
+                }
+                let bits = bits_for(bound) + 1;
+                if bits > SLOT_BITS {
+                    return Err(overflow());
+                }
+                if used + bits > SLOT_BITS {
+                    count += 1;
+                    used = 0;
+                }
+                v.push((count - 1, pow2(used)));
+                used += bits;
+            }
+            layer.push(v);
+        }
+        let words = (count..count + output_words).collect();
+        count += output_words;
+        Ok(Slots {
+            count,
+            layer,
+            words,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    P,
+    N,
+    R,
+}
+
+/// What a row's `a` cell holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    Zero,
+    /// Part `t` of packed input `i`.
+    Input { i: usize, t: usize },
+    /// Part `t` of `p`, `n` or `r` of output `o` of layer `l`.
+    Block { l: usize, o: usize, part: Part, t: usize },
+    /// Output word `k`.
+    OutWord(usize),
+    /// Table row `t` (`a = 0`, `c` = multiplicity).
+    Table(usize),
+}
+
+#[derive(Clone, Debug)]
+struct RowSpec {
+    src: Src,
+    /// Range-checked (`q_rc`).
+    checked: bool,
+    /// An 8-bit part (`a = 256·v`, `b = v`).
+    small: bool,
+    q_run: u8,
+    q_x: u8,
+    q_z: u8,
+    q_blk: bool,
+    /// Nonzero weights `(slot, value)`.
+    w: Vec<(usize, Fr)>,
+}
+
+impl RowSpec {
+    fn new(src: Src) -> Self {
+        RowSpec {
+            src,
+            checked: false,
+            small: false,
+            q_run: 1,
+            q_x: 0,
+            q_z: 0,
+            q_blk: false,
+            w: Vec::new(),
+        }
+    }
+    fn add(&mut self, slot: usize, v: Fr) {
+        match self.w.iter_mut().find(|e| e.0 == slot) {
+            Some(e) => e.1 += v,
+            None => self.w.push((slot, v)),
+        }
+    }
+}
+
+/// The rows of a circuit: sources, selectors and weights (the same for every input).
+struct Layout {
+    rows: Vec<RowSpec>,
+    packing: Packing,
+    layers: Vec<CLayer>,
+}
+
+impl Layout {
+    fn build(model: &QuantizedModel, shape: &ColumnShape) -> Result<Self, CompileError> {
+        let layers = circuit_layers(model);
+        let packing = Packing::new(&PublicLayout::of_model(model, *shape));
+        let slots = Slots::assign(&layers, shape, packing.output_words)?;
+        let in_parts = shape.in_parts();
+        let per = packing.inputs_per_word;
+        if slots.count != shape.weight_columns
+            || shape.input_words != packing.input_words
+            || shape.input_layers != per * in_parts
+        {
+            return Err(CompileError::Format {
+                what: "settings",
+                detail: "the circuit shape does not match the model".into(),
+            });
+        }
+        let (j_in, n_in) = (shape.input_words, model.input_len());
+        let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * j_in + i / per;
+        let mut rows = Vec::new();
+        for r in 0..shape.input_rows() {
+            let (m, j) = (r / j_in, r % j_in);
+            let i = j * per + m / in_parts;
+            let src = if i < n_in {
+                Src::Input { i, t: m % in_parts }
+            } else {
+                Src::Zero
+            };
+            let mut row = RowSpec::new(src);
+            row.checked = true;
+            row.q_x = if m == 0 { 2 } else { 1 };
+            rows.push(row);
+        }
+        let r_end = rows.len();
+        for k in 0..packing.output_words {
+            rows.push(RowSpec::new(Src::OutWord(k)));
+        }
+        let out_bits = shape.out_parts();
+        let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
+        for (l, layer) in layers.iter().enumerate() {
+            let rem_bits = part_bits((layer.shift / LIMB_BITS) as usize);
+            let mut starts = Vec::with_capacity(layer.outputs);
+            for o in 0..layer.outputs {
+                let mut at = [0; 3];
+                for (pi, (part, bits)) in [(Part::P, &out_bits), (Part::N, &out_bits), (Part::R, &rem_bits)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    at[pi] = rows.len();
+                    for (t, &b) in bits.iter().enumerate() {
+                        let mut row = RowSpec::new(Src::Block { l, o, part, t });
+                        row.checked = true;
+                        row.small = b == LIMB_BITS;
+                        row.q_blk = part == Part::P && t == 0;
+                        rows.push(row);
+                    }
+                }
+                starts.push(at);
+            }
+            blocks.push(starts);
+        }
+        // the rows after the input layout have c = 0; keep them off the table
+        while rows.len() < r_end + j_in {
+            rows.push(RowSpec::new(Src::Zero));
+        }
+        for row in &mut rows[r_end..r_end + j_in] {
+            row.q_z = 2;
+        }
+        for t in 0..TABLE_SIZE {
+            let mut row = RowSpec::new(Src::Table(t));
+            row.w.push((0, Fr::from(t as u64)));
+            rows.push(row);
+        }
+        for k in 0..packing.output_words {
+            rows[j_in + k].q_run = 2;
+        }
+
+        // coefficients
+        let mut consts = vec![Fr::zero(); slots.count];
+        let add_value = |rows: &mut Vec<RowSpec>, start: usize, bits: &[u32], slot: usize, c: Fr| {
+            for t in 0..bits.len() {
+                rows[start + t].add(slot, c * part_factor(bits, t));
+            }
+        };
+        for (li, layer) in layers.iter().enumerate() {
+            let d = pow2(layer.shift);
+            let rem_bits = part_bits((layer.shift / LIMB_BITS) as usize);
+            for o in 0..layer.outputs {
+                let (slot, mu) = slots.layer[li][o];
+                consts[slot] += mu * fr_from_i128(layer.bias[o]);
+                for j in 0..layer.inputs {
+                    let w = layer.w(o, j);
+                    if w == 0 {
+                        continue;
+                    }
+                    let coef = mu * fr_from_i128(w as i128);
+                    if li == 0 {
+                        for t in 0..in_parts {
+                            rows[in_row(j, t)].add(slot, coef * pow2(PART_BITS * t as u32));
+                        }
+                    } else {
+                        let [p0, n0, _] = blocks[li - 1][j];
+                        add_value(&mut rows, p0, &out_bits, slot, coef);
+                        if layer.signed_inputs {
+                            add_value(&mut rows, n0, &out_bits, slot, -coef);
+                        }
+                    }
+                }
+                let [p0, n0, r0] = blocks[li][o];
+                add_value(&mut rows, p0, &out_bits, slot, -mu * d);
+                add_value(&mut rows, n0, &out_bits, slot, mu * d);
+                add_value(&mut rows, r0, &rem_bits, slot, -mu);
+            }
+        }
+        let last = layers.len() - 1;
+        for (m, &(k, off)) in packing.outputs.iter().enumerate() {
+            let slot = slots.words[k - packing.input_words];
+            let coef = pow2(off);
+            let [p0, n0, _] = blocks[last][m];
+            add_value(&mut rows, p0, &out_bits, slot, -coef);
+            if !layers[last].relu {
+                add_value(&mut rows, n0, &out_bits, slot, coef);
+            }
+            consts[slot] -= coef * fr_from_i128(shape.out_offset());
+        }
+        for (k, &slot) in slots.words.iter().enumerate() {
+            rows[r_end + k].add(slot, Fr::one());
+        }
+        // the closing row: the sum must end at minus its weights
+        let mut end = RowSpec::new(Src::Zero);
+        end.q_run = 0;
+        end.q_z = 1;
+        for (slot, v) in consts.iter().enumerate() {
+            let first = rows[0].w.iter().find(|e| e.0 == slot).map_or(Fr::zero(), |e| e.1);
+            if *v + first != Fr::zero() {
+                end.w.push((slot, *v + first));
+            }
+        }
+        rows[0].q_z = 1;
+        rows.push(end);
+        Ok(Layout {
+            rows,
+            packing,
+            layers,
+        })
+    }
 }
 
 /// Rows a model needs, for a given shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RowCount {
-    /// Rows used, public rows included.
+    /// Rows used, the closing row included.
     pub used: usize,
     /// Public inputs (packed words).
     pub instances: usize,
+    /// Rows halo2 keeps for blinding at the end of the table.
+    pub reserved: usize,
 }
 
 impl RowCount {
     pub fn rows(&self) -> usize {
         self.used
     }
-    /// Smallest `k` whose table fits all rows plus the reserved blinding rows.
+    /// Smallest `k` whose table fits all rows plus the blinding rows.
     pub fn k(&self) -> u32 {
-        let need = self.used.max(TABLE_SIZE) + RESERVED_ROWS;
+        let need = self.used + self.reserved;
         let mut k = MIN_K;
         while (1usize << k) < need {
             k += 1;
@@ -424,26 +754,16 @@ impl RowCount {
     }
 }
 
-/// Counts rows without building anything (the same walk as [`ModelCircuit::synthesize`]).
-pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> RowCount {
-    let pk = Packing::new(&PublicLayout::of_model(model, shape));
-    let w = pk.words();
-    let layers = circuit_layers(model);
-    let signed_out = layers.last().is_some_and(|l| !l.relu);
-    let mut rows = w // public rows
-        + w // one Horner row per word
-        + model.input_len() * shape.in_limbs
-        + model.output_len() * if signed_out { 2 } else { 1 }
-        + 1; // the closing zero row
-    for layer in &layers {
-        for g in groups(layer.outputs, shape.weight_columns) {
-            rows += g.len() * shape.block_rows() + group_rows(layer, g);
-        }
-    }
-    RowCount {
-        used: rows,
-        instances: w,
-    }
+/// Counts rows without assigning anything (the layout [`ModelCircuit::synthesize`] uses).
+pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount, CompileError> {
+    let layout = Layout::build(model, &shape)?;
+    let mut cs = ConstraintSystem::<Fr>::default();
+    ModelConfig::configure(&mut cs, shape);
+    Ok(RowCount {
+        used: layout.rows.len(),
+        instances: layout.packing.words(),
+        reserved: cs.minimum_rows(),
+    })
 }
 
 /// A column shape, its row count and the `k` it gives.
@@ -454,56 +774,43 @@ pub struct Plan {
     pub k: u32,
 }
 
-/// How many table rows one weight column is worth in [`plan`]'s cost.
-pub const ROWS_PER_WEIGHT_COLUMN: u64 = 256;
-
-/// Picks the number of weight columns `F` (at most `max_weight_columns`).
-///
-/// Proving cost grows with `2^k` (two advice columns, the lookup and the quotient are
-/// committed at every row), while a weight column only adds a fixed column: free for the
-/// prover, but one more commitment for the EVM verifier (about 7,000 gas and 300 bytes of
-/// code, measured). For proofs meant for the EVM (`evm`), `2^k + 256·F` is minimised: counting a
-/// column as 256 rows keeps small models on few columns (cheap to verify, still fast to prove)
-/// and lets large ones use more columns to halve `2^k`. Off chain only `2^k` counts. Ties go to
-/// fewer columns.
-pub fn plan(model: &QuantizedModel, max_weight_columns: usize, evm: bool) -> Plan {
-    let max_f = max_weight_columns.clamp(2, MAX_WEIGHT_COLUMNS);
-    let widest = model
-        .layers
-        .iter()
-        .map(|l| match l {
-            QLayer::Dense { outputs, .. } => *outputs,
-            QLayer::Relu { len, .. } => *len,
-        })
-        .max()
-        .unwrap_or(2);
-    let per_column = if evm { ROWS_PER_WEIGHT_COLUMN } else { 0 };
-    let cost = |p: &Plan| (1u64 << p.k) + per_column * p.shape.weight_columns as u64;
-    let mut best: Option<Plan> = None;
-    for f in 2..=max_f.min(widest.max(2)) {
-        let shape = ColumnShape::for_model(model, f);
-        let rows = count_rows(model, shape);
-        let k = rows.k();
-        let p = Plan { shape, rows, k };
-        if best.as_ref().is_none_or(|b| cost(&p) < cost(b)) {
-            best = Some(p);
-        }
+/// Plans the circuit of a model: its shape (one weight column per slot), rows and `k`.
+/// Refuses models needing more than `max_weight_columns` slots: each weight column is one more
+/// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code).
+pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, CompileError> {
+    let shape = ColumnShape::for_model(model)?;
+    let cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
+    if shape.weight_columns > cap {
+        return Err(CompileError::Structure {
+            node: "graph".into(),
+            detail: format!(
+                "the model needs {} weight columns (Freivalds slots), more than the {cap} allowed; \
+                 raise --max-weight-columns (at most {MAX_WEIGHT_COLUMNS})",
+                shape.weight_columns
+            ),
+        });
     }
-    best.expect("at least one shape is allowed")
+    let rows = count_rows(model, shape)?;
+    let k = rows.k();
+    Ok(Plan { shape, rows, k })
 }
 
 /// Columns, challenge and gates of the circuit.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
     a: Column<Advice>,
+    b: Column<Advice>,
+    c: Column<Advice>,
     s: Column<Advice>,
+    h: Column<Advice>,
+    g: Column<Advice>,
     w: Vec<Column<Fixed>>,
-    q_mac: Column<Fixed>,
+    q_run: Column<Fixed>,
+    q_rc: Column<Fixed>,
+    q_tab: Column<Fixed>,
     q_blk: Column<Fixed>,
     q_z: Column<Fixed>,
-    s_lo: Column<Fixed>,
-    s_top: Column<Fixed>,
-    table: Column<Fixed>,
+    q_x: Column<Fixed>,
     gamma: Challenge,
     shape: ColumnShape,
 }
@@ -512,94 +819,139 @@ fn c(v: u64) -> Expression<Fr> {
     Expression::Constant(Fr::from(v))
 }
 
+fn k(v: Fr) -> Expression<Fr> {
+    Expression::Constant(v)
+}
+
+/// For a selector taking the values 0, 1, 2: expressions that are 1 on value 1 (resp. 2, resp.
+/// either) and 0 elsewhere (degree 2).
+fn select(q: Expression<Fr>) -> [Expression<Fr>; 3] {
+    let half = k(Fr::from(2).invert().unwrap());
+    [
+        q.clone() * (c(2) - q.clone()),
+        q.clone() * (q.clone() - c(1)) * half.clone(),
+        q.clone() * (c(3) - q) * half,
+    ]
+}
+
 impl ModelConfig {
     /// Declares the columns and gates for a shape.
     pub fn configure(meta: &mut ConstraintSystem<Fr>, shape: ColumnShape) -> Self {
-        assert!(shape.weight_columns >= 2, "blocks use w[0] and w[1]");
-        let a = meta.advice_column_in(FirstPhase);
+        let [a, b, c_] = [(); 3].map(|_| meta.advice_column_in(FirstPhase));
         let gamma = meta.challenge_usable_after(FirstPhase);
-        let s = meta.advice_column_in(SecondPhase);
-        let w: Vec<_> = (0..shape.weight_columns)
+        let [s, h, g] = [(); 3].map(|_| meta.advice_column_in(SecondPhase));
+        let w: Vec<_> = (0..shape.weight_columns.max(1))
             .map(|_| meta.fixed_column())
             .collect();
-        let [q_mac, q_blk, q_z, s_lo, s_top, table] = [(); 6].map(|_| meta.fixed_column());
-        let instance = meta.instance_column();
-        meta.enable_equality(a);
+        let [q_run, q_rc, q_tab, q_blk, q_z, q_x] = [(); 6].map(|_| meta.fixed_column());
+        let instance: Column<Instance> = meta.instance_column();
 
-        meta.create_gate("multiply-accumulate", |m| {
-            let q = m.query_fixed(q_mac, Rotation::cur());
-            let g = m.query_challenge(gamma);
-            // Σ_f γ^f w_f by Horner's rule
-            let mut comb = m.query_fixed(*w.last().expect("w"), Rotation::cur());
+        // Σ_f γ^f w_f by Horner's rule
+        let comb = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| {
+            let gm = m.query_challenge(gamma);
+            let mut e = m.query_fixed(*w.last().expect("w"), Rotation::cur());
             for wc in w.iter().rev().skip(1) {
-                comb = comb * g.clone() + m.query_fixed(*wc, Rotation::cur());
+                e = e * gm.clone() + m.query_fixed(*wc, Rotation::cur());
             }
+            e
+        };
+
+        meta.create_gate("running sum and output words", |m| {
+            let [_, tie, any] = select(m.query_fixed(q_run, Rotation::cur()));
+            let l = comb(m);
             let (cur, next) = (
                 m.query_advice(s, Rotation::cur()),
                 m.query_advice(s, Rotation::next()),
             );
             let x = m.query_advice(a, Rotation::cur());
-            vec![q * (next - cur - x * comb)]
-        });
-
-        let (rem_at, pos_at, neg_at) = (shape.rem_at(), shape.pos_at(), shape.neg_at());
-        meta.create_gate("block", |m| {
-            let q = m.query_fixed(q_blk, Rotation::cur());
-            let g = m.query_challenge(gamma);
-            let (cur, next) = (
-                m.query_advice(s, Rotation::cur()),
-                m.query_advice(s, Rotation::next()),
+            let (hv, gv) = (
+                m.query_advice(h, Rotation::cur()),
+                m.query_advice(g, Rotation::cur()),
             );
-            let z = m.query_advice(a, Rotation::cur());
-            let r = m.query_advice(a, Rotation(rem_at));
-            let p = m.query_advice(a, Rotation(pos_at));
-            let n = m.query_advice(a, Rotation(neg_at));
-            let bias = m.query_fixed(w[0], Rotation::cur());
-            let d = m.query_fixed(w[1], Rotation::cur());
-            // q_blk: 1 an output's block (Horner step and rounding), 2 a public word (Horner only)
-            let rescale = q.clone() * (c(2) - q.clone());
+            let rc = m.query_fixed(q_rc, Rotation::cur());
+            let tab = m.query_fixed(q_tab, Rotation::cur());
+            let word = m.query_advice(a, Rotation(shape.out_rotation()));
+            let inst = m.query_instance(instance, Rotation::cur());
             vec![
-                q * (next - g * cur + z.clone() - bias),
-                rescale.clone() * (z - d * (p.clone() - n.clone()) - r),
-                rescale * p * n,
+                any * (next - cur) - x * l - rc * (hv.clone() + gv) + tab * hv,
+                tie * (word - inst),
             ]
         });
 
-        meta.create_gate("zero and public", |m| {
-            let q = m.query_fixed(q_z, Rotation::cur());
-            // q_z: 1 running sum is zero, 2 `a` is the public word of this row
-            let half = Expression::Constant(Fr::from(2).invert().unwrap());
-            let zero = q.clone() * (c(2) - q.clone());
-            let public = q.clone() * (q - c(1)) * half;
-            vec![
-                zero * m.query_advice(s, Rotation::cur()),
-                public
-                    * (m.query_advice(a, Rotation::cur())
-                        - m.query_instance(instance, Rotation::cur())),
-            ]
-        });
-
-        meta.lookup_any("8-bit limb", |m| {
-            let lo = m.query_fixed(s_lo, Rotation::cur());
-            let top = m.query_fixed(s_top, Rotation::cur());
-            let (cur, next) = (
+        meta.create_gate("byte inverses", |m| {
+            let q = m.query_fixed(q_rc, Rotation::cur());
+            let gm = m.query_challenge(gamma);
+            let (x, hi) = (
                 m.query_advice(a, Rotation::cur()),
-                m.query_advice(a, Rotation::next()),
+                m.query_advice(b, Rotation::cur()),
             );
-            let limb = lo * (cur.clone() - c(TABLE_SIZE as u64) * next) + top * cur;
-            vec![(limb, m.query_fixed(table, Rotation::cur()))]
+            let lo = x - hi.clone() * c(TABLE_SIZE as u64);
+            vec![
+                q.clone() * (m.query_advice(h, Rotation::cur()) * (gm.clone() + lo) - c(1)),
+                q * (m.query_advice(g, Rotation::cur()) * (gm + hi) - c(1)),
+            ]
+        });
+
+        meta.create_gate("table", |m| {
+            let q = m.query_fixed(q_tab, Rotation::cur());
+            let gm = m.query_challenge(gamma);
+            let t = m.query_fixed(w[0], Rotation::cur());
+            vec![
+                q.clone()
+                    * (m.query_advice(h, Rotation::cur()) * (gm + t)
+                        - m.query_advice(c_, Rotation::cur())),
+                q * m.query_advice(a, Rotation::cur()),
+            ]
+        });
+
+        let out_bits = shape.out_parts();
+        meta.create_gate("rounding", |m| {
+            let q = m.query_fixed(q_blk, Rotation::cur());
+            let rows = out_bits.len() as i32;
+            let mut value = |first: i32| {
+                (0..out_bits.len()).fold(c(0), |acc, t| {
+                    acc + m.query_advice(a, Rotation(first + t as i32)) * k(part_factor(&out_bits, t))
+                })
+            };
+            let p = value(0);
+            let n = value(rows);
+            vec![q * p * n]
+        });
+
+        meta.create_gate("ends", |m| {
+            let [sum, zero, _] = select(m.query_fixed(q_z, Rotation::cur()));
+            let l = comb(m);
+            vec![
+                sum * (m.query_advice(s, Rotation::cur()) + l),
+                zero * m.query_advice(c_, Rotation::cur()),
+            ]
+        });
+
+        let stride = shape.input_words as i32;
+        meta.create_gate("input words", |m| {
+            let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
+            let rest = m.query_advice(a, Rotation::cur())
+                + m.query_advice(c_, Rotation(stride)) * k(pow2(PART_BITS));
+            vec![
+                acc * (m.query_advice(c_, Rotation::cur()) - rest.clone()),
+                word * (m.query_instance(instance, Rotation::cur()) - rest),
+            ]
         });
 
         ModelConfig {
             a,
+            b,
+            c: c_,
             s,
+            h,
+            g,
             w,
-            q_mac,
+            q_run,
+            q_rc,
+            q_tab,
             q_blk,
             q_z,
-            s_lo,
-            s_top,
-            table,
+            q_x,
             gamma,
             shape,
         }
@@ -609,37 +961,40 @@ impl ModelConfig {
 /// Which witness cell a [`Fault`] changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FaultTarget {
-    /// A layer input copied into a multiply-accumulate row.
-    MacInput,
     /// A cell of the second-phase running sum.
     RunningSum,
-    /// The accumulator `z` of an output's block.
-    Accumulator,
-    /// The positive part `p` of a rounded output.
+    /// A byte inverse `h` of a checked row.
+    ByteInverse,
+    /// The high byte `b` of a checked row.
+    HighByte,
+    /// The (first part of the) positive part `p` of a rounded output.
     RescalePos,
     /// The negative part `n` of a rounded output.
     RescaleNeg,
     /// The remainder `r` of a rounding.
     RescaleRem,
-    /// Quotient one higher and remainder one divisor lower: satisfies the rescale gate itself,
-    /// only the range check on the remainder stops it.
+    /// Quotient one higher and remainder one divisor lower, the rest of the forward pass
+    /// following: only the range check on the remainder stops it.
     RescaleShiftQuotient,
-    /// A limb running-sum cell (after the first) of any range check.
-    RangeLimb,
-    /// A packed model input value.
+    /// `p` and `n` both one higher (the rounded value unchanged, a ReLU output one higher), the
+    /// rest of the forward pass and the public output following: only `p·n = 0` stops it.
+    RescaleBothParts,
+    /// A packed model input part.
     PackedInput,
-    /// A public word cell.
+    /// An accumulator cell of the input layout.
+    InputAccumulator,
+    /// An output word cell.
     PublicWord,
-    /// A model input moved by one slot unit into its neighbour: the packed word is unchanged,
-    /// only the range check of the input stops it (the witness is otherwise honest).
+    /// A table multiplicity.
+    Multiplicity,
+    /// A model input moved by one slot unit into its neighbour, the rest of the forward pass
+    /// following: the packed word is unchanged, only the range check of the input stops it.
     InputCarry,
 }
 
-const FAULT_KINDS: usize = 11;
-
-/// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` is
-/// increased by one (see [`FaultTarget`] for the two compound faults). A circuit with a fault
-/// must never verify.
+/// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo
+/// their number) is increased by one (see [`FaultTarget`] for the compound faults). A circuit
+/// with a fault must never verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     pub target: FaultTarget,
@@ -701,7 +1056,7 @@ impl ModelCircuit {
         }
     }
 
-    /// Injects a wrong witness cell (soundness tests).
+    /// Injects a wrong witness (soundness tests).
     pub fn with_fault(mut self, fault: Fault) -> Self {
         self.fault = Some(fault);
         self
@@ -711,185 +1066,313 @@ impl ModelCircuit {
         self.shape
     }
 
-    /// The public inputs: the packed words of the quantized input and output.
+    /// The public inputs: the packed words of the quantized input and output. With a compound
+    /// fault these are the words of the faulted forward pass, so that only the fault's own
+    /// constraint can reject it.
     pub fn instances(&self) -> Option<Vec<Fr>> {
         let input = self.input.as_ref()?;
-        let output = self.model.forward(input);
-        Some(pack_public(&self.model, &self.shape, input, &output))
+        let layers = circuit_layers(&self.model);
+        let pk = Packing::new(&PublicLayout::of_model(&self.model, self.shape));
+        let wit = witness(&self.model, &layers, &self.shape, input, self.fault);
+        Some(pack_values(&pk, &self.shape, &wit.u, &wit.outputs))
     }
 }
 
-/// Witness values of one output's block.
+/// Witness values of one output's rounding.
 #[derive(Clone, Copy, Default)]
 struct BlockVals {
-    z: i128,
-    r: i128,
     p: i128,
     n: i128,
+    r: i128,
 }
 
-impl BlockVals {
-    fn out(&self, relu: bool) -> i128 {
-        if relu {
-            self.p
-        } else {
-            self.p - self.n
-        }
-    }
-}
-
-/// The integer witness: packed inputs, each layer's inputs and block values.
+/// The integer witness: packed inputs, each layer's rounding parts and the model output.
 struct Witness {
     u: Vec<i128>,
-    layer_x: Vec<Vec<i128>>,
     blocks: Vec<Vec<BlockVals>>,
+    outputs: Vec<i128>,
 }
 
-fn witness(layers: &[CLayer], u: Vec<i128>) -> Witness {
+fn witness(
+    model: &QuantizedModel,
+    layers: &[CLayer],
+    shape: &ColumnShape,
+    input: &[i64],
+    fault: Option<Fault>,
+) -> Witness {
+    let mut u: Vec<i128> = input
+        .iter()
+        .map(|&v| v as i128 - model.input_min as i128)
+        .collect();
+    let per = (WORD_BITS / shape.in_slot()).max(1) as usize;
+    let hit = |target: FaultTarget, total: usize| match fault {
+        Some(f) if f.target == target && total > 0 => Some(f.index % total),
+        _ => None,
+    };
+    if let Some(i) = hit(FaultTarget::InputCarry, u.len().saturating_sub(1)) {
+        // the next slot of the same word, if it can give one unit
+        if (i + 1) % per != 0 && u[i + 1] > 0 {
+            u[i] += 1i128 << shape.in_slot();
+            u[i + 1] -= 1;
+        }
+    }
+    let total_blocks: usize = layers.iter().map(|l| l.outputs).sum();
+    let shifted = hit(FaultTarget::RescaleShiftQuotient, total_blocks);
+    let both = hit(FaultTarget::RescaleBothParts, total_blocks);
     let mut x = u.clone();
-    let mut layer_x = Vec::new();
-    let mut blocks = Vec::new();
+    let mut blocks = Vec::with_capacity(layers.len());
+    let mut seen = 0;
     for l in layers {
         let b: Vec<BlockVals> = (0..l.outputs)
             .map(|o| {
                 let z = (0..l.inputs).fold(l.bias[o], |acc, j| acc + l.w(o, j) as i128 * x[j]);
-                let q = z.div_euclid(1i128 << l.shift);
-                let r = z - (q << l.shift);
-                let (p, n) = (q.max(0), (-q).max(0));
-                BlockVals { z, r, p, n }
+                let mut q = z.div_euclid(1i128 << l.shift);
+                let mut r = z - (q << l.shift);
+                let mut extra = 0;
+                if shifted == Some(seen) {
+                    q += 1;
+                    r -= 1i128 << l.shift;
+                }
+                if both == Some(seen) {
+                    extra = 1;
+                }
+                seen += 1;
+                BlockVals {
+                    p: q.max(0) + extra,
+                    n: (-q).max(0) + extra,
+                    r,
+                }
             })
             .collect();
-        layer_x.push(x);
-        x = b.iter().map(|v| v.out(l.relu)).collect();
+        x = b
+            .iter()
+            .map(|v| if l.relu { v.p } else { v.p - v.n })
+            .collect();
         blocks.push(b);
     }
-    Witness { u, layer_x, blocks }
+    Witness {
+        u,
+        blocks,
+        outputs: x,
+    }
 }
 
-/// A row of the running sum, recorded in the first phase and evaluated once `γ` is known.
-enum Step {
-    /// `s' = s + a·Σ_f γ^f w_f`
-    Mac(Value<Fr>, Vec<Fr>),
-    /// `s' = γ·s − (a − bias)`
-    Horner(Value<Fr>, Fr),
+/// Inverts every nonzero element in place with one field inversion.
+fn batch_invert(v: &mut [Fr]) {
+    let mut prefix = Vec::with_capacity(v.len());
+    let mut acc = Fr::one();
+    for x in v.iter() {
+        prefix.push(acc);
+        if !bool::from(x.is_zero()) {
+            acc *= x;
+        }
+    }
+    let mut inv = acc.invert().unwrap_or(Fr::zero());
+    for (x, p) in v.iter_mut().zip(prefix).rev() {
+        if !bool::from(x.is_zero()) {
+            let xi = inv * p;
+            inv *= *x;
+            *x = xi;
+        }
+    }
 }
 
-struct Filler<'a, 'r> {
-    cfg: &'a ModelConfig,
-    region: &'a mut Region<'r, Fr>,
-    row: usize,
-    steps: Vec<Step>,
+/// First-phase cell values of every row.
+struct Cells {
+    a: Vec<Fr>,
+    b: Vec<Fr>,
+    c: Vec<Fr>,
+}
+
+fn first_phase(
+    layout: &Layout,
+    shape: &ColumnShape,
+    wit: &Witness,
     fault: Option<Fault>,
-    counters: [usize; FAULT_KINDS],
+) -> Cells {
+    let rows = &layout.rows;
+    let n = rows.len();
+    let (mut a, mut b, mut c) = (vec![Fr::zero(); n], vec![Fr::zero(); n], vec![Fr::zero(); n]);
+    let in_bits = vec![PART_BITS; shape.in_parts()];
+    let out_bits = shape.out_parts();
+    let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
+    let mut ints = vec![0i128; n];
+    for (r, row) in rows.iter().enumerate() {
+        let v = match row.src {
+            Src::Zero | Src::Table(_) => 0,
+            Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
+            Src::Block { l, o, part, t } => {
+                let bv = wit.blocks[l][o];
+                match part {
+                    Part::P => split(bv.p, &out_bits)[t],
+                    Part::N => split(bv.n, &out_bits)[t],
+                    Part::R => {
+                        let rem = part_bits((layout.layers[l].shift / LIMB_BITS) as usize);
+                        split(bv.r, &rem)[t]
+                    }
+                }
+            }
+            Src::OutWord(k) => {
+                a[r] = words[layout.packing.input_words + k];
+                continue;
+            }
+        };
+        ints[r] = v;
+        if row.small {
+            a[r] = fr_from_i128(v << LIMB_BITS);
+            b[r] = fr_from_i128(v);
+        } else {
+            a[r] = fr_from_i128(v);
+            b[r] = fr_from_i128(v >> LIMB_BITS);
+        }
+    }
+    // input accumulators, from the last part of each word up
+    let j_in = shape.input_words;
+    for r in (j_in..shape.input_rows()).rev() {
+        let below = if r + j_in < shape.input_rows() {
+            c[r + j_in]
+        } else {
+            Fr::zero()
+        };
+        c[r] = a[r] + pow2(PART_BITS) * below;
+    }
+    // multiplicities of both bytes of every checked row
+    let table_start = rows
+        .iter()
+        .position(|r| matches!(r.src, Src::Table(_)))
+        .expect("a table");
+    let mut counts = [0u64; TABLE_SIZE];
+    for (r, row) in rows.iter().enumerate() {
+        if !row.checked {
+            continue;
+        }
+        for byte in [a[r] - b[r] * Fr::from(TABLE_SIZE as u64), b[r]] {
+            if let Some(v) = fr_to_i128(&byte).filter(|v| (0..TABLE_SIZE as i128).contains(v)) {
+                counts[v as usize] += 1;
+            }
+        }
+    }
+    for (t, &m) in counts.iter().enumerate() {
+        c[table_start + t] = Fr::from(m);
+    }
+    let mut cells = Cells { a, b, c };
+    if let Some(f) = fault {
+        let pick = |pred: &dyn Fn(usize, &RowSpec) -> bool| -> Option<usize> {
+            let hits: Vec<usize> = (0..n).filter(|&r| pred(r, &rows[r])).collect();
+            (!hits.is_empty()).then(|| hits[f.index % hits.len()])
+        };
+        let first_part = |want: Part| {
+            move |_: usize, row: &RowSpec| {
+                matches!(row.src, Src::Block { part, t: 0, .. } if part == want)
+            }
+        };
+        let one = Fr::one();
+        match f.target {
+            FaultTarget::HighByte => {
+                if let Some(r) = pick(&|_, row| row.checked) {
+                    cells.b[r] += one;
+                }
+            }
+            FaultTarget::RescalePos => {
+                if let Some(r) = pick(&first_part(Part::P)) {
+                    cells.a[r] += one;
+                }
+            }
+            FaultTarget::RescaleNeg => {
+                if let Some(r) = pick(&first_part(Part::N)) {
+                    cells.a[r] += one;
+                }
+            }
+            FaultTarget::RescaleRem => {
+                if let Some(r) = pick(&first_part(Part::R)) {
+                    cells.a[r] += one;
+                }
+            }
+            FaultTarget::PackedInput => {
+                if let Some(r) = pick(&|_, row| matches!(row.src, Src::Input { .. })) {
+                    cells.a[r] += one;
+                }
+            }
+            FaultTarget::InputAccumulator => {
+                if let Some(r) = pick(&|r, _| r >= j_in && r < shape.input_rows()) {
+                    cells.c[r] += one;
+                }
+            }
+            FaultTarget::PublicWord => {
+                if let Some(r) = pick(&|_, row| matches!(row.src, Src::OutWord(_))) {
+                    cells.a[r] += one;
+                }
+            }
+            FaultTarget::Multiplicity => {
+                if let Some(r) = pick(&|_, row| matches!(row.src, Src::Table(_))) {
+                    cells.c[r] += one;
+                }
+            }
+            _ => {}
+        }
+    }
+    cells
 }
 
-impl Filler<'_, '_> {
-    fn hit(&mut self, target: FaultTarget) -> bool {
-        let slot = target as usize;
-        let hit =
-            matches!(self.fault, Some(f) if f.target == target && f.index == self.counters[slot]);
-        self.counters[slot] += 1;
-        hit
-    }
-
-    /// Assigns `a` at `row`, adding one if this is the faulted cell of `target`.
-    fn a(&mut self, row: usize, v: Value<i128>, target: Option<FaultTarget>) -> Cell {
-        let bump = target.is_some_and(|t| self.hit(t));
-        let v = v.map(|v| fr_from_i128(v) + if bump { Fr::one() } else { Fr::zero() });
-        self.region.assign_advice(self.cfg.a, row, v).cell()
-    }
-
-    fn fixed(&mut self, col: Column<Fixed>, row: usize, v: Fr) {
-        self.region.assign_fixed(col, row, v);
-    }
-
-    /// Writes the running-sum limbs of `v` (already in `a` at `row`) below it: `limbs` rows
-    /// from `row`, the last one a top limb.
-    fn limbs(&mut self, row: usize, v: Value<i128>, limbs: usize) {
-        for i in 0..limbs {
-            if i > 0 {
-                let part = v.map(|v| v >> (LIMB_BITS * i as u32));
-                self.a(row + i, part, Some(FaultTarget::RangeLimb));
-            }
-            let sel = if i + 1 == limbs {
-                self.cfg.s_top
-            } else {
-                self.cfg.s_lo
-            };
-            self.fixed(sel, row + i, Fr::one());
+/// Second-phase cell values: byte inverses `h`, `g` and the running sum `s`.
+fn second_phase(layout: &Layout, cells: &Cells, gamma: Fr, fault: Option<Fault>) -> [Vec<Fr>; 3] {
+    let rows = &layout.rows;
+    let n = rows.len();
+    let mut h = vec![Fr::zero(); n];
+    let mut g = vec![Fr::zero(); n];
+    for (r, row) in rows.iter().enumerate() {
+        if row.checked {
+            h[r] = gamma + cells.a[r] - cells.b[r] * Fr::from(TABLE_SIZE as u64);
+            g[r] = gamma + cells.b[r];
+        } else if let Src::Table(t) = row.src {
+            h[r] = gamma + Fr::from(t as u64);
         }
     }
-
-    /// One multiply-accumulate row reading `x` (assigned here) with the weights `ws`.
-    fn mac_row(&mut self, x: Value<i128>, ws: &[i64], target: Option<FaultTarget>) -> Cell {
-        let row = self.row;
-        let cell = self.a(row, x, target);
-        // the running sum follows the honest value: a faulted cell must then break a gate
-        let v = x.map(fr_from_i128);
-        let mut wf = Vec::with_capacity(ws.len());
-        for (f, &wv) in ws.iter().enumerate() {
-            let fv = fr_from_i128(wv as i128);
-            if wv != 0 {
-                self.fixed(self.cfg.w[f], row, fv);
-            }
-            wf.push(fv);
+    batch_invert(&mut h);
+    batch_invert(&mut g);
+    for (r, row) in rows.iter().enumerate() {
+        if matches!(row.src, Src::Table(_)) {
+            h[r] *= cells.c[r];
         }
-        self.fixed(self.cfg.q_mac, row, Fr::one());
-        self.steps.push(Step::Mac(v, wf));
-        self.row += 1;
-        cell
     }
-
-    /// A carry row inside a block: the running sum passes unchanged (`q_mac = 1`, no weight).
-    fn carry(&mut self, row: usize) {
-        self.fixed(self.cfg.q_mac, row, Fr::one());
-        self.steps.push(Step::Mac(Value::known(Fr::zero()), vec![]));
+    if let Some(f @ Fault {
+        target: FaultTarget::ByteInverse,
+        ..
+    }) = fault
+    {
+        let checked: Vec<usize> = (0..n).filter(|&r| rows[r].checked).collect();
+        h[checked[f.index % checked.len()]] += Fr::one();
     }
-
-    /// One output's block at the current row. Returns the cells of `p` and `n`.
-    fn block(&mut self, v: Value<BlockVals>, bias: i128, shift: u32) -> (Cell, Cell) {
-        let sh = self.cfg.shape;
-        let row = self.row;
-        let shifted = self.hit(FaultTarget::RescaleShiftQuotient);
-        let v = v.map(|mut b| {
-            if shifted {
-                // q + 1 with r − d: the rescale equation still holds
-                if b.n > 0 {
-                    b.n -= 1;
-                } else {
-                    b.p += 1;
-                }
-                b.r -= 1i128 << shift;
-            }
-            b
-        });
-        self.a(row, v.map(|b| b.z), Some(FaultTarget::Accumulator));
-        let r_row = row + sh.rem_at() as usize;
-        self.a(r_row, v.map(|b| b.r), Some(FaultTarget::RescaleRem));
-        self.limbs(r_row, v.map(|b| b.r), (shift / LIMB_BITS) as usize);
-        let mut cells = Vec::with_capacity(2);
-        for (at, t, pick) in [
-            (sh.pos_at(), FaultTarget::RescalePos, 0),
-            (sh.neg_at(), FaultTarget::RescaleNeg, 1),
-        ] {
-            let pr = row + at as usize;
-            let val = v.map(|b| if pick == 0 { b.p } else { b.n });
-            cells.push(self.a(pr, val, Some(t)));
-            self.limbs(pr, val, sh.out_limbs);
+    let max_slot = rows.iter().flat_map(|r| r.w.iter().map(|e| e.0)).max().unwrap_or(0);
+    let mut powers = vec![Fr::one(); max_slot + 1];
+    for i in 1..powers.len() {
+        powers[i] = powers[i - 1] * gamma;
+    }
+    let comb = |row: &RowSpec| {
+        row.w
+            .iter()
+            .fold(Fr::zero(), |acc, &(f, v)| acc + powers[f] * v)
+    };
+    let mut s = vec![Fr::zero(); n];
+    s[0] = -comb(&rows[0]);
+    for r in 0..n - 1 {
+        let mut next = s[r] + cells.a[r] * comb(&rows[r]);
+        if rows[r].checked {
+            next += h[r] + g[r];
         }
-        self.fixed(self.cfg.q_blk, row, Fr::one());
-        self.fixed(self.cfg.w[0], row, fr_from_i128(bias));
-        self.fixed(self.cfg.w[1], row, Fr::from_u128(1u128 << shift));
-        self.steps.push(Step::Horner(
-            v.map(|b| fr_from_i128(b.z)),
-            fr_from_i128(bias),
-        ));
-        for i in 1..sh.block_rows() {
-            self.carry(row + i);
+        if matches!(rows[r].src, Src::Table(_)) {
+            next -= h[r];
         }
-        self.row += sh.block_rows();
-        (cells[0], cells[1])
+        s[r + 1] = next;
     }
+    if let Some(f @ Fault {
+        target: FaultTarget::RunningSum,
+        ..
+    }) = fault
+    {
+        s[f.index % n] += Fr::one();
+    }
+    [h, g, s]
 }
 
 impl Circuit<Fr> for ModelCircuit {
@@ -919,229 +1402,54 @@ impl Circuit<Fr> for ModelCircuit {
     }
 
     fn synthesize(&self, cfg: ModelConfig, mut layouter: impl Layouter<Fr>) -> Result<(), Error> {
-        let model = &self.model;
         let shape = self.shape;
-        let layers = circuit_layers(model);
-        let packing = Packing::new(&PublicLayout::of_model(model, shape));
-        let n_in = model.input_len();
-        let n_words = packing.words();
-
-        // the honest witness (with the input-carry fault applied to the packed inputs)
-        let wit = self.input.as_ref().map(|x| {
-            let mut u: Vec<i128> = x
-                .iter()
-                .map(|&v| v as i128 - model.input_min as i128)
-                .collect();
-            if let Some(Fault {
-                target: FaultTarget::InputCarry,
-                index,
-            }) = self.fault
-            {
-                if index + 1 < u.len() && u[index + 1] > 0 {
-                    u[index] += 1i128 << shape.in_slot();
-                    u[index + 1] -= 1;
-                }
-            }
-            witness(&layers, u)
+        debug_assert_eq!(shape, cfg.shape);
+        let layout = Layout::build(&self.model, &shape).map_err(|_| Error::Synthesis)?;
+        let cells = self.input.as_ref().map(|input| {
+            let wit = witness(&self.model, &layout.layers, &shape, input, self.fault);
+            first_phase(&layout, &shape, &wit, self.fault)
         });
-        let words: Option<Vec<Fr>> = wit.as_ref().map(|wt| {
-            let outs: Vec<i128> = wt
-                .blocks
-                .last()
-                .expect("a layer")
-                .iter()
-                .map(|b| b.out(layers.last().expect("a layer").relu))
-                .collect();
-            pack_values(&packing, &shape, &wt.u, &outs)
-        });
-        let known = |f: &dyn Fn(&Witness) -> i128| -> Value<i128> {
-            match &wit {
-                Some(w) => Value::known(f(w)),
-                None => Value::unknown(),
-            }
-        };
-
         layouter.assign_region(
             || "model",
             |mut region| {
-                for (i, v) in (0..TABLE_SIZE).enumerate() {
-                    region.assign_fixed(cfg.table, i, Fr::from(v as u64));
-                }
-                let mut f = Filler {
-                    cfg: &cfg,
-                    region: &mut region,
-                    row: 0,
-                    steps: Vec::new(),
-                    fault: self.fault,
-                    counters: [0; FAULT_KINDS],
-                };
-                // public rows
-                let mut public_cells = Vec::with_capacity(n_words);
-                for w in 0..n_words {
-                    let v = match &words {
-                        Some(ws) => Value::known(ws[w]),
-                        None => Value::unknown(),
-                    };
-                    let cell = f.region.assign_advice(cfg.a, w, v).cell();
-                    f.fixed(cfg.q_z, w, Fr::from(2));
-                    public_cells.push(cell);
-                }
-                f.row = n_words;
-                let chain_start = f.row;
-                f.fixed(cfg.q_z, chain_start, Fr::one());
-
-                // the packing layer: one group per word, last word first
-                let mut input_cells: Vec<Option<Cell>> = vec![None; n_in];
-                let mut output_links: Vec<(Cell, usize, usize)> = Vec::new();
-                for w in (0..n_words).rev() {
-                    let row = f.row;
-                    let mut bias = Fr::zero();
-                    for &(ww, off) in &packing.outputs {
-                        if ww == w {
-                            bias += fr_from_i128(shape.out_offset()) * pow2(off);
+                for (r, row) in layout.rows.iter().enumerate() {
+                    for &(f, v) in &row.w {
+                        region.assign_fixed(cfg.w[f], r, v);
+                    }
+                    for (col, v) in [
+                        (cfg.q_run, row.q_run as u64),
+                        (cfg.q_x, row.q_x as u64),
+                        (cfg.q_z, row.q_z as u64),
+                        (cfg.q_rc, row.checked as u64),
+                        (cfg.q_tab, matches!(row.src, Src::Table(_)) as u64),
+                        (cfg.q_blk, row.q_blk as u64),
+                    ] {
+                        if v != 0 {
+                            region.assign_fixed(col, r, Fr::from(v));
                         }
                     }
-                    let word_v = match &words {
-                        Some(ws) => Value::known(ws[w]),
-                        None => Value::unknown(),
-                    };
-                    let bump = f.hit(FaultTarget::PublicWord);
-                    let word_v = word_v.map(|x| if bump { x + Fr::one() } else { x });
-                    let cell = f.region.assign_advice(cfg.a, row, word_v).cell();
-                    f.region.constrain_equal(cell, public_cells[w]);
-                    f.fixed(cfg.q_blk, row, Fr::from(2));
-                    f.fixed(cfg.w[0], row, bias);
-                    f.steps.push(Step::Horner(word_v, bias));
-                    f.row += 1;
-                    for (j, &(ww, off)) in packing.inputs.iter().enumerate() {
-                        if ww != w {
-                            continue;
-                        }
-                        let u = known(&|wt| wt.u[j]);
-                        let start = f.row;
-                        let coef = pow2(off);
-                        let cell = f.a(start, u, Some(FaultTarget::PackedInput));
-                        f.fixed(cfg.w[0], start, coef);
-                        f.fixed(cfg.q_mac, start, Fr::one());
-                        f.steps.push(Step::Mac(u.map(fr_from_i128), vec![coef]));
-                        f.limbs(start, u, shape.in_limbs);
-                        for i in 1..shape.in_limbs {
-                            f.carry(start + i);
-                        }
-                        f.row += shape.in_limbs;
-                        input_cells[j] = Some(cell);
-                    }
-                    let last = layers.last().expect("a layer");
-                    for (i, &(ww, off)) in packing.outputs.iter().enumerate() {
-                        if ww != w {
-                            continue;
-                        }
-                        // `p`, and `−n` for an identity output
-                        let parts: &[(usize, i128)] = if last.relu {
-                            &[(0, 1)]
-                        } else {
-                            &[(0, 1), (1, -1)]
+                }
+                let n = layout.rows.len();
+                for (col, pick) in [(cfg.a, 0), (cfg.b, 1), (cfg.c, 2)] {
+                    for r in 0..n {
+                        let v = match &cells {
+                            Some(cs) => Value::known([&cs.a, &cs.b, &cs.c][pick][r]),
+                            None => Value::unknown(),
                         };
-                        for &(part, sign) in parts {
-                            let y = known(&|wt| {
-                                let b = wt.blocks.last().expect("a layer")[i];
-                                if part == 0 {
-                                    b.p
-                                } else {
-                                    b.n
-                                }
-                            });
-                            let coef = pow2(off) * fr_from_i128(sign);
-                            let row = f.row;
-                            let cell = f.a(row, y, None);
-                            f.fixed(cfg.w[0], row, coef);
-                            f.fixed(cfg.q_mac, row, Fr::one());
-                            f.steps.push(Step::Mac(y.map(fr_from_i128), vec![coef]));
-                            f.row += 1;
-                            output_links.push((cell, i, part));
-                        }
+                        region.assign_advice(col, r, v);
                     }
                 }
-
-                // the model layers; each value is one cell, or two (`p`, `n`) for identity outputs
-                let mut src: Vec<(Cell, Option<Cell>)> = input_cells
-                    .into_iter()
-                    .map(|c| (c.expect("every input is packed"), None))
-                    .collect();
-                for (li, layer) in layers.iter().enumerate() {
-                    let mut outs: Vec<Option<(Cell, Cell)>> = vec![None; layer.outputs];
-                    for g in groups(layer.outputs, shape.weight_columns) {
-                        for o in g.clone().rev() {
-                            let v = match &wit {
-                                Some(wt) => Value::known(wt.blocks[li][o]),
-                                None => Value::unknown(),
-                            };
-                            outs[o] = Some(f.block(v, layer.bias[o], layer.shift));
-                        }
-                        for j in group_inputs(layer, g.clone()) {
-                            let ws: Vec<i64> = g.clone().map(|o| layer.w(o, j)).collect();
-                            if layer.signed_inputs {
-                                // x = p − n: one row for p, one for n with the weights negated
-                                let prev = li - 1;
-                                let pv = known(&|wt| wt.blocks[prev][j].p);
-                                let nv = known(&|wt| wt.blocks[prev][j].n);
-                                let neg: Vec<i64> = ws.iter().map(|w| -w).collect();
-                                let cp = f.mac_row(pv, &ws, Some(FaultTarget::MacInput));
-                                let cn = f.mac_row(nv, &neg, Some(FaultTarget::MacInput));
-                                f.region.constrain_equal(cp, src[j].0);
-                                f.region
-                                    .constrain_equal(cn, src[j].1.expect("signed input"));
-                            } else {
-                                let x = known(&|wt| wt.layer_x[li][j]);
-                                let cell = f.mac_row(x, &ws, Some(FaultTarget::MacInput));
-                                f.region.constrain_equal(cell, src[j].0);
-                            }
-                        }
+                region.next_phase();
+                let gamma = region.get_challenge(cfg.gamma);
+                let second = match &cells {
+                    Some(cs) => gamma.map(|gm| second_phase(&layout, cs, gm, self.fault)),
+                    None => Value::unknown(),
+                };
+                for (col, pick) in [(cfg.h, 0), (cfg.g, 1), (cfg.s, 2)] {
+                    for r in 0..n {
+                        region.assign_advice(col, r, second.as_ref().map(|v| v[pick][r]));
                     }
-                    src = outs
-                        .into_iter()
-                        .map(|c| {
-                            let (p, n) = c.expect("every output has a block");
-                            (p, (!layer.relu).then_some(n))
-                        })
-                        .collect();
                 }
-                for (cell, i, part) in output_links {
-                    let target = if part == 0 {
-                        src[i].0
-                    } else {
-                        src[i].1.expect("identity output")
-                    };
-                    f.region.constrain_equal(cell, target);
-                }
-                let end = f.row;
-                f.fixed(cfg.q_z, end, Fr::one());
-
-                // second phase: the running sum
-                f.region.next_phase();
-                let gamma = f.region.get_challenge(cfg.gamma);
-                let mut acc = Value::known(Fr::zero());
-                let steps = std::mem::take(&mut f.steps);
-                for (i, step) in steps.iter().enumerate() {
-                    let row = chain_start + i;
-                    let bump = f.hit(FaultTarget::RunningSum);
-                    let shown = acc.map(|v| if bump { v + Fr::one() } else { v });
-                    f.region.assign_advice(cfg.s, row, shown);
-                    acc = match step {
-                        Step::Mac(x, ws) => acc.zip(*x).zip(gamma).map(|((s, x), g)| {
-                            let mut comb = Fr::zero();
-                            for wv in ws.iter().rev() {
-                                comb = comb * g + wv;
-                            }
-                            s + x * comb
-                        }),
-                        Step::Horner(z, bias) => {
-                            acc.zip(*z).zip(gamma).map(|((s, z), g)| g * s - (z - bias))
-                        }
-                    };
-                }
-                debug_assert_eq!(chain_start + steps.len(), end);
-                f.region.assign_advice(cfg.s, end, acc);
                 Ok(())
             },
         )

@@ -18,24 +18,21 @@ pub const SETTINGS_FORMAT: &str = "veriml-settings";
 /// Format tag of compiled-model files.
 pub const COMPILED_FORMAT: &str = "veriml-compiled-model";
 /// Current version of both formats.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// Default cap on weight columns (each one costs the EVM verifier a commitment).
-pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 8;
+pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 32;
 
-/// How the circuit's column count is chosen (see [`crate::circuit::plan`]).
+/// Limits of the circuit planner (see [`crate::circuit::plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// Most fixed weight columns.
+    /// Most fixed weight columns (Freivalds slots).
     pub max_weight_columns: usize,
-    /// Proofs are meant for the EVM: fewer columns, a smaller and cheaper verifier.
-    pub evm: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             max_weight_columns: DEFAULT_MAX_WEIGHT_COLUMNS,
-            evm: true,
         }
     }
 }
@@ -196,7 +193,7 @@ pub fn compile_graph(
     }
     let model = QuantizedModel::from_graph(graph, opts)?;
     model.validate()?;
-    let Plan { shape, rows, k, .. } = plan(&model, plan_opts.max_weight_columns, plan_opts.evm);
+    let Plan { shape, rows, k, .. } = plan(&model, plan_opts.max_weight_columns)?;
     if k > crate::circuit::MAX_K {
         return Err(CompileError::Structure {
             node: "graph".into(),

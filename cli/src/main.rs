@@ -51,15 +51,11 @@ struct CompileOpts {
     /// Range every input value must lie in, as LO,HI; inputs outside it are refused.
     #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
     input_range: (f64, f64),
-    /// Most fixed weight columns (outputs checked per row). More columns mean fewer rows and a
-    /// faster prover, but each costs the EVM verifier a commitment: the default 8 keeps every
-    /// shared model under the 24,576-byte contract limit.
+    /// Most fixed weight columns the circuit may have. The circuit needs one per Freivalds slot
+    /// (a slot checks several outputs at once); each costs the EVM verifier a commitment
+    /// (about 7,000 gas and 300 bytes of code), so compilation stops above this cap.
     #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
     max_weight_columns: usize,
-    /// Optimise for proving speed only (no EVM verifier planned): weight columns count as free,
-    /// so larger models get fewer rows (use with a larger --max-weight-columns, e.g. 32).
-    #[arg(long)]
-    off_chain: bool,
 }
 
 #[derive(Subcommand)]
@@ -256,7 +252,6 @@ fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Setti
             &q,
             &veriml_circuits::settings::PlanOptions {
                 max_weight_columns: opts.max_weight_columns,
-                evm: !opts.off_chain,
             },
         )?)
     })?;
@@ -751,7 +746,6 @@ fn run(cli: Cli) -> Result<()> {
                 weight_bits: 16,
                 input_range: (0.0, 1.0),
                 max_weight_columns: veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
-                off_chain: false,
             };
             let s = compile(&ui, &onnx, &dir, &opts)?;
             ui.say(&format!(

@@ -89,13 +89,18 @@ const TABLE_SIZE: usize = 1 << LIMB_BITS;
 pub struct ColumnShape {
     /// `F`: fixed weight columns, one per Freivalds slot.
     pub weight_columns: usize,
-    /// Bytes of each part `p`, `n` of a rounded output (and of an output's public slot).
+    /// Bytes of each part `p`, `n` of a model output (and of an output's public slot).
     pub out_limbs: usize,
+    /// Bytes of each part `p`, `n` of every ReLU layer's output (the rounding gate's layout).
+    pub relu_limbs: usize,
     /// Bytes of a packed model input.
     pub in_limbs: usize,
     /// `J`: input words, the stride of the input layout.
     pub input_words: usize,
-    /// Input parts per word, the rows of the input layout are `input_words·input_layers`.
+    /// Output words (rows of the public layout's first layer after the input words).
+    pub output_words: usize,
+    /// Parts per input word: the public layout has `input_layers` layers of
+    /// `input_words + output_words` rows.
     pub input_layers: usize,
 }
 
@@ -104,8 +109,10 @@ impl Default for ColumnShape {
         ColumnShape {
             weight_columns: 1,
             out_limbs: 2,
+            relu_limbs: 2,
             in_limbs: 2,
             input_words: 1,
+            output_words: 1,
             input_layers: 1,
         }
     }
@@ -176,8 +183,8 @@ impl ColumnShape {
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns + 6
     }
-    fn out_parts(&self) -> Vec<u32> {
-        part_bits(self.out_limbs)
+    fn relu_parts(&self) -> Vec<u32> {
+        part_bits(self.relu_limbs)
     }
     /// Rows of one packed input (16 bits each).
     fn in_parts(&self) -> usize {
@@ -192,43 +199,34 @@ impl ColumnShape {
     fn out_offset(&self) -> i128 {
         1i128 << (LIMB_BITS * self.out_limbs as u32)
     }
-    /// Rows of the input layout.
-    fn input_rows(&self) -> usize {
-        self.input_words * self.input_layers
+    /// `S`: rows of one layer of the public layout (its stride).
+    fn stride(&self) -> usize {
+        self.input_words + self.output_words
     }
-    /// Distance from an output word's instance row to the row holding it.
-    fn out_rotation(&self) -> i32 {
-        (self.input_rows() - self.input_words) as i32
+    /// Rows of the public layout.
+    fn input_rows(&self) -> usize {
+        self.stride() * self.input_layers
     }
 
     /// The shape of a model: byte counts from the quantizer's bounds, the input layout from
     /// the public packing and one weight column per Freivalds slot.
     pub fn for_model(model: &QuantizedModel) -> Result<Self, CompileError> {
-        let mut out = 1;
-        for l in &model.layers {
-            match l {
-                QLayer::Dense { out_bits, .. } | QLayer::Relu { out_bits, .. } => {
-                    out = out.max(limbs_for(*out_bits))
-                }
-            }
-        }
+        let layers = circuit_layers(model);
         let span = model.input_max as i128 - model.input_min as i128;
-        // a stand-alone ReLU on the input splits the input itself into p and n
-        let mag = (model.input_min as i128)
-            .abs()
-            .max((model.input_max as i128).abs());
-        out = out.max(limbs_for(bits_for(mag)));
         let mut shape = ColumnShape {
             weight_columns: 1,
-            out_limbs: out,
+            out_limbs: layers.last().map_or(1, |l| l.limbs),
+            relu_limbs: relu_limbs(&layers),
             in_limbs: limbs_for(bits_for(span.max(1))),
             input_words: 1,
+            output_words: 1,
             input_layers: 1,
         };
         let pk = Packing::new(&PublicLayout::of_model(model, shape));
         shape.input_words = pk.input_words;
+        shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
-        shape.weight_columns = Slots::assign(&circuit_layers(model), &shape, pk.output_words)?.count;
+        shape.weight_columns = Slots::assign(&layers, &shape, pk.output_words)?.count;
         Ok(shape)
     }
 }
@@ -379,12 +377,24 @@ struct CLayer {
     relu: bool,
     /// The inputs are identity outputs `p − n`: each takes two rows (`p`, then `n` negated).
     signed_inputs: bool,
+    /// Bytes of each part `p`, `n` of an output (the same for every ReLU layer).
+    limbs: usize,
 }
 
 impl CLayer {
     fn w(&self, o: usize, j: usize) -> i64 {
         self.weights[o * self.inputs + j]
     }
+}
+
+/// The byte count of every ReLU layer's parts: the largest any of them needs.
+fn relu_limbs(layers: &[CLayer]) -> usize {
+    layers
+        .iter()
+        .filter(|l| l.relu)
+        .map(|l| l.limbs)
+        .max()
+        .unwrap_or(1)
 }
 
 fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
@@ -399,6 +409,7 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 bias,
                 shift,
                 relu,
+                out_bits,
                 ..
             } => CLayer {
                 inputs: *inputs,
@@ -411,8 +422,9 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 shift: *shift,
                 relu: *relu,
                 signed_inputs: false,
+                limbs: limbs_for(*out_bits),
             },
-            QLayer::Relu { len, .. } => {
+            QLayer::Relu { len, out_bits, .. } => {
                 let mut weights = vec![0i64; len * len];
                 for j in 0..*len {
                     weights[j * len + j] = 1 << LIMB_BITS;
@@ -425,10 +437,32 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     shift: LIMB_BITS,
                     relu: true,
                     signed_inputs: false,
+                    limbs: limbs_for(*out_bits),
                 }
             }
         })
         .collect();
+    // a stand-alone ReLU splits its input into p and n: n is as large as the input's negative
+    // side (the previous layer's pre-activation bound, or the model input's)
+    let mut prev_bits = bits_for(
+        (model.input_min as i128)
+            .abs()
+            .max((model.input_max as i128).abs()),
+    );
+    for (l, q) in out.iter_mut().zip(&model.layers) {
+        let bits = match q {
+            QLayer::Dense { out_bits, .. } => *out_bits,
+            QLayer::Relu { out_bits, .. } => {
+                l.limbs = l.limbs.max(limbs_for(prev_bits));
+                *out_bits
+            }
+        };
+        prev_bits = bits;
+    }
+    let relu = relu_limbs(&out);
+    for l in out.iter_mut().filter(|l| l.relu) {
+        l.limbs = relu;
+    }
     for i in 1..out.len() {
         out[i].signed_inputs = !out[i - 1].relu;
     }
@@ -443,13 +477,13 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     out
 }
 
-/// Inputs of a layer as rows: a relu layer's consumer reads `p`, an identity layer's reads
-/// `p − n` (both rows).
-fn layer_source_bound(li: usize, shape: &ColumnShape) -> i128 {
+/// The largest `|x|` the range checks allow for the inputs of layer `li`: a packed input, or
+/// the previous layer's `p` (ReLU) or `p − n` (identity).
+fn layer_source_bound(layers: &[CLayer], li: usize, shape: &ColumnShape) -> i128 {
     if li == 0 {
         (1i128 << shape.in_slot()) - 1
     } else {
-        shape.out_offset() - 1
+        (1i128 << (LIMB_BITS * layers[li - 1].limbs as u32)) - 1
     }
 }
 
@@ -472,11 +506,11 @@ impl Slots {
         shape: &ColumnShape,
         output_words: usize,
     ) -> Result<Self, CompileError> {
-        let out_max = shape.out_offset() - 1;
         let (mut count, mut used) = (0usize, SLOT_BITS);
         let mut layer = Vec::with_capacity(layers.len());
         for (li, l) in layers.iter().enumerate() {
-            let x = layer_source_bound(li, shape);
+            let x = layer_source_bound(layers, li, shape);
+            let out_max = (1i128 << (LIMB_BITS * l.limbs as u32)) - 1;
             let overflow = || CompileError::Quantization {
                 layer: li,
                 detail: "the bound of a layer equation overflows 127 bits".into(),
@@ -590,36 +624,45 @@ impl Layout {
         let per = packing.inputs_per_word;
         if slots.count != shape.weight_columns
             || shape.input_words != packing.input_words
+            || shape.output_words != packing.output_words
             || shape.input_layers != per * in_parts
+            || shape.out_limbs != layers.last().map_or(0, |l| l.limbs)
+            || shape.relu_limbs != relu_limbs(&layers)
         {
             return Err(CompileError::Format {
                 what: "settings",
                 detail: "the circuit shape does not match the model".into(),
             });
         }
-        let (j_in, n_in) = (shape.input_words, model.input_len());
-        let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * j_in + i / per;
+        let (j_in, n_in, stride) = (shape.input_words, model.input_len(), shape.stride());
+        let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * stride + i / per;
+        // the public layout: layer m holds part m of every input word, then (first layer only)
+        // the output words
         let mut rows = Vec::new();
         for r in 0..shape.input_rows() {
-            let (m, j) = (r / j_in, r % j_in);
-            let i = j * per + m / in_parts;
-            let src = if i < n_in {
-                Src::Input { i, t: m % in_parts }
+            let (m, j) = (r / stride, r % stride);
+            let mut row;
+            if j < j_in {
+                let i = j * per + m / in_parts;
+                row = RowSpec::new(if i < n_in {
+                    Src::Input { i, t: m % in_parts }
+                } else {
+                    Src::Zero
+                });
+                row.checked = true;
+                row.q_x = if m == 0 { 2 } else { 1 };
+            } else if m == 0 {
+                row = RowSpec::new(Src::OutWord(j - j_in));
+                row.q_run = 2;
             } else {
-                Src::Zero
-            };
-            let mut row = RowSpec::new(src);
-            row.checked = true;
-            row.q_x = if m == 0 { 2 } else { 1 };
+                row = RowSpec::new(Src::Zero);
+            }
             rows.push(row);
         }
         let r_end = rows.len();
-        for k in 0..packing.output_words {
-            rows.push(RowSpec::new(Src::OutWord(k)));
-        }
-        let out_bits = shape.out_parts();
         let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
         for (l, layer) in layers.iter().enumerate() {
+            let out_bits = part_bits(layer.limbs);
             let rem_bits = part_bits((layer.shift / LIMB_BITS) as usize);
             let mut starts = Vec::with_capacity(layer.outputs);
             for o in 0..layer.outputs {
@@ -633,7 +676,7 @@ impl Layout {
                         let mut row = RowSpec::new(Src::Block { l, o, part, t });
                         row.checked = true;
                         row.small = b == LIMB_BITS;
-                        row.q_blk = part == Part::P && t == 0;
+                        row.q_blk = layer.relu && part == Part::P && t == 0;
                         rows.push(row);
                     }
                 }
@@ -641,7 +684,7 @@ impl Layout {
             }
             blocks.push(starts);
         }
-        // the rows after the input layout have c = 0; keep them off the table
+        // the accumulators of the last layer read c = 0 one stride below; keep it off the table
         while rows.len() < r_end + j_in {
             rows.push(RowSpec::new(Src::Zero));
         }
@@ -653,9 +696,6 @@ impl Layout {
             row.w.push((0, Fr::from(t as u64)));
             rows.push(row);
         }
-        for k in 0..packing.output_words {
-            rows[j_in + k].q_run = 2;
-        }
 
         // coefficients
         let mut consts = vec![Fr::zero(); slots.count];
@@ -666,7 +706,9 @@ impl Layout {
         };
         for (li, layer) in layers.iter().enumerate() {
             let d = pow2(layer.shift);
+            let out_bits = part_bits(layer.limbs);
             let rem_bits = part_bits((layer.shift / LIMB_BITS) as usize);
+            let in_bits = (li > 0).then(|| part_bits(layers[li - 1].limbs));
             for o in 0..layer.outputs {
                 let (slot, mu) = slots.layer[li][o];
                 consts[slot] += mu * fr_from_i128(layer.bias[o]);
@@ -676,15 +718,18 @@ impl Layout {
                         continue;
                     }
                     let coef = mu * fr_from_i128(w as i128);
-                    if li == 0 {
-                        for t in 0..in_parts {
-                            rows[in_row(j, t)].add(slot, coef * pow2(PART_BITS * t as u32));
+                    match &in_bits {
+                        None => {
+                            for t in 0..in_parts {
+                                rows[in_row(j, t)].add(slot, coef * pow2(PART_BITS * t as u32));
+                            }
                         }
-                    } else {
-                        let [p0, n0, _] = blocks[li - 1][j];
-                        add_value(&mut rows, p0, &out_bits, slot, coef);
-                        if layer.signed_inputs {
-                            add_value(&mut rows, n0, &out_bits, slot, -coef);
+                        Some(bits) => {
+                            let [p0, n0, _] = blocks[li - 1][j];
+                            add_value(&mut rows, p0, bits, slot, coef);
+                            if layer.signed_inputs {
+                                add_value(&mut rows, n0, bits, slot, -coef);
+                            }
                         }
                     }
                 }
@@ -695,6 +740,7 @@ impl Layout {
             }
         }
         let last = layers.len() - 1;
+        let out_bits = part_bits(layers[last].limbs);
         for (m, &(k, off)) in packing.outputs.iter().enumerate() {
             let slot = slots.words[k - packing.input_words];
             let coef = pow2(off);
@@ -706,7 +752,7 @@ impl Layout {
             consts[slot] -= coef * fr_from_i128(shape.out_offset());
         }
         for (k, &slot) in slots.words.iter().enumerate() {
-            rows[r_end + k].add(slot, Fr::one());
+            rows[j_in + k].add(slot, Fr::one());
         }
         // the closing row: the sum must end at minus its weights
         let mut end = RowSpec::new(Src::Zero);
@@ -870,7 +916,7 @@ impl ModelConfig {
             );
             let rc = m.query_fixed(q_rc, Rotation::cur());
             let tab = m.query_fixed(q_tab, Rotation::cur());
-            let word = m.query_advice(a, Rotation(shape.out_rotation()));
+            let word = m.query_advice(a, Rotation::cur());
             let inst = m.query_instance(instance, Rotation::cur());
             vec![
                 any * (next - cur) - x * l - rc * (hv.clone() + gv) + tab * hv,
@@ -904,7 +950,7 @@ impl ModelConfig {
             ]
         });
 
-        let out_bits = shape.out_parts();
+        let out_bits = shape.relu_parts();
         meta.create_gate("rounding", |m| {
             let q = m.query_fixed(q_blk, Rotation::cur());
             let rows = out_bits.len() as i32;
@@ -927,7 +973,7 @@ impl ModelConfig {
             ]
         });
 
-        let stride = shape.input_words as i32;
+        let stride = shape.stride() as i32;
         meta.create_gate("input words", |m| {
             let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
             let rest = m.query_advice(a, Rotation::cur())
@@ -1194,15 +1240,14 @@ fn first_phase(
     let n = rows.len();
     let (mut a, mut b, mut c) = (vec![Fr::zero(); n], vec![Fr::zero(); n], vec![Fr::zero(); n]);
     let in_bits = vec![PART_BITS; shape.in_parts()];
-    let out_bits = shape.out_parts();
     let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
-    let mut ints = vec![0i128; n];
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
             Src::Zero | Src::Table(_) => 0,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
             Src::Block { l, o, part, t } => {
                 let bv = wit.blocks[l][o];
+                let out_bits = part_bits(layout.layers[l].limbs);
                 match part {
                     Part::P => split(bv.p, &out_bits)[t],
                     Part::N => split(bv.n, &out_bits)[t],
@@ -1217,7 +1262,6 @@ fn first_phase(
                 continue;
             }
         };
-        ints[r] = v;
         if row.small {
             a[r] = fr_from_i128(v << LIMB_BITS);
             b[r] = fr_from_i128(v);
@@ -1227,10 +1271,11 @@ fn first_phase(
         }
     }
     // input accumulators, from the last part of each word up
-    let j_in = shape.input_words;
-    for r in (j_in..shape.input_rows()).rev() {
-        let below = if r + j_in < shape.input_rows() {
-            c[r + j_in]
+    let (j_in, stride, region) = (shape.input_words, shape.stride(), shape.input_rows());
+    let accumulator = |r: usize| r >= stride && r < region && r % stride < j_in;
+    for r in (0..region).rev().filter(|&r| accumulator(r)) {
+        let below = if r + stride < region {
+            c[r + stride]
         } else {
             Fr::zero()
         };
@@ -1294,7 +1339,7 @@ fn first_phase(
                 }
             }
             FaultTarget::InputAccumulator => {
-                if let Some(r) = pick(&|r, _| r >= j_in && r < shape.input_rows()) {
+                if let Some(r) = pick(&|r, _| accumulator(r)) {
                     cells.c[r] += one;
                 }
             }

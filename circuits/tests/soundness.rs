@@ -167,7 +167,7 @@ fn one_changed_cell_is_rejected_in_every_chip() {
         (FaultTarget::RescaleNeg, vec![0, 2, 4, 9]),
         (FaultTarget::RescaleRem, vec![0, 2, 4, 10]),
         (FaultTarget::RescaleShiftQuotient, vec![0, 1, 2, 5, 8, 10]),
-        (FaultTarget::RescaleBothParts, vec![0, 1, 2, 5, 8, 10]),
+        (FaultTarget::RescaleBothParts, vec![0, 1, 2, 5, 6, 7]),
         (FaultTarget::PackedInput, vec![0, 3, 5]),
         (FaultTarget::InputAccumulator, vec![0, 1]),
         (FaultTarget::PublicWord, vec![0]),
@@ -275,7 +275,7 @@ fn real_model_honest_and_faulty() {
 }
 
 /// A hidden layer without ReLU: the next layer reads its output as `p − n` (both rows carry
-/// its weights), and a changed `n`, or `p` and `n` both raised, is rejected.
+/// its weights), and a changed `n`, or a ReLU output's `p` and `n` both raised, is rejected.
 #[test]
 fn hidden_identity_layer_is_proven_and_bound() {
     let g = Graph {
@@ -309,12 +309,20 @@ fn hidden_identity_layer_is_proven_and_bound() {
             (FaultTarget::RescaleNeg, 1),
             (FaultTarget::RescalePos, 2),
             (FaultTarget::RescaleShiftQuotient, 2),
-            (FaultTarget::RescaleBothParts, 0),
-            (FaultTarget::RescaleBothParts, 1),
+            (FaultTarget::RescaleBothParts, 3),
+            (FaultTarget::RescaleBothParts, 4),
         ] {
             let bad = c.clone().with_fault(Fault { target, index });
             let words = bad.instances().unwrap();
             assert!(!check(k, &bad, words), "{target:?} {index} accepted");
         }
+        // an identity output is read as p − n only: raising both parts changes no value, so the
+        // circuit does not spend a constraint on it (and the claimed output is the same)
+        let same = c.clone().with_fault(Fault {
+            target: FaultTarget::RescaleBothParts,
+            index: 1,
+        });
+        assert_eq!(same.instances().unwrap(), inst);
+        assert!(check(k, &same, inst.clone()));
     }
 }

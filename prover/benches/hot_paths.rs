@@ -6,7 +6,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::sync::Arc;
 use std::time::Duration;
 use veriml_circuits::{
-    circuit::count_rows,
+    circuit::{plan, MAX_WEIGHT_COLUMNS},
     graph::{Graph, Op},
     halo2_proofs::{
         arithmetic::best_multiexp,
@@ -111,8 +111,8 @@ fn synthesis(c: &mut Criterion) {
         ("rescale blocks: 16x256", dense(16, 256)),
         ("packed inputs: 2048x2", dense(2048, 2)),
     ] {
-        let shape = ColumnShape::for_model(&q, 8);
-        let k = count_rows(&q, shape).k();
+        let planned = plan(&q, MAX_WEIGHT_COLUMNS).unwrap();
+        let (shape, k) = (planned.shape, planned.k);
         let x: Vec<i64> = (0..q.input_len())
             .map(|i| ((i * 37) % 16384) as i64)
             .collect();

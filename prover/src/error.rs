@@ -47,7 +47,7 @@ pub enum ProverError {
     #[error("Solidity compilation failed: {0}")]
     Solidity(String),
 
-    #[error("the generated verifier has {size} bytes of runtime code, over the EIP-170 limit of {limit}; compile the model for the EVM (without --off-chain) or with fewer weight columns (--max-weight-columns)")]
+    #[error("the generated verifier has {size} bytes of runtime code, over the EIP-170 limit of {limit}; each weight column (Freivalds slot) adds about 300 bytes: a model this wide needs a smaller verifier than this circuit gives (see settings.json circuit.shape.weight_columns)")]
     VerifierTooLarge { size: usize, limit: usize },
 
     #[error("EVM execution failed: {0}")]

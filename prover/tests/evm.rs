@@ -4,7 +4,7 @@
 mod common;
 use common::{evm_case, fixture, opts, root, EvmCase};
 use std::sync::Arc;
-use veriml_circuits::{compile_model, halo2_proofs::halo2curves::bn256::Fr};
+use veriml_circuits::halo2_proofs::halo2curves::bn256::Fr;
 use veriml_prover::{
     evm::{compile_verifier, solidity_verifier, verify_in_evm, MAX_RUNTIME_CODE},
     pipeline::{self, verify_raw},
@@ -71,17 +71,32 @@ fn generated_verifiers_fit_and_agree_with_native() {
 /// A verifier over the size limit is refused with a typed error, never deployed half-working.
 #[test]
 fn oversized_verifier_is_refused() {
-    // 28 weight columns: mnist_mlp's first layer in two groups (k = 12, the fastest prover),
-    // too many commitments for EIP-170
-    let (mut settings, compiled) = compile_model(
-        &fixture("mnist_mlp", "model.onnx"),
+    // one layer of 320 outputs: about 48 Freivalds slots, one weight column (commitment) each
+    let (inputs, outputs) = (8, 320);
+    let graph = veriml_circuits::Graph {
+        input_shape: vec![1, inputs],
+        output_shape: vec![1, outputs],
+        ops: vec![veriml_circuits::graph::Op::Dense {
+            node: "wide".into(),
+            inputs,
+            outputs,
+            weights: (0..inputs * outputs)
+                .map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0)
+                .collect(),
+            bias: vec![0.0; outputs],
+        }],
+    };
+    let (settings, compiled) = veriml_circuits::settings::compile_graph(
+        &graph,
+        "wide",
+        "00",
         &opts(),
-        &Default::default(),
+        &veriml_circuits::settings::PlanOptions {
+            max_weight_columns: veriml_circuits::circuit::MAX_WEIGHT_COLUMNS,
+        },
     )
     .unwrap();
-    let shape = veriml_circuits::ColumnShape::for_model(&compiled.model, 28);
-    settings.circuit.shape = shape;
-    settings.circuit.k = veriml_circuits::circuit::count_rows(&compiled.model, shape).k();
+    assert!(settings.circuit.shape.weight_columns > 40);
     let srs = Srs::insecure_dev(settings.circuit.k, 3);
     let keys = pipeline::setup(&settings, Arc::new(compiled.model), &srs).unwrap();
     let sol = solidity_verifier(&srs, keys.pk.get_vk(), settings.circuit.num_instances);

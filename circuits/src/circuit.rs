@@ -69,8 +69,6 @@ use std::sync::Arc;
 
 /// Bits per range-check byte; the table holds `0..2^LIMB_BITS`.
 pub const LIMB_BITS: u32 = 8;
-/// Bits of one checked row (two bytes).
-pub const PART_BITS: u32 = 16;
 /// Largest number of bits packed into one public word (below the 254-bit field).
 pub const WORD_BITS: u32 = 250;
 /// Largest number of bits of one Freivalds slot (`|E_f| < 2^252 < r/2`).
@@ -95,7 +93,9 @@ pub struct ColumnShape {
     pub relu_limbs: usize,
     /// Bytes of a packed model input.
     pub in_limbs: usize,
-    /// `J`: input words, the stride of the input layout.
+    /// Bytes per checked row: 2 (columns `b` and `g` hold the high byte and its inverse) or 1.
+    pub row_bytes: usize,
+    /// `J`: input words.
     pub input_words: usize,
     /// Output words (rows of the public layout's first layer after the input words).
     pub output_words: usize,
@@ -111,6 +111,7 @@ impl Default for ColumnShape {
             out_limbs: 2,
             relu_limbs: 2,
             in_limbs: 2,
+            row_bytes: 2,
             input_words: 1,
             output_words: 1,
             input_layers: 1,
@@ -138,25 +139,6 @@ fn bits_for(max: i128) -> u32 {
     (128 - max.unsigned_abs().leading_zeros()).max(1)
 }
 
-/// Bits of each checked row of a value of `limbs` bytes: 16-bit rows, the top one 8-bit if the
-/// byte count is odd.
-fn part_bits(limbs: usize) -> Vec<u32> {
-    let mut v = vec![PART_BITS; limbs / 2];
-    if limbs % 2 == 1 {
-        v.push(LIMB_BITS);
-    }
-    v
-}
-
-/// What part `t` of a value contributes per unit of `a` (an 8-bit part holds `a = 256·v`).
-fn part_factor(bits: &[u32], t: usize) -> Fr {
-    let f = pow2(PART_BITS * t as u32);
-    if bits[t] == LIMB_BITS {
-        f * Fr::from(256).invert().unwrap()
-    } else {
-        f
-    }
-}
 
 /// Splits `v` into parts of the given sizes; the top part keeps whatever is left, so a value
 /// too large for its parts shows up as a top part out of range.
@@ -176,22 +158,49 @@ fn split(v: i128, bits: &[u32]) -> Vec<i128> {
 }
 
 impl ColumnShape {
+    /// `a, c, s, h`, and `b, g` with two bytes per row.
     pub fn advice_columns(&self) -> usize {
-        6
+        2 + 2 * self.row_bytes
+    }
+    /// Bits of one full checked row.
+    fn row_bits(&self) -> u32 {
+        LIMB_BITS * self.row_bytes as u32
+    }
+    /// Bits of each checked row of a value of `limbs` bytes: full rows, and with two bytes per
+    /// row a last 8-bit row if the byte count is odd.
+    fn parts(&self, limbs: usize) -> Vec<u32> {
+        let mut v = vec![self.row_bits(); limbs / self.row_bytes];
+        if limbs % self.row_bytes == 1 {
+            v.push(LIMB_BITS);
+        }
+        v
+    }
+    /// A two-byte row holding one byte (`a = 256·v`, `b = v`).
+    fn small(&self, bits: u32) -> bool {
+        self.row_bytes == 2 && bits == LIMB_BITS
+    }
+    /// What row `t` of a value contributes per unit of its `a`.
+    fn factor(&self, bits: &[u32], t: usize) -> Fr {
+        let f = pow2(bits[..t].iter().sum());
+        if self.small(bits[t]) {
+            f * Fr::from(256).invert().unwrap()
+        } else {
+            f
+        }
     }
     /// Fixed columns: weights and six selectors.
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns + 6
     }
     fn relu_parts(&self) -> Vec<u32> {
-        part_bits(self.relu_limbs)
+        self.parts(self.relu_limbs)
     }
-    /// Rows of one packed input (16 bits each).
+    /// Rows of one packed input (full rows each).
     fn in_parts(&self) -> usize {
-        self.in_limbs.div_ceil(2)
+        self.in_limbs.div_ceil(self.row_bytes)
     }
     fn in_slot(&self) -> u32 {
-        PART_BITS * self.in_parts() as u32
+        self.row_bits() * self.in_parts() as u32
     }
     fn out_slot(&self) -> u32 {
         LIMB_BITS * self.out_limbs as u32 + 1
@@ -208,9 +217,10 @@ impl ColumnShape {
         self.stride() * self.input_layers
     }
 
-    /// The shape of a model: byte counts from the quantizer's bounds, the input layout from
-    /// the public packing and one weight column per Freivalds slot.
-    pub fn for_model(model: &QuantizedModel) -> Result<Self, CompileError> {
+    /// The shape of a model with `row_bytes` bytes per checked row: byte counts from the
+    /// quantizer's bounds, the input layout from the public packing and one weight column per
+    /// Freivalds slot.
+    pub fn for_model(model: &QuantizedModel, row_bytes: usize) -> Result<Self, CompileError> {
         let layers = circuit_layers(model);
         let span = model.input_max as i128 - model.input_min as i128;
         let mut shape = ColumnShape {
@@ -218,6 +228,7 @@ impl ColumnShape {
             out_limbs: layers.last().map_or(1, |l| l.limbs),
             relu_limbs: relu_limbs(&layers),
             in_limbs: limbs_for(bits_for(span.max(1))),
+            row_bytes: row_bytes.clamp(1, 2),
             input_words: 1,
             output_words: 1,
             input_layers: 1,
@@ -662,8 +673,8 @@ impl Layout {
         let r_end = rows.len();
         let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
         for (l, layer) in layers.iter().enumerate() {
-            let out_bits = part_bits(layer.limbs);
-            let rem_bits = part_bits((layer.shift / LIMB_BITS) as usize);
+            let out_bits = shape.parts(layer.limbs);
+            let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
             let mut starts = Vec::with_capacity(layer.outputs);
             for o in 0..layer.outputs {
                 let mut at = [0; 3];
@@ -675,7 +686,7 @@ impl Layout {
                     for (t, &b) in bits.iter().enumerate() {
                         let mut row = RowSpec::new(Src::Block { l, o, part, t });
                         row.checked = true;
-                        row.small = b == LIMB_BITS;
+                        row.small = shape.small(b);
                         row.q_blk = layer.relu && part == Part::P && t == 0;
                         rows.push(row);
                     }
@@ -701,14 +712,14 @@ impl Layout {
         let mut consts = vec![Fr::zero(); slots.count];
         let add_value = |rows: &mut Vec<RowSpec>, start: usize, bits: &[u32], slot: usize, c: Fr| {
             for t in 0..bits.len() {
-                rows[start + t].add(slot, c * part_factor(bits, t));
+                rows[start + t].add(slot, c * shape.factor(bits, t));
             }
         };
         for (li, layer) in layers.iter().enumerate() {
             let d = pow2(layer.shift);
-            let out_bits = part_bits(layer.limbs);
-            let rem_bits = part_bits((layer.shift / LIMB_BITS) as usize);
-            let in_bits = (li > 0).then(|| part_bits(layers[li - 1].limbs));
+            let out_bits = shape.parts(layer.limbs);
+            let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
+            let in_bits = (li > 0).then(|| shape.parts(layers[li - 1].limbs));
             for o in 0..layer.outputs {
                 let (slot, mu) = slots.layer[li][o];
                 consts[slot] += mu * fr_from_i128(layer.bias[o]);
@@ -721,7 +732,8 @@ impl Layout {
                     match &in_bits {
                         None => {
                             for t in 0..in_parts {
-                                rows[in_row(j, t)].add(slot, coef * pow2(PART_BITS * t as u32));
+                                rows[in_row(j, t)]
+                                    .add(slot, coef * pow2(shape.row_bits() * t as u32));
                             }
                         }
                         Some(bits) => {
@@ -740,7 +752,7 @@ impl Layout {
             }
         }
         let last = layers.len() - 1;
-        let out_bits = part_bits(layers[last].limbs);
+        let out_bits = shape.parts(layers[last].limbs);
         for (m, &(k, off)) in packing.outputs.iter().enumerate() {
             let slot = slots.words[k - packing.input_words];
             let coef = pow2(off);
@@ -824,7 +836,26 @@ pub struct Plan {
 /// Refuses models needing more than `max_weight_columns` slots: each weight column is one more
 /// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code).
 pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, CompileError> {
-    let shape = ColumnShape::for_model(model)?;
+    let cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
+    // two bytes per row halve the rows; one byte per row saves two advice columns (for the
+    // prover two commitments, for the EVM verifier about 14,000 gas): taken when `k` allows
+    let mut best: Option<Plan> = None;
+    for row_bytes in [2, 1] {
+        let p = plan_with(model, cap, row_bytes)?;
+        if best.as_ref().is_none_or(|b| p.k <= b.k) {
+            best = Some(p);
+        }
+    }
+    Ok(best.expect("two plans"))
+}
+
+/// Plans the circuit with a given number of bytes per checked row.
+pub fn plan_with(
+    model: &QuantizedModel,
+    max_weight_columns: usize,
+    row_bytes: usize,
+) -> Result<Plan, CompileError> {
+    let shape = ColumnShape::for_model(model, row_bytes)?;
     let cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
     if shape.weight_columns > cap {
         return Err(CompileError::Structure {
@@ -845,11 +876,13 @@ pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, C
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
     a: Column<Advice>,
-    b: Column<Advice>,
+    /// High bytes (two bytes per row only).
+    b: Option<Column<Advice>>,
     c: Column<Advice>,
     s: Column<Advice>,
     h: Column<Advice>,
-    g: Column<Advice>,
+    /// Inverses of the high bytes (two bytes per row only).
+    g: Option<Column<Advice>>,
     w: Vec<Column<Fixed>>,
     q_run: Column<Fixed>,
     q_rc: Column<Fixed>,
@@ -883,9 +916,13 @@ fn select(q: Expression<Fr>) -> [Expression<Fr>; 3] {
 impl ModelConfig {
     /// Declares the columns and gates for a shape.
     pub fn configure(meta: &mut ConstraintSystem<Fr>, shape: ColumnShape) -> Self {
-        let [a, b, c_] = [(); 3].map(|_| meta.advice_column_in(FirstPhase));
+        let wide = shape.row_bytes == 2;
+        let a = meta.advice_column_in(FirstPhase);
+        let b = wide.then(|| meta.advice_column_in(FirstPhase));
+        let c_ = meta.advice_column_in(FirstPhase);
         let gamma = meta.challenge_usable_after(FirstPhase);
-        let [s, h, g] = [(); 3].map(|_| meta.advice_column_in(SecondPhase));
+        let [s, h] = [(); 2].map(|_| meta.advice_column_in(SecondPhase));
+        let g = wide.then(|| meta.advice_column_in(SecondPhase));
         let w: Vec<_> = (0..shape.weight_columns.max(1))
             .map(|_| meta.fixed_column())
             .collect();
@@ -910,16 +947,17 @@ impl ModelConfig {
                 m.query_advice(s, Rotation::next()),
             );
             let x = m.query_advice(a, Rotation::cur());
-            let (hv, gv) = (
-                m.query_advice(h, Rotation::cur()),
-                m.query_advice(g, Rotation::cur()),
-            );
+            let hv = m.query_advice(h, Rotation::cur());
+            let inverses = match g {
+                Some(g) => hv.clone() + m.query_advice(g, Rotation::cur()),
+                None => hv.clone(),
+            };
             let rc = m.query_fixed(q_rc, Rotation::cur());
             let tab = m.query_fixed(q_tab, Rotation::cur());
             let word = m.query_advice(a, Rotation::cur());
             let inst = m.query_instance(instance, Rotation::cur());
             vec![
-                any * (next - cur) - x * l - rc * (hv.clone() + gv) + tab * hv,
+                any * (next - cur) - x * l - rc * inverses + tab * hv,
                 tie * (word - inst),
             ]
         });
@@ -927,15 +965,19 @@ impl ModelConfig {
         meta.create_gate("byte inverses", |m| {
             let q = m.query_fixed(q_rc, Rotation::cur());
             let gm = m.query_challenge(gamma);
-            let (x, hi) = (
-                m.query_advice(a, Rotation::cur()),
-                m.query_advice(b, Rotation::cur()),
-            );
-            let lo = x - hi.clone() * c(TABLE_SIZE as u64);
-            vec![
-                q.clone() * (m.query_advice(h, Rotation::cur()) * (gm.clone() + lo) - c(1)),
-                q * (m.query_advice(g, Rotation::cur()) * (gm + hi) - c(1)),
-            ]
+            let x = m.query_advice(a, Rotation::cur());
+            let hv = m.query_advice(h, Rotation::cur());
+            match (b, g) {
+                (Some(b), Some(g)) => {
+                    let hi = m.query_advice(b, Rotation::cur());
+                    let lo = x - hi.clone() * c(TABLE_SIZE as u64);
+                    vec![
+                        q.clone() * (hv * (gm.clone() + lo) - c(1)),
+                        q * (m.query_advice(g, Rotation::cur()) * (gm + hi) - c(1)),
+                    ]
+                }
+                _ => vec![q * (hv * (gm + x) - c(1))],
+            }
         });
 
         meta.create_gate("table", |m| {
@@ -956,7 +998,8 @@ impl ModelConfig {
             let rows = out_bits.len() as i32;
             let mut value = |first: i32| {
                 (0..out_bits.len()).fold(c(0), |acc, t| {
-                    acc + m.query_advice(a, Rotation(first + t as i32)) * k(part_factor(&out_bits, t))
+                    acc + m.query_advice(a, Rotation(first + t as i32))
+                        * k(shape.factor(&out_bits, t))
                 })
             };
             let p = value(0);
@@ -977,7 +1020,7 @@ impl ModelConfig {
         meta.create_gate("input words", |m| {
             let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
             let rest = m.query_advice(a, Rotation::cur())
-                + m.query_advice(c_, Rotation(stride)) * k(pow2(PART_BITS));
+                + m.query_advice(c_, Rotation(stride)) * k(pow2(shape.row_bits()));
             vec![
                 acc * (m.query_advice(c_, Rotation::cur()) - rest.clone()),
                 word * (m.query_instance(instance, Rotation::cur()) - rest),
@@ -1239,7 +1282,7 @@ fn first_phase(
     let rows = &layout.rows;
     let n = rows.len();
     let (mut a, mut b, mut c) = (vec![Fr::zero(); n], vec![Fr::zero(); n], vec![Fr::zero(); n]);
-    let in_bits = vec![PART_BITS; shape.in_parts()];
+    let in_bits = vec![shape.row_bits(); shape.in_parts()];
     let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
@@ -1247,12 +1290,12 @@ fn first_phase(
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
             Src::Block { l, o, part, t } => {
                 let bv = wit.blocks[l][o];
-                let out_bits = part_bits(layout.layers[l].limbs);
+                let out_bits = shape.parts(layout.layers[l].limbs);
                 match part {
                     Part::P => split(bv.p, &out_bits)[t],
                     Part::N => split(bv.n, &out_bits)[t],
                     Part::R => {
-                        let rem = part_bits((layout.layers[l].shift / LIMB_BITS) as usize);
+                        let rem = shape.parts((layout.layers[l].shift / LIMB_BITS) as usize);
                         split(bv.r, &rem)[t]
                     }
                 }
@@ -1267,7 +1310,9 @@ fn first_phase(
             b[r] = fr_from_i128(v);
         } else {
             a[r] = fr_from_i128(v);
-            b[r] = fr_from_i128(v >> LIMB_BITS);
+            if shape.row_bytes == 2 {
+                b[r] = fr_from_i128(v >> LIMB_BITS);
+            }
         }
     }
     // input accumulators, from the last part of each word up
@@ -1279,7 +1324,7 @@ fn first_phase(
         } else {
             Fr::zero()
         };
-        c[r] = a[r] + pow2(PART_BITS) * below;
+        c[r] = a[r] + pow2(shape.row_bits()) * below;
     }
     // multiplicities of both bytes of every checked row
     let table_start = rows
@@ -1291,7 +1336,8 @@ fn first_phase(
         if !row.checked {
             continue;
         }
-        for byte in [a[r] - b[r] * Fr::from(TABLE_SIZE as u64), b[r]] {
+        let lo = a[r] - b[r] * Fr::from(TABLE_SIZE as u64);
+        for byte in [lo, b[r]].into_iter().take(shape.row_bytes) {
             if let Some(v) = fr_to_i128(&byte).filter(|v| (0..TABLE_SIZE as i128).contains(v)) {
                 counts[v as usize] += 1;
             }
@@ -1314,8 +1360,12 @@ fn first_phase(
         let one = Fr::one();
         match f.target {
             FaultTarget::HighByte => {
+                // with one byte per row, the byte itself
                 if let Some(r) = pick(&|_, row| row.checked) {
-                    cells.b[r] += one;
+                    match shape.row_bytes {
+                        2 => cells.b[r] += one,
+                        _ => cells.a[r] += Fr::from(TABLE_SIZE as u64),
+                    }
                 }
             }
             FaultTarget::RescalePos => {
@@ -1360,7 +1410,13 @@ fn first_phase(
 }
 
 /// Second-phase cell values: byte inverses `h`, `g` and the running sum `s`.
-fn second_phase(layout: &Layout, cells: &Cells, gamma: Fr, fault: Option<Fault>) -> [Vec<Fr>; 3] {
+fn second_phase(
+    layout: &Layout,
+    wide: bool,
+    cells: &Cells,
+    gamma: Fr,
+    fault: Option<Fault>,
+) -> [Vec<Fr>; 3] {
     let rows = &layout.rows;
     let n = rows.len();
     let mut h = vec![Fr::zero(); n];
@@ -1368,7 +1424,9 @@ fn second_phase(layout: &Layout, cells: &Cells, gamma: Fr, fault: Option<Fault>)
     for (r, row) in rows.iter().enumerate() {
         if row.checked {
             h[r] = gamma + cells.a[r] - cells.b[r] * Fr::from(TABLE_SIZE as u64);
-            g[r] = gamma + cells.b[r];
+            if wide {
+                g[r] = gamma + cells.b[r];
+            }
         } else if let Src::Table(t) = row.src {
             h[r] = gamma + Fr::from(t as u64);
         }
@@ -1475,7 +1533,8 @@ impl Circuit<Fr> for ModelCircuit {
                     }
                 }
                 let n = layout.rows.len();
-                for (col, pick) in [(cfg.a, 0), (cfg.b, 1), (cfg.c, 2)] {
+                for (col, pick) in [(Some(cfg.a), 0), (cfg.b, 1), (Some(cfg.c), 2)] {
+                    let Some(col) = col else { continue };
                     for r in 0..n {
                         let v = match &cells {
                             Some(cs) => Value::known([&cs.a, &cs.b, &cs.c][pick][r]),
@@ -1487,10 +1546,13 @@ impl Circuit<Fr> for ModelCircuit {
                 region.next_phase();
                 let gamma = region.get_challenge(cfg.gamma);
                 let second = match &cells {
-                    Some(cs) => gamma.map(|gm| second_phase(&layout, cs, gm, self.fault)),
+                    Some(cs) => gamma.map(|gm| {
+                        second_phase(&layout, shape.row_bytes == 2, cs, gm, self.fault)
+                    }),
                     None => Value::unknown(),
                 };
-                for (col, pick) in [(cfg.h, 0), (cfg.g, 1), (cfg.s, 2)] {
+                for (col, pick) in [(Some(cfg.h), 0), (cfg.g, 1), (Some(cfg.s), 2)] {
+                    let Some(col) = col else { continue };
                     for r in 0..n {
                         region.assign_advice(col, r, second.as_ref().map(|v| v[pick][r]));
                     }

@@ -24,14 +24,19 @@ fn failures(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Option<String
         .map(|e| format!("{e:?}"))
 }
 
-fn planned(q: &QuantizedModel) -> (ColumnShape, u32) {
-    let p = veriml_circuits::circuit::plan(q, 64).unwrap();
+/// The circuit with one or two bytes per checked row (the two layouts the planner chooses
+/// from).
+fn planned(q: &QuantizedModel, row_bytes: usize) -> (ColumnShape, u32) {
+    let p = veriml_circuits::circuit::plan_with(q, 64, row_bytes).unwrap();
+    assert_eq!(p.shape.row_bytes, row_bytes);
     (p.shape, p.k)
 }
 
+const ROW_BYTES: [usize; 2] = [1, 2];
+
 /// A small model exercising every layer kind: dense+ReLU, stand-alone ReLU, dense (identity),
 /// with negative values, a zero weight and an input width that does not fill the last row.
-fn small_model() -> (Arc<QuantizedModel>, ColumnShape, u32) {
+fn small_model(row_bytes: usize) -> (Arc<QuantizedModel>, ColumnShape, u32) {
     let g = Graph {
         input_shape: vec![1, 6],
         output_shape: vec![1, 3],
@@ -77,7 +82,7 @@ fn small_model() -> (Arc<QuantizedModel>, ColumnShape, u32) {
         ..QuantOptions::default()
     };
     let q = QuantizedModel::from_graph(&g, &opts).unwrap();
-    let (shape, k) = planned(&q);
+    let (shape, k) = planned(&q, row_bytes);
     (Arc::new(q), shape, k)
 }
 
@@ -87,7 +92,13 @@ fn small_input(q: &QuantizedModel) -> Vec<i64> {
 
 #[test]
 fn honest_witness_is_accepted() {
-    let (q, shape, k) = small_model();
+    for rb in ROW_BYTES {
+        honest_witness_is_accepted_with(rb);
+    }
+}
+
+fn honest_witness_is_accepted_with(row_bytes: usize) {
+    let (q, shape, k) = small_model(row_bytes);
     // fc2 is followed by a ReLU: the graph fuses it; the first ReLU is fused too
     let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     assert!(check(k, &c, c.instances().unwrap()));
@@ -99,7 +110,13 @@ fn honest_witness_is_accepted() {
 /// pre-activations to their most negative value (the ReLU's negative part is range-checked too).
 #[test]
 fn every_corner_of_the_input_range_proves() {
-    let (q, shape, k) = small_model();
+    for rb in ROW_BYTES {
+        every_corner_proves_with(rb);
+    }
+}
+
+fn every_corner_proves_with(row_bytes: usize) {
+    let (q, shape, k) = small_model(row_bytes);
     for mask in 0..64u32 {
         let x: Vec<f64> = (0..6)
             .map(|i| if mask >> i & 1 == 1 { 1.0 } else { -1.0 })
@@ -116,7 +133,7 @@ fn every_corner_of_the_input_range_proves() {
         ops: vec![Op::Relu { node: "r".into() }],
     };
     let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
-    let (shape, k) = planned(&q);
+    let (shape, k) = planned(&q, row_bytes);
     let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&[-1.0, 1.0]).unwrap());
     assert!(check(k, &c, c.instances().unwrap()));
 }
@@ -142,22 +159,30 @@ fn standalone_relu_layer_is_proven() {
         q.layers[0],
         veriml_circuits::quantize::QLayer::Relu { .. }
     ));
-    let (shape, k) = planned(&q);
-    let x = q.quantize_input(&[-0.5, 0.25, 1.0]).unwrap();
-    let c = ModelCircuit::with_input(q.clone(), shape, x.clone());
-    assert!(check(k, &c, c.instances().unwrap()));
-    let bad = c.clone().with_fault(Fault {
-        target: FaultTarget::RescalePos,
-        index: 0,
-    });
-    assert!(!check(k, &bad, c.instances().unwrap()));
+    for rb in ROW_BYTES {
+        let (shape, k) = planned(&q, rb);
+        let x = q.quantize_input(&[-0.5, 0.25, 1.0]).unwrap();
+        let c = ModelCircuit::with_input(q.clone(), shape, x.clone());
+        assert!(check(k, &c, c.instances().unwrap()));
+        let bad = c.clone().with_fault(Fault {
+            target: FaultTarget::RescalePos,
+            index: 0,
+        });
+        assert!(!check(k, &bad, c.instances().unwrap()));
+    }
 }
 
 /// Every chip, several cells each: one changed cell, or one of the compound faults, makes the
 /// circuit unsatisfiable, even with public words computed from the faulted witness.
 #[test]
 fn one_changed_cell_is_rejected_in_every_chip() {
-    let (q, shape, k) = small_model();
+    for rb in ROW_BYTES {
+        one_changed_cell_is_rejected_with(rb);
+    }
+}
+
+fn one_changed_cell_is_rejected_with(row_bytes: usize) {
+    let (q, shape, k) = small_model(row_bytes);
     let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     let targets = [
         (FaultTarget::RunningSum, vec![0, 1, 3, 8, 40, 100, 300]),
@@ -179,7 +204,10 @@ fn one_changed_cell_is_rejected_in_every_chip() {
             let c = honest.clone().with_fault(Fault { target, index });
             let words = c.instances().unwrap();
             let failed = failures(k, &c, words);
-            assert!(failed.is_some(), "fault {target:?} at {index} was accepted");
+            assert!(
+                failed.is_some(),
+                "fault {target:?} at {index} was accepted ({row_bytes} bytes per row)"
+            );
             if target == FaultTarget::RescaleBothParts {
                 // nothing but p·n = 0 sees it: the whole forward pass follows the change
                 assert!(failed.unwrap().contains("rounding"), "{target:?} {index}");
@@ -192,7 +220,7 @@ fn one_changed_cell_is_rejected_in_every_chip() {
 /// public words computed from the faulted pass, only the range checks or `p·n = 0` object.
 #[test]
 fn compound_faults_change_the_claimed_output() {
-    let (q, shape, _) = small_model();
+    let (q, shape, _) = small_model(2);
     let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     let words = honest.instances().unwrap();
     let mut changed = 0;
@@ -212,7 +240,7 @@ fn compound_faults_change_the_claimed_output() {
 
 #[test]
 fn public_input_and_output_are_bound() {
-    let (q, shape, k) = small_model();
+    let (q, shape, k) = small_model(2);
     let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     let inst = c.instances().unwrap();
     // the words unpack to exactly the quantized input and output
@@ -237,7 +265,7 @@ fn public_input_and_output_are_bound() {
 
 #[test]
 fn packing_round_trips_and_refuses_stray_bits() {
-    let (q, shape, _) = small_model();
+    let (q, shape, _) = small_model(2);
     let x = small_input(&q);
     let y = q.forward(&x);
     let words = pack_public(&q, &shape, &x, &y);
@@ -300,7 +328,13 @@ fn hidden_identity_layer_is_proven_and_bound() {
         ],
     };
     let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
-    let (shape, k) = planned(&q);
+    for rb in ROW_BYTES {
+        hidden_identity_with(&q, rb);
+    }
+}
+
+fn hidden_identity_with(q: &Arc<QuantizedModel>, row_bytes: usize) {
+    let (shape, k) = planned(q, row_bytes);
     for x in [[-0.9, 0.4, 0.7], [0.8, -0.6, -1.0], [1.0, 1.0, 1.0]] {
         let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap());
         let inst = c.instances().unwrap();

@@ -9,10 +9,9 @@ measured from here. Reports medians as a markdown table and JSON.
     python3 benchmarks/bench.py --quick         # tiny_mlp and digits_mlp, 3 repetitions
     python3 benchmarks/bench.py --no-ezkl       # VeriML only
 
-Two VeriML configurations run: the default (planned for the EVM verifier: every shared model's
-verifier fits on chain) and `--off-chain --max-weight-columns 32` (planned for proving speed only),
-when the latter gives another circuit. A chart (results/latest.png) is drawn with matplotlib from
-the same virtual environment.
+VeriML runs with its default settings (the circuit whose Solidity verifier every shared model
+deploys with). A chart (results/latest.png) is drawn with matplotlib from the same virtual
+environment.
 
 EZKL 23.0.5 is installed from PyPI into a virtual environment (default ~/.cache/veriml-bench-venv).
 Both tools use a locally generated SRS (no network).
@@ -131,43 +130,29 @@ def main():
         mdir = os.path.join(mroot, m)
         base = tempfile.mkdtemp(prefix=f"bench-{m}-")
         vdir, edir = os.path.join(base, "veriml"), os.path.join(base, "ezkl")
-        fdir = os.path.join(base, "veriml-fast")
         os.makedirs(edir)
         onnx = os.path.join(mdir, "model.onnx")
         out, _, _ = timed([veriml, "--json", "compile", onnx, "-d", vdir, "--input-range", "0,1"])
         vinfo = json.loads(out)
-        out, _, _ = timed([veriml, "--json", "compile", onnx, "-d", fdir, "--input-range", "0,1",
-                           "--off-chain", "--max-weight-columns", "32"])
-        finfo = json.loads(out)
-        fast = (finfo["k"], finfo["weight_columns"]) != (vinfo["k"], vinfo["weight_columns"])
         acc = json.loads(timed([veriml, "--json", "accuracy", "-d", vdir, "-s", os.path.join(mdir, "samples.json")])[0])
         # the SRS is generated once, outside the timed setup (EZKL's gen_srs is outside too)
         timed([veriml, "--json", "setup", "-d", vdir, "--insecure-dev-srs"])
         srs = os.path.join(base, "dev.srs")
         shutil.copy(os.path.join(vdir, "kzg.srs"), srs)
-        if fast:
-            timed([veriml, "--json", "setup", "-d", fdir, "--insecure-dev-srs"])
-            fsrs = os.path.join(base, "fast.srs")
-            shutil.copy(os.path.join(fdir, "kzg.srs"), fsrs)
         einfo = None
         if py:
             out, _, _ = timed([py, os.path.join(ROOT, "benchmarks", "ezkl_step.py"), "prepare", edir, mdir])
             einfo = json.loads(out.strip().splitlines()[-1])
-        vreps, freps, ereps = [], [], []
+        vreps, ereps = [], []
         for rep in range(args.reps):
             vreps.append(veriml_rep(veriml, vdir, mdir, srs))
-            if fast:
-                freps.append(veriml_rep(veriml, fdir, mdir, fsrs))
             if py:
                 ereps.append(ezkl_rep(py, edir, mdir))
             print(f"{m} rep {rep + 1}/{args.reps}: veriml prove {vreps[-1]['prove_s']:.2f}s"
-                  + (f", off-chain {freps[-1]['prove_s']:.2f}s" if fast else "")
                   + (f", ezkl prove {ereps[-1]['prove_s']:.2f}s" if py else ""), file=sys.stderr)
         results[m] = {
             "veriml": summarize(vreps) | {"k": vinfo["k"], "weight_columns": vinfo["weight_columns"],
                                           "accuracy": acc, "reps": vreps},
-            "veriml_fast": (summarize(freps) | {"k": finfo["k"], "weight_columns": finfo["weight_columns"],
-                                                "reps": freps}) if fast else None,
             "ezkl": (summarize(ereps) | {"k": einfo["logrows"], "reps": ereps}) if py else None,
         }
         shutil.rmtree(base, ignore_errors=True)
@@ -200,16 +185,15 @@ def render(meta, results):
         "",
         f"{meta['date']}, {meta['machine']}; medians of {meta['reps']} alternating repetitions; SRS: {meta['srs']}.",
         "Times are wall-clock seconds: VeriML's are whole processes (start, load keys, prove, write), EZKL's the",
-        "library call. `VeriML` is the default circuit (planned for the EVM verifier, which fits on chain for every",
-        "model here); `VeriML off-chain` is `--off-chain --max-weight-columns 32` (proving speed only), shown where",
-        "it differs. F = weight columns.",
+        "library call. VeriML runs its default circuit, whose Solidity verifier fits on chain for every model here.",
+        "F = weight columns (Freivalds slots).",
         "",
         "| model | tool | k | setup s | prove s | verify s | proving key | proof | peak RSS | prove speed-up | RSS vs EZKL |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in results.items():
         e = r["ezkl"]
-        rows = [("VeriML", r["veriml"]), ("VeriML off-chain", r.get("veriml_fast")), ("EZKL", e)]
+        rows = [("VeriML", r["veriml"]), ("EZKL", e)]
         for tool, x in rows:
             if x is None:
                 continue

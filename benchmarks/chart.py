@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Draws results/latest.png from results/latest.json: median prove time and peak memory per model,
-VeriML (default and off-chain) beside EZKL, with the speed-up written over each VeriML bar.
+VeriML beside EZKL, with the speed-up written over each VeriML bar.
 
     python chart.py results/latest.json results/latest.png
 """
@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-TOOLS = [("veriml", "VeriML", "#2b6cb0"), ("veriml_fast", "VeriML off-chain", "#63b3ed"), ("ezkl", "EZKL", "#c05621")]
+TOOLS = [("veriml", "VeriML", "#2b6cb0"), ("ezkl", "EZKL", "#c05621")]
 
 
 def main(src, dst):

@@ -139,7 +139,6 @@ fn bits_for(max: i128) -> u32 {
     (128 - max.unsigned_abs().leading_zeros()).max(1)
 }
 
-
 /// Splits `v` into parts of the given sizes; the top part keeps whatever is left, so a value
 /// too large for its parts shows up as a top part out of range.
 fn split(v: i128, bits: &[u32]) -> Vec<i128> {
@@ -536,7 +535,10 @@ impl Slots {
                 let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
                 bound = bound.checked_add(own).ok_or_else(overflow)?;
                 for j in 0..l.inputs {
-                    let t = (l.w(o, j) as i128).abs().checked_mul(x).ok_or_else(overflow)?;
+                    let t = (l.w(o, j) as i128)
+                        .abs()
+                        .checked_mul(x)
+                        .ok_or_else(overflow)?;
                     bound = bound.checked_add(t).ok_or_else(overflow)?;
                 }
                 let bits = bits_for(bound) + 1;
@@ -574,9 +576,17 @@ enum Part {
 enum Src {
     Zero,
     /// Part `t` of packed input `i`.
-    Input { i: usize, t: usize },
+    Input {
+        i: usize,
+        t: usize,
+    },
     /// Part `t` of `p`, `n` or `r` of output `o` of layer `l`.
-    Block { l: usize, o: usize, part: Part, t: usize },
+    Block {
+        l: usize,
+        o: usize,
+        part: Part,
+        t: usize,
+    },
     /// Output word `k`.
     OutWord(usize),
     /// Table row `t` (`a = 0`, `c` = multiplicity).
@@ -678,9 +688,13 @@ impl Layout {
             let mut starts = Vec::with_capacity(layer.outputs);
             for o in 0..layer.outputs {
                 let mut at = [0; 3];
-                for (pi, (part, bits)) in [(Part::P, &out_bits), (Part::N, &out_bits), (Part::R, &rem_bits)]
-                    .into_iter()
-                    .enumerate()
+                for (pi, (part, bits)) in [
+                    (Part::P, &out_bits),
+                    (Part::N, &out_bits),
+                    (Part::R, &rem_bits),
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     at[pi] = rows.len();
                     for (t, &b) in bits.iter().enumerate() {
@@ -710,11 +724,12 @@ impl Layout {
 
         // coefficients
         let mut consts = vec![Fr::zero(); slots.count];
-        let add_value = |rows: &mut Vec<RowSpec>, start: usize, bits: &[u32], slot: usize, c: Fr| {
-            for t in 0..bits.len() {
-                rows[start + t].add(slot, c * shape.factor(bits, t));
-            }
-        };
+        let add_value =
+            |rows: &mut Vec<RowSpec>, start: usize, bits: &[u32], slot: usize, c: Fr| {
+                for t in 0..bits.len() {
+                    rows[start + t].add(slot, c * shape.factor(bits, t));
+                }
+            };
         for (li, layer) in layers.iter().enumerate() {
             let d = pow2(layer.shift);
             let out_bits = shape.parts(layer.limbs);
@@ -771,7 +786,11 @@ impl Layout {
         end.q_run = 0;
         end.q_z = 1;
         for (slot, v) in consts.iter().enumerate() {
-            let first = rows[0].w.iter().find(|e| e.0 == slot).map_or(Fr::zero(), |e| e.1);
+            let first = rows[0]
+                .w
+                .iter()
+                .find(|e| e.0 == slot)
+                .map_or(Fr::zero(), |e| e.1);
             if *v + first != Fr::zero() {
                 end.w.push((slot, *v + first));
             }
@@ -1273,15 +1292,14 @@ struct Cells {
     c: Vec<Fr>,
 }
 
-fn first_phase(
-    layout: &Layout,
-    shape: &ColumnShape,
-    wit: &Witness,
-    fault: Option<Fault>,
-) -> Cells {
+fn first_phase(layout: &Layout, shape: &ColumnShape, wit: &Witness, fault: Option<Fault>) -> Cells {
     let rows = &layout.rows;
     let n = rows.len();
-    let (mut a, mut b, mut c) = (vec![Fr::zero(); n], vec![Fr::zero(); n], vec![Fr::zero(); n]);
+    let (mut a, mut b, mut c) = (
+        vec![Fr::zero(); n],
+        vec![Fr::zero(); n],
+        vec![Fr::zero(); n],
+    );
     let in_bits = vec![shape.row_bits(); shape.in_parts()];
     let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
     for (r, row) in rows.iter().enumerate() {
@@ -1352,11 +1370,7 @@ fn first_phase(
             let hits: Vec<usize> = (0..n).filter(|&r| pred(r, &rows[r])).collect();
             (!hits.is_empty()).then(|| hits[f.index % hits.len()])
         };
-        let first_part = |want: Part| {
-            move |_: usize, row: &RowSpec| {
-                matches!(row.src, Src::Block { part, t: 0, .. } if part == want)
-            }
-        };
+        let first_part = |want: Part| move |_: usize, row: &RowSpec| matches!(row.src, Src::Block { part, t: 0, .. } if part == want);
         let one = Fr::one();
         match f.target {
             FaultTarget::HighByte => {
@@ -1438,15 +1452,21 @@ fn second_phase(
             h[r] *= cells.c[r];
         }
     }
-    if let Some(f @ Fault {
-        target: FaultTarget::ByteInverse,
-        ..
-    }) = fault
+    if let Some(
+        f @ Fault {
+            target: FaultTarget::ByteInverse,
+            ..
+        },
+    ) = fault
     {
         let checked: Vec<usize> = (0..n).filter(|&r| rows[r].checked).collect();
         h[checked[f.index % checked.len()]] += Fr::one();
     }
-    let max_slot = rows.iter().flat_map(|r| r.w.iter().map(|e| e.0)).max().unwrap_or(0);
+    let max_slot = rows
+        .iter()
+        .flat_map(|r| r.w.iter().map(|e| e.0))
+        .max()
+        .unwrap_or(0);
     let mut powers = vec![Fr::one(); max_slot + 1];
     for i in 1..powers.len() {
         powers[i] = powers[i - 1] * gamma;
@@ -1468,10 +1488,12 @@ fn second_phase(
         }
         s[r + 1] = next;
     }
-    if let Some(f @ Fault {
-        target: FaultTarget::RunningSum,
-        ..
-    }) = fault
+    if let Some(
+        f @ Fault {
+            target: FaultTarget::RunningSum,
+            ..
+        },
+    ) = fault
     {
         s[f.index % n] += Fr::one();
     }
@@ -1546,9 +1568,8 @@ impl Circuit<Fr> for ModelCircuit {
                 region.next_phase();
                 let gamma = region.get_challenge(cfg.gamma);
                 let second = match &cells {
-                    Some(cs) => gamma.map(|gm| {
-                        second_phase(&layout, shape.row_bytes == 2, cs, gm, self.fault)
-                    }),
+                    Some(cs) => gamma
+                        .map(|gm| second_phase(&layout, shape.row_bytes == 2, cs, gm, self.fault)),
                     None => Value::unknown(),
                 };
                 for (col, pick) in [(Some(cfg.h), 0), (cfg.g, 1), (Some(cfg.s), 2)] {

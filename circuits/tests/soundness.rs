@@ -103,7 +103,10 @@ fn honest_witness_is_accepted_with(row_bytes: usize) {
     let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
     assert!(check(k, &c, c.instances().unwrap()));
     // several equations share a slot, and the three layers need more than one
-    assert!(shape.weight_columns >= 2 && shape.weight_columns < 11, "{shape:?}");
+    assert!(
+        shape.weight_columns >= 2 && shape.weight_columns < 11,
+        "{shape:?}"
+    );
 }
 
 /// Completeness: every corner of the declared input range proves, including inputs that drive
@@ -235,7 +238,10 @@ fn compound_faults_change_the_claimed_output() {
         }
     }
     // most of these cheats would claim another output if the circuit let them through
-    assert!(changed >= 6, "only {changed} compound faults changed the words");
+    assert!(
+        changed >= 6,
+        "only {changed} compound faults changed the words"
+    );
 }
 
 #[test]

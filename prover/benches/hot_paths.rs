@@ -17,7 +17,7 @@ use veriml_circuits::{
         },
         poly::EvaluationDomain,
     },
-    ColumnShape, ModelCircuit, QuantOptions, QuantizedModel,
+    ModelCircuit, QuantOptions, QuantizedModel,
 };
 use veriml_prover::{pipeline, Srs};
 

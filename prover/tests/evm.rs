@@ -2,7 +2,7 @@
 //! deployed in an in-process EVM, agrees with the native verifier on valid and tampered proofs.
 
 mod common;
-use common::{evm_case, fixture, opts, root, EvmCase};
+use common::{evm_case, opts, root, EvmCase};
 use std::sync::Arc;
 use veriml_circuits::halo2_proofs::halo2curves::bn256::Fr;
 use veriml_prover::{

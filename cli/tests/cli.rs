@@ -191,7 +191,7 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         "--input-range",
         "0,1",
         "--max-weight-columns",
-        "6",
+        "16",
     ]));
     json(&veriml(&[
         "--json",

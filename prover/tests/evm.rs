@@ -71,8 +71,8 @@ fn generated_verifiers_fit_and_agree_with_native() {
 /// A verifier over the size limit is refused with a typed error, never deployed half-working.
 #[test]
 fn oversized_verifier_is_refused() {
-    // one layer of 320 outputs: about 48 Freivalds slots, one weight column (commitment) each
-    let (inputs, outputs) = (8, 320);
+    // one layer of 240 outputs: about 50 Freivalds slots, one weight column (commitment) each
+    let (inputs, outputs) = (8, 240);
     let graph = veriml_circuits::Graph {
         input_shape: vec![1, inputs],
         output_shape: vec![1, outputs],

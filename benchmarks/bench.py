@@ -143,6 +143,8 @@ def main():
         if py:
             out, _, _ = timed([py, os.path.join(ROOT, "benchmarks", "ezkl_step.py"), "prepare", edir, mdir])
             einfo = json.loads(out.strip().splitlines()[-1])
+            out, _, _ = timed([py, os.path.join(ROOT, "benchmarks", "ezkl_step.py"), "accuracy", edir, mdir])
+            einfo["accuracy"] = json.loads(out.strip().splitlines()[-1])
         vreps, ereps = [], []
         for rep in range(args.reps):
             vreps.append(veriml_rep(veriml, vdir, mdir, srs))
@@ -153,7 +155,8 @@ def main():
         results[m] = {
             "veriml": summarize(vreps) | {"k": vinfo["k"], "weight_columns": vinfo["weight_columns"],
                                           "accuracy": acc, "reps": vreps},
-            "ezkl": (summarize(ereps) | {"k": einfo["logrows"], "reps": ereps}) if py else None,
+            "ezkl": (summarize(ereps) | {"k": einfo["logrows"], "accuracy": einfo["accuracy"],
+                                         "reps": ereps}) if py else None,
         }
         shutil.rmtree(base, ignore_errors=True)
     meta = {
@@ -205,11 +208,14 @@ def render(meta, results):
                 f"| {m} | {tool} | {kk} | {x['setup_s']:.2f} | {x['prove_s']:.2f} | {x['verify_s']:.2f} | "
                 f"{fmt_bytes(x['pk_bytes'])} | {x['proof_bytes']} B | {fmt_bytes(x['peak_rss'])} | {sp} | {mem} |"
             )
-    lines += ["", "VeriML accuracy against the float model on the 64 samples of samples.json:", "",
-              "| model | largest abs output error | top-1 agreement |", "|---|---|---|"]
+    lines += ["", "Accuracy of the quantized models against the float model on the 64 samples of samples.json",
+              "(VeriML: exactly what its circuit proves; EZKL: its witness after `calibrate_settings`):", "",
+              "| model | tool | largest abs output error | top-1 agreement |", "|---|---|---|---|"]
     for m, r in results.items():
-        a = r["veriml"]["accuracy"]
-        lines.append(f"| {m} | {a['max_abs_error']:.6f} | {a['top1_agreement']}/{a['samples']} |")
+        for tool, x in [("VeriML", r["veriml"]), ("EZKL", r["ezkl"])]:
+            a = x and x.get("accuracy")
+            if a:
+                lines.append(f"| {m} | {tool} | {a['max_abs_error']:.6f} | {a['top1_agreement']}/{a['samples']} |")
     return "\n".join(lines) + "\n"
 
 

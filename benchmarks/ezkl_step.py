@@ -37,6 +37,19 @@ def main():
         ezkl.prove(p("witness.json"), p("model.compiled"), p("pk.key"), p("proof.json"), p("kzg.srs"))
         proof = json.load(open(p("proof.json")))
         out["proof_bytes"] = len(proof.get("proof", [])) if isinstance(proof.get("proof"), list) else len(bytes.fromhex(proof.get("hex_proof", "0x")[2:]))
+    elif step == "accuracy":
+        # EZKL's quantized outputs on every sample against the float outputs (what VeriML reports too)
+        samples = json.load(open(os.path.join(model_dir, "samples.json")))
+        worst, agree = 0.0, 0
+        flat = lambda v: [x for row in v for x in flat(row)] if isinstance(v, list) else [v]
+        for x, want in zip(samples["inputs"], samples["float_outputs"]):
+            json.dump({"input_data": [flat(x)]}, open(p("sample.json"), "w"))
+            ezkl.gen_witness(p("sample.json"), p("model.compiled"), p("sample_witness.json"))
+            got = [float(v) for v in flat(json.load(open(p("sample_witness.json")))["pretty_elements"]["rescaled_outputs"])]
+            want = flat(want)
+            worst = max(worst, max(abs(a - b) for a, b in zip(got, want)))
+            agree += got.index(max(got)) == want.index(max(want))
+        out.update(max_abs_error=worst, top1_agreement=agree, samples=len(samples["inputs"]))
     elif step == "verify":
         ok = ezkl.verify(p("proof.json"), p("settings.json"), p("vk.key"), p("kzg.srs"))
         assert ok

@@ -182,7 +182,8 @@ impl ColumnShape {
     fn factor(&self, bits: &[u32], t: usize) -> Fr {
         let f = pow2(bits[..t].iter().sum());
         if self.small(bits[t]) {
-            f * Fr::from(256).invert().unwrap()
+            static INV_256: std::sync::OnceLock<Fr> = std::sync::OnceLock::new();
+            f * INV_256.get_or_init(|| Fr::from(256).invert().unwrap())
         } else {
             f
         }

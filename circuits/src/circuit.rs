@@ -25,7 +25,10 @@
 //! `g = 1/(γ + b)` are added to the running sum, and the 256 table rows subtract
 //! `m_t/(γ + t)` with the multiplicity `m_t` committed in `c`. The total is zero for every `γ`
 //! only if each byte is in the table (the rational terms cannot cancel the polynomial part, so
-//! one sum with one challenge checks both). An 8-bit part is held as `a = 256·v`, `b = v`.
+//! one sum with one challenge checks both). In the two-byte layout an 8-bit part is held as
+//! `a = 256·v`, `b = v` with its low byte forced to zero (`q_z = 2`). With one byte per row,
+//! `b` and `g` do not exist and `h = 1/(γ + a)`. The unused input slots of the last word are
+//! range checked and one more packed equation says their sum is zero.
 //!
 //! | gate | rows | constraint |
 //! |---|---|---|
@@ -33,7 +36,7 @@
 //! | byte inverses | `q_rc` | `h·(γ + a − 256·b) = 1`, `g·(γ + b) = 1` |
 //! | table | `q_tab` | `h·(γ + w_0) = c` (`w_0` = the table value), `a = 0` |
 //! | rounding | `q_blk` | `p·n = 0` (`p`, `n` in the rows below) |
-//! | ends | `q_z = 1` / `2` | `s = −Σ_f γ^f w_f` / `c = 0` |
+//! | ends, zeros | `q_z = 1` / `2` | `s = −Σ_f γ^f w_f` / `c = 0` and `a − 256·b = 0` |
 //! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+J]` / `instance = a + 2^16·c[+J]` |
 //! | outputs | `q_run = 2` | `a[+R] = instance` |
 //!
@@ -216,6 +219,10 @@ impl ColumnShape {
     fn input_rows(&self) -> usize {
         self.stride() * self.input_layers
     }
+    /// Input rows of the public layout that hold no input (the last word's unused slots).
+    fn padding_rows(&self, model: &QuantizedModel) -> usize {
+        self.input_words * self.input_layers - model.input_len() * self.in_parts()
+    }
 
     /// The shape of a model with `row_bytes` bytes per checked row: byte counts from the
     /// quantizer's bounds, the input layout from the public packing and one weight column per
@@ -237,7 +244,8 @@ impl ColumnShape {
         shape.input_words = pk.input_words;
         shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
-        shape.weight_columns = Slots::assign(&layers, &shape, pk.output_words)?.count;
+        shape.weight_columns =
+            Slots::assign(&layers, &shape, pk.output_words, shape.padding_rows(model))?.count;
         Ok(shape)
     }
 }
@@ -506,6 +514,8 @@ struct Slots {
     layer: Vec<Vec<(usize, Fr)>>,
     /// The slot of each output word (one each: a word fills a field element).
     words: Vec<usize>,
+    /// The slot and `2^offset` of `Σ (unused input slots) = 0`, if the last word has any.
+    padding: Option<(usize, Fr)>,
 }
 
 impl Slots {
@@ -516,6 +526,7 @@ impl Slots {
         layers: &[CLayer],
         shape: &ColumnShape,
         output_words: usize,
+        padding_rows: usize,
     ) -> Result<Self, CompileError> {
         let (mut count, mut used) = (0usize, SLOT_BITS);
         let mut layer = Vec::with_capacity(layers.len());
@@ -555,12 +566,24 @@ impl Slots {
             }
             layer.push(v);
         }
+        // the unused input slots are range checked, so they are all zero if their sum is
+        let mut padding = None;
+        if padding_rows > 0 {
+            let bound = padding_rows as i128 * ((1i128 << shape.row_bits()) - 1);
+            let bits = bits_for(bound) + 1;
+            if used + bits > SLOT_BITS {
+                count += 1;
+                used = 0;
+            }
+            padding = Some((count - 1, pow2(used)));
+        }
         let words = (count..count + output_words).collect();
         count += output_words;
         Ok(Slots {
             count,
             layer,
             words,
+            padding,
         })
     }
 }
@@ -641,7 +664,12 @@ impl Layout {
     fn build(model: &QuantizedModel, shape: &ColumnShape) -> Result<Self, CompileError> {
         let layers = circuit_layers(model);
         let packing = Packing::new(&PublicLayout::of_model(model, *shape));
-        let slots = Slots::assign(&layers, shape, packing.output_words)?;
+        let slots = Slots::assign(
+            &layers,
+            shape,
+            packing.output_words,
+            shape.padding_rows(model),
+        )?;
         let in_parts = shape.in_parts();
         let per = packing.inputs_per_word;
         if slots.count != shape.weight_columns
@@ -671,6 +699,9 @@ impl Layout {
                 } else {
                     Src::Zero
                 });
+                if let (Src::Zero, Some((slot, mu))) = (row.src, slots.padding) {
+                    row.add(slot, mu);
+                }
                 row.checked = true;
                 row.q_x = if m == 0 { 2 } else { 1 };
             } else if m == 0 {
@@ -681,7 +712,12 @@ impl Layout {
             }
             rows.push(row);
         }
-        let r_end = rows.len();
+        // the accumulators of the last layer read `c = 0` one stride below
+        for _ in 0..j_in {
+            let mut row = RowSpec::new(Src::Zero);
+            row.q_z = 2;
+            rows.push(row);
+        }
         let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
         for (l, layer) in layers.iter().enumerate() {
             let out_bits = shape.parts(layer.limbs);
@@ -702,6 +738,8 @@ impl Layout {
                         let mut row = RowSpec::new(Src::Block { l, o, part, t });
                         row.checked = true;
                         row.small = shape.small(b);
+                        // a one-byte row of a two-byte layout: its low byte must be zero
+                        row.q_z = if row.small { 2 } else { 0 };
                         row.q_blk = layer.relu && part == Part::P && t == 0;
                         rows.push(row);
                     }
@@ -709,13 +747,6 @@ impl Layout {
                 starts.push(at);
             }
             blocks.push(starts);
-        }
-        // the accumulators of the last layer read c = 0 one stride below; keep it off the table
-        while rows.len() < r_end + j_in {
-            rows.push(RowSpec::new(Src::Zero));
-        }
-        for row in &mut rows[r_end..r_end + j_in] {
-            row.q_z = 2;
         }
         for t in 0..TABLE_SIZE {
             let mut row = RowSpec::new(Src::Table(t));
@@ -1027,12 +1058,18 @@ impl ModelConfig {
             vec![q * p * n]
         });
 
-        meta.create_gate("ends", |m| {
+        meta.create_gate("ends and zeros", |m| {
             let [sum, zero, _] = select(m.query_fixed(q_z, Rotation::cur()));
             let l = comb(m);
+            let x = m.query_advice(a, Rotation::cur());
+            let low = match b {
+                Some(b) => x - m.query_advice(b, Rotation::cur()) * c(TABLE_SIZE as u64),
+                None => x,
+            };
             vec![
                 sum * (m.query_advice(s, Rotation::cur()) + l),
-                zero * m.query_advice(c_, Rotation::cur()),
+                zero.clone() * m.query_advice(c_, Rotation::cur()),
+                zero * low,
             ]
         });
 
@@ -1099,6 +1136,11 @@ pub enum FaultTarget {
     /// A model input moved by one slot unit into its neighbour, the rest of the forward pass
     /// following: the packed word is unchanged, only the range check of the input stops it.
     InputCarry,
+    /// An unused input slot of the last word set to one, its word following: only the
+    /// zero-sum equation of the unused slots stops it.
+    PaddingInput,
+    /// The low byte of a one-byte row in the two-byte layout set to one (`a = 256·v + 1`).
+    SmallLowByte,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo
@@ -1180,9 +1222,18 @@ impl ModelCircuit {
     /// constraint can reject it.
     pub fn instances(&self) -> Option<Vec<Fr>> {
         let input = self.input.as_ref()?;
+        if self.fault.is_some() {
+            // the words the (faulted) cells hold
+            let layout = Layout::build(&self.model, &self.shape).ok()?;
+            let wit = witness(&self.model, &layout.layers, &self.shape, input, self.fault);
+            let cells = first_phase(&layout, &self.shape, &wit, self.fault);
+            let mut words = cells.c[..self.shape.input_words].to_vec();
+            words.extend((0..self.shape.output_words).map(|k| cells.a[self.shape.input_words + k]));
+            return Some(words);
+        }
         let layers = circuit_layers(&self.model);
         let pk = Packing::new(&PublicLayout::of_model(&self.model, self.shape));
-        let wit = witness(&self.model, &layers, &self.shape, input, self.fault);
+        let wit = witness(&self.model, &layers, &self.shape, input, None);
         Some(pack_values(&pk, &self.shape, &wit.u, &wit.outputs))
     }
 }
@@ -1334,10 +1385,24 @@ fn first_phase(layout: &Layout, shape: &ColumnShape, wit: &Witness, fault: Optio
             }
         }
     }
-    // input accumulators, from the last part of each word up
     let (j_in, stride, region) = (shape.input_words, shape.stride(), shape.input_rows());
-    let accumulator = |r: usize| r >= stride && r < region && r % stride < j_in;
-    for r in (0..region).rev().filter(|&r| accumulator(r)) {
+    // the `index`-th row (modulo their number) a fault may change
+    let pick = |target: FaultTarget, pred: &dyn Fn(usize, &RowSpec) -> bool| -> Option<usize> {
+        let f = fault.filter(|f| f.target == target)?;
+        let hits: Vec<usize> = (0..n).filter(|&r| pred(r, &rows[r])).collect();
+        (!hits.is_empty()).then(|| hits[f.index % hits.len()])
+    };
+    let in_layout = |r: usize| r < region && r % stride < j_in;
+    let accumulator = |r: usize| r >= stride && in_layout(r);
+    // before the accumulators and multiplicities, which follow it
+    if let Some(r) = pick(FaultTarget::PaddingInput, &|r, row| {
+        in_layout(r) && row.src == Src::Zero
+    }) {
+        a[r] += Fr::one();
+    }
+    // input accumulators, from the last part of each word up (the first part's accumulator is
+    // the word itself, which the gate reads from the instance column instead)
+    for r in (0..region).rev().filter(|&r| in_layout(r)) {
         let below = if r + stride < region {
             c[r + stride]
         } else {
@@ -1366,59 +1431,80 @@ fn first_phase(layout: &Layout, shape: &ColumnShape, wit: &Witness, fault: Optio
         c[table_start + t] = Fr::from(m);
     }
     let mut cells = Cells { a, b, c };
-    if let Some(f) = fault {
-        let pick = |pred: &dyn Fn(usize, &RowSpec) -> bool| -> Option<usize> {
-            let hits: Vec<usize> = (0..n).filter(|&r| pred(r, &rows[r])).collect();
-            (!hits.is_empty()).then(|| hits[f.index % hits.len()])
-        };
-        let first_part = |want: Part| move |_: usize, row: &RowSpec| matches!(row.src, Src::Block { part, t: 0, .. } if part == want);
-        let one = Fr::one();
-        match f.target {
-            FaultTarget::HighByte => {
-                // with one byte per row, the byte itself
-                if let Some(r) = pick(&|_, row| row.checked) {
-                    match shape.row_bytes {
-                        2 => cells.b[r] += one,
-                        _ => cells.a[r] += Fr::from(TABLE_SIZE as u64),
-                    }
-                }
-            }
-            FaultTarget::RescalePos => {
-                if let Some(r) = pick(&first_part(Part::P)) {
-                    cells.a[r] += one;
-                }
-            }
-            FaultTarget::RescaleNeg => {
-                if let Some(r) = pick(&first_part(Part::N)) {
-                    cells.a[r] += one;
-                }
-            }
-            FaultTarget::RescaleRem => {
-                if let Some(r) = pick(&first_part(Part::R)) {
-                    cells.a[r] += one;
-                }
-            }
-            FaultTarget::PackedInput => {
-                if let Some(r) = pick(&|_, row| matches!(row.src, Src::Input { .. })) {
-                    cells.a[r] += one;
-                }
-            }
-            FaultTarget::InputAccumulator => {
-                if let Some(r) = pick(&|r, _| accumulator(r)) {
-                    cells.c[r] += one;
-                }
-            }
-            FaultTarget::PublicWord => {
-                if let Some(r) = pick(&|_, row| matches!(row.src, Src::OutWord(_))) {
-                    cells.a[r] += one;
-                }
-            }
-            FaultTarget::Multiplicity => {
-                if let Some(r) = pick(&|_, row| matches!(row.src, Src::Table(_))) {
-                    cells.c[r] += one;
-                }
-            }
-            _ => {}
+    let first_part = |want: Part| move |_: usize, row: &RowSpec| matches!(row.src, Src::Block { part, t: 0, .. } if part == want);
+    let one = Fr::one();
+    let wide = shape.row_bytes == 2;
+    // (target, rows it may hit, column: 0 a, 1 b, 2 c, amount)
+    type Pred<'p> = Box<dyn Fn(usize, &RowSpec) -> bool + 'p>;
+    let cell_faults: [(FaultTarget, Pred, usize, Fr); 9] = [
+        // with one byte per row the byte itself, out of the table
+        (
+            FaultTarget::HighByte,
+            Box::new(|_, row| row.checked),
+            if wide { 1 } else { 0 },
+            if wide {
+                one
+            } else {
+                Fr::from(TABLE_SIZE as u64)
+            },
+        ),
+        (
+            FaultTarget::RescalePos,
+            Box::new(first_part(Part::P)),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::RescaleNeg,
+            Box::new(first_part(Part::N)),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::RescaleRem,
+            Box::new(first_part(Part::R)),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::PackedInput,
+            Box::new(|_, row| matches!(row.src, Src::Input { .. })),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::InputAccumulator,
+            Box::new(|r, _| accumulator(r)),
+            2,
+            one,
+        ),
+        (
+            FaultTarget::PublicWord,
+            Box::new(|_, row| matches!(row.src, Src::OutWord(_))),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::Multiplicity,
+            Box::new(|_, row| matches!(row.src, Src::Table(_))),
+            2,
+            one,
+        ),
+        (
+            FaultTarget::SmallLowByte,
+            Box::new(|_, row| row.small),
+            0,
+            one,
+        ),
+    ];
+    for (target, pred, col, amount) in cell_faults {
+        if let Some(r) = pick(target, &*pred) {
+            let column = match col {
+                0 => &mut cells.a,
+                1 => &mut cells.b,
+                _ => &mut cells.c,
+            };
+            column[r] += amount;
         }
     }
     cells

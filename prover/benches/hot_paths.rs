@@ -108,7 +108,7 @@ fn synthesis(c: &mut Criterion) {
     // multiply-accumulate rows, rescale blocks, packed inputs: each case is dominated by one
     for (name, q) in [
         ("mac rows: 256x64", dense(256, 64)),
-        ("rescale blocks: 16x256", dense(16, 256)),
+        ("rescale blocks: 16x192", dense(16, 192)),
         ("packed inputs: 2048x2", dense(2048, 2)),
     ] {
         let planned = plan(&q, MAX_WEIGHT_COLUMNS).unwrap();

@@ -6,10 +6,11 @@
 //! at most 3, so the quotient is computed on a domain only twice the table and split in two
 //! pieces; there are no lookup arguments and no copy constraints.
 //!
-//! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`).
+//! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`);
+//! `b` and `g` only in the two-byte layout (below).
 //!
 //! **Freivalds' check in one running sum.** Every dense layer `z = W x + b` is checked as a
-//! whole: with `z = d·(p − n) + r` (rounding division by `d = 2^shift`, `p·n = 0`), each output
+//! whole: with `z = d·(p − n) + r` (rounding division by `d = 2^shift`), each output
 //! gives an equation `e_o = Σ_j w_oj x_j + b_o − d·(p_o − n_o) − r_o = 0`. The range checks
 //! below bound every `|e_o|` for *any* witness that passes them, so several equations fit
 //! side by side in one field element without carries: `E_f = Σ_m 2^(off_m)·e_m` (a *slot*,
@@ -35,10 +36,13 @@
 //! | running sum | `q_run ≠ 0` | `s' = s + a·Σ_f γ^f w_f + q_rc·(h + g) − q_tab·h` |
 //! | byte inverses | `q_rc` | `h·(γ + a − 256·b) = 1`, `g·(γ + b) = 1` |
 //! | table | `q_tab` | `h·(γ + w_0) = c` (`w_0` = the table value), `a = 0` |
-//! | rounding | `q_blk` | `p·n = 0` (`p`, `n` in the rows below) |
+//! | rounding | `q_blk` | `p·n = 0` for a ReLU output (`p`, `n` in the rows below) |
 //! | ends, zeros | `q_z = 1` / `2` | `s = −Σ_f γ^f w_f` / `c = 0` and `a − 256·b = 0` |
-//! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+J]` / `instance = a + 2^16·c[+J]` |
-//! | outputs | `q_run = 2` | `a[+R] = instance` |
+//! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+S]` / `instance = a + 2^16·c[+S]` |
+//! | outputs | `q_run = 2` | `a = instance` |
+//!
+//! A ReLU output is `p` (hence `p·n = 0`); an identity output is read as `p − n` by its
+//! consumer and its public slot, so it needs no such gate.
 //!
 //! The sum starts at `−Σ_f γ^f w_f` of the first row and must end at `−Σ_f γ^f w_f` of the
 //! last, whose weights are the first row's plus every slot's constant terms (biases).
@@ -46,12 +50,14 @@
 //! # Public values
 //! The quantized input and output are packed into few field elements (*words*), each value in
 //! a slot of `16·in_parts` (inputs, offset by the input minimum) or `8·out_limbs + 1` bits
-//! (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word. The input
-//! parts are laid out word-interleaved (`J` words, part `m` of word `j` in row `m·J + j`) and
-//! `c` accumulates them from the last part up, so the first `J` rows equal the input words,
-//! which the gate ties to the instance column. An output word is one more equation of the
-//! running sum, its cell tied to the instance by a rotation. Every packed value is range
-//! checked, so the words determine the values.
+//! (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word (`2^16` above
+//! stands for `2^(8·row_bytes)`). The public layout has one layer of `S = J + K` rows per input
+//! part: part `m` of input word `j` is in row `m·S + j`, and `c` accumulates each word from its
+//! last part up, so `c` of the first `J` rows would be the input words; the gate compares them
+//! with the instance column instead, and `J` zero rows below the layout end the accumulation.
+//! The `K` output words sit in rows `J..J+K` of the first layer, tied to the instance in place;
+//! each is one more equation of the running sum. Every packed value is range checked, so the
+//! words determine the values.
 
 use crate::error::CompileError;
 use crate::quantize::{QLayer, QuantizedModel};

@@ -125,6 +125,16 @@ impl Settings {
                 ),
             });
         }
+        // the circuit's shape follows from the model; an edited settings file must not reach
+        // the prover as a halo2 synthesis error
+        let shape = self.circuit.shape;
+        let planned = crate::circuit::ColumnShape::for_model(model, shape.row_bytes)?;
+        if planned != shape {
+            return Err(CompileError::Format {
+                what: "settings",
+                detail: format!("circuit shape {shape:?} does not match the model's {planned:?}"),
+            });
+        }
         Ok(())
     }
 

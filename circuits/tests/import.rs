@@ -112,6 +112,11 @@ fn settings_record_weights_hash_and_roundtrip() {
         weights[0] += 1;
     }
     assert!(back.check_model(&other).is_err());
+    // an edited circuit shape is refused by name, not left to fail inside halo2
+    let mut edited = back.clone();
+    edited.circuit.shape.weight_columns += 1;
+    let e = edited.check_model(&compiled.model).unwrap_err();
+    assert!(e.to_string().contains("circuit shape"), "{e}");
     let current = format!("\"version\":{}", veriml_circuits::settings::FORMAT_VERSION);
     assert!(text.contains(&current));
     let wrong_version = text.replace(&current, "\"version\":99");

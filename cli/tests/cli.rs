@@ -140,6 +140,25 @@ fn unsupported_op_fails_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("nonexistent.onnx"));
+    // a weight-column cap below what the model needs names both numbers and the flag
+    let out = veriml(&[
+        "--json",
+        "compile",
+        s(&fixture("tiny_mlp", "model.onnx")),
+        "-d",
+        s(dir.path()),
+        "--input-range",
+        "0,1",
+        "--max-weight-columns",
+        "6",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("needs 15 weight columns") && e.contains("--max-weight-columns"),
+        "{e}"
+    );
 }
 
 #[test]

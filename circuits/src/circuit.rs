@@ -133,8 +133,8 @@ fn pow2(bits: u32) -> Fr {
     let mut r = Fr::one();
     let mut left = bits;
     while left > 0 {
-        let step = left.min(120);
-        r *= Fr::from_u128(1u128 << step);
+        let step = left.min(63);
+        r *= Fr::from(1u64 << step);
         left -= step;
     }
     r
@@ -1170,10 +1170,20 @@ pub struct ModelCircuit {
 
 /// Converts a signed integer to a field element.
 pub fn fr_from_i128(v: i128) -> Fr {
+    let m = fr_from_u128(v.unsigned_abs());
     if v >= 0 {
-        Fr::from_u128(v as u128)
+        m
     } else {
-        -Fr::from_u128(v.unsigned_abs())
+        -m
+    }
+}
+
+/// `Fr::from_u128` is 64 field doublings; two 64-bit conversions are much cheaper.
+fn fr_from_u128(v: u128) -> Fr {
+    let lo = Fr::from(v as u64);
+    match (v >> 64) as u64 {
+        0 => lo,
+        hi => Fr::from(hi) * Fr::from_raw([0, 1, 0, 0]) + lo,
     }
 }
 

@@ -279,6 +279,28 @@ fn public_input_and_output_are_bound() {
 }
 
 #[test]
+fn integers_convert_to_field_elements_exactly() {
+    use halo2_proofs::halo2curves::ff::PrimeField;
+    for v in [
+        0i128,
+        1,
+        255,
+        (1 << 64) - 1,
+        1 << 64,
+        (1 << 64) + 12345,
+        i128::MAX,
+        3 << 100,
+    ] {
+        assert_eq!(fr_from_i128(v), Fr::from_u128(v as u128), "{v}");
+        assert_eq!(fr_from_i128(-v), -Fr::from_u128(v as u128), "-{v}");
+        assert_eq!(
+            veriml_circuits::circuit::fr_to_i128(&fr_from_i128(-v)),
+            Some(-v)
+        );
+    }
+}
+
+#[test]
 fn packing_round_trips_and_refuses_stray_bits() {
     let (q, shape, _) = small_model(2);
     let x = small_input(&q);

@@ -234,12 +234,20 @@ impl ColumnShape {
     /// quantizer's bounds, the input layout from the public packing and one weight column per
     /// Freivalds slot.
     pub fn for_model(model: &QuantizedModel, row_bytes: usize) -> Result<Self, CompileError> {
-        let layers = circuit_layers(model);
+        Ok(Self::derive(model, &circuit_layers(model), row_bytes)?.0)
+    }
+
+    /// The shape and the slot assignment it comes from.
+    fn derive(
+        model: &QuantizedModel,
+        layers: &[CLayer],
+        row_bytes: usize,
+    ) -> Result<(Self, Slots), CompileError> {
         let span = model.input_max as i128 - model.input_min as i128;
         let mut shape = ColumnShape {
             weight_columns: 1,
             out_limbs: layers.last().map_or(1, |l| l.limbs),
-            relu_limbs: relu_limbs(&layers),
+            relu_limbs: relu_limbs(layers),
             in_limbs: limbs_for(bits_for(span.max(1))),
             row_bytes: row_bytes.clamp(1, 2),
             input_words: 1,
@@ -250,9 +258,9 @@ impl ColumnShape {
         shape.input_words = pk.input_words;
         shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
-        shape.weight_columns =
-            Slots::assign(&layers, &shape, pk.output_words, shape.padding_rows(model))?.count;
-        Ok(shape)
+        let slots = Slots::assign(layers, &shape, pk.output_words, shape.padding_rows(model))?;
+        shape.weight_columns = slots.count;
+        Ok((shape, slots))
     }
 }
 
@@ -669,27 +677,16 @@ struct Layout {
 impl Layout {
     fn build(model: &QuantizedModel, shape: &ColumnShape) -> Result<Self, CompileError> {
         let layers = circuit_layers(model);
-        let packing = Packing::new(&PublicLayout::of_model(model, *shape));
-        let slots = Slots::assign(
-            &layers,
-            shape,
-            packing.output_words,
-            shape.padding_rows(model),
-        )?;
-        let in_parts = shape.in_parts();
-        let per = packing.inputs_per_word;
-        if slots.count != shape.weight_columns
-            || shape.input_words != packing.input_words
-            || shape.output_words != packing.output_words
-            || shape.input_layers != per * in_parts
-            || shape.out_limbs != layers.last().map_or(0, |l| l.limbs)
-            || shape.relu_limbs != relu_limbs(&layers)
-        {
+        let (expected, slots) = ColumnShape::derive(model, &layers, shape.row_bytes)?;
+        if expected != *shape {
             return Err(CompileError::Format {
                 what: "settings",
                 detail: "the circuit shape does not match the model".into(),
             });
         }
+        let packing = Packing::new(&PublicLayout::of_model(model, *shape));
+        let in_parts = shape.in_parts();
+        let per = packing.inputs_per_word;
         let (j_in, n_in, stride) = (shape.input_words, model.input_len(), shape.stride());
         let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * stride + i / per;
         // the public layout: layer m holds part m of every input word, then (first layer only)

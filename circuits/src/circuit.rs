@@ -890,12 +890,11 @@ pub struct Plan {
 /// Refuses models needing more than `max_weight_columns` slots: each weight column is one more
 /// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code).
 pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, CompileError> {
-    let cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
     // two bytes per row halve the rows; one byte per row saves two advice columns (for the
     // prover two commitments, for the EVM verifier about 14,000 gas): taken when `k` allows
     let mut best: Option<Plan> = None;
     for row_bytes in [2, 1] {
-        let p = plan_with(model, cap, row_bytes)?;
+        let p = plan_with(model, max_weight_columns, row_bytes)?;
         if best.as_ref().is_none_or(|b| p.k <= b.k) {
             best = Some(p);
         }
@@ -1277,7 +1276,8 @@ fn witness(
         .iter()
         .map(|&v| v as i128 - model.input_min as i128)
         .collect();
-    let per = (WORD_BITS / shape.in_slot()).max(1) as usize;
+    // inputs per word, as the public layout has them
+    let per = shape.input_layers / shape.in_parts();
     let hit = |target: FaultTarget, total: usize| match fault {
         Some(f) if f.target == target && total > 0 => Some(f.index % total),
         _ => None,

@@ -15,8 +15,7 @@
 //! below bound every `|e_o|` for *any* witness that passes them, so several equations fit
 //! side by side in one field element without carries: `E_f = Σ_m 2^(off_m)·e_m` (a *slot*,
 //! at most 252 bits) is zero only if every `e_m` is. The slots are combined with powers of
-//! `γ`: `Σ_f γ^f E_f = 0`, which a wrong witness satisfies with probability at most `F/|F|`.
-//! Every value sits in exactly one row of `a`, and the fixed columns `w[0..F]` of that row hold
+//! `γ`: `Σ_f γ^f E_f = 0` (soundness error below). Every value sits in exactly one row of `a`, and the fixed columns `w[0..F]` of that row hold
 //! its coefficient in each slot (its weights in the next layer, `−d` in its own equation...),
 //! so the running sum is `s' = s + a·Σ_f γ^f w_f`: one row per value, whatever the number of
 //! outputs reading it, and no copies.
@@ -30,6 +29,21 @@
 //! `a = 256·v`, `b = v` with its low byte forced to zero (`q_z = 2`). With one byte per row,
 //! `b` and `g` do not exist and `h = 1/(γ + a)`. The unused input slots of the last word are
 //! range checked and one more packed equation says their sum is zero.
+//!
+//! **Soundness error of the one running sum.** `γ` is drawn after `a`, `b`, `c` are committed.
+//! The gates force the sum to end at `T(γ) = P(γ) + Σ_i 1/(γ + β_i) − Σ_t m_t/(γ + t)`, where
+//! `P(γ) = Σ_f γ^f E_f` has degree at most `F − 1`, the `β_i` are the checked bytes (`b` and
+//! `a − 256·b` of every checked row) and `t` runs over the 256 table values. Let `V` be the
+//! distinct values among the `β_i` and the table, `d = |V| ≤ row_bytes·rows + 256 ≤ 2n + 256`
+//! (`n = 2^k`). Multiplying by `D(γ) = Π_{v∈V} (γ + v)` gives a polynomial
+//! `N(γ) = P(γ)·D(γ) + Σ_{v∈V} c_v·Π_{v'≠v} (γ + v')` of degree at most `F − 1 + d`, where
+//! `c_v` is the number of bytes equal to `v` minus its multiplicity (0 outside the table).
+//! If some `c_v ≠ 0`, `N(−v) ≠ 0`; otherwise every byte is in the table, the range bounds
+//! hold, and `N = P·D` is zero only if every equation is. So a wrong witness gives a nonzero
+//! `N` and passes with probability at most `(F − 1 + d)/r ≤ (F + 2n + 256)/r` over `γ` (a
+//! `γ` equal to some `−v` leaves the prover no inverse, which only hurts the prover). For
+//! `k ≤ 24`, `F ≤ 64` that is below `2^-228`, before the usual terms of the PLONK argument,
+//! KZG and the Fiat–Shamir transcript.
 //!
 //! | gate | rows | constraint |
 //! |---|---|---|
@@ -48,16 +62,25 @@
 //! last, whose weights are the first row's plus every slot's constant terms (biases).
 //!
 //! # Public values
-//! The quantized input and output are packed into few field elements (*words*), each value in
-//! a slot of `16·in_parts` (inputs, offset by the input minimum) or `8·out_limbs + 1` bits
-//! (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word (`2^16` above
-//! stands for `2^(8·row_bytes)`). The public layout has one layer of `S = J + K` rows per input
+//! The input codes and the quantized output are packed into few field elements (*words*), each
+//! value in a slot of `8·in_limbs` (input codes, a multiple of 16 bits) or `8·out_limbs + 1`
+//! bits (outputs, offset by `2^(8·out_limbs)`), at most [`WORD_BITS`] bits per word (`2^16`
+//! above stands for `2^(8·row_bytes)`). An input code `u` stands for
+//! `lo + u·(hi − lo)/(2^(8·in_limbs) − 1)` (see [`crate::quantize`]): the range checks of its
+//! rows bound it by `2^(8·in_limbs) − 1` exactly, so the proof itself enforces the declared
+//! input range, on chain too, where nobody decodes the words. The public layout has one layer of `S = J + K` rows per input
 //! part: part `m` of input word `j` is in row `m·S + j`, and `c` accumulates each word from its
 //! last part up, so `c` of the first `J` rows would be the input words; the gate compares them
 //! with the instance column instead, and `J` zero rows below the layout end the accumulation.
 //! The `K` output words sit in rows `J..J+K` of the first layer, tied to the instance in place;
 //! each is one more equation of the running sum. Every packed value is range checked, so the
 //! words determine the values.
+//!
+//! # Statement digest
+//! One row after the closing row holds [`statement_digest`] (the SHA-256 of the whole compiled
+//! model) in a fixed cell under no gate. It changes nothing a proof checks, but the verifying
+//! key commits to every fixed cell, so two models that differ only in what their words mean
+//! (input range, code width, activation scale, shapes) have different keys.
 
 use crate::error::CompileError;
 use crate::quantize::{QLayer, QuantizedModel};
@@ -243,12 +266,13 @@ impl ColumnShape {
         layers: &[CLayer],
         row_bytes: usize,
     ) -> Result<(Self, Slots), CompileError> {
-        let span = model.input_max as i128 - model.input_min as i128;
         let mut shape = ColumnShape {
             weight_columns: 1,
             out_limbs: layers.last().map_or(1, |l| l.limbs),
             relu_limbs: relu_limbs(layers),
-            in_limbs: limbs_for(bits_for(span.max(1))),
+            // input codes have a multiple of 16 bits: whole rows in either layout, so the
+            // range checks bound a code by exactly its largest value
+            in_limbs: (model.input_bits / LIMB_BITS) as usize,
             row_bytes: row_bytes.clamp(1, 2),
             input_words: 1,
             output_words: 1,
@@ -264,14 +288,12 @@ impl ColumnShape {
     }
 }
 
-/// What the public words hold: the numbers of inputs and outputs, the input offset and the
-/// slot sizes of the shape. Known to a verifier from the settings alone.
+/// What the public words hold: the numbers of inputs (codes) and outputs and the slot sizes
+/// of the shape. Known to a verifier from the settings alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublicLayout {
     pub inputs: usize,
     pub outputs: usize,
-    /// Quantized input minimum: input slots hold `x − input_min`.
-    pub input_min: i64,
     pub shape: ColumnShape,
 }
 
@@ -280,7 +302,6 @@ impl PublicLayout {
         PublicLayout {
             inputs: model.input_len(),
             outputs: model.output_len(),
-            input_min: model.input_min,
             shape,
         }
     }
@@ -321,7 +342,7 @@ impl Packing {
     }
 }
 
-/// Packs offset inputs `u = x − input_min` and outputs into words.
+/// Packs input codes `u` and outputs into words.
 fn pack_values(pk: &Packing, shape: &ColumnShape, u: &[i128], outputs: &[i128]) -> Vec<Fr> {
     let mut words = vec![Fr::zero(); pk.words()];
     for (&(w, off), &v) in pk.inputs.iter().zip(u) {
@@ -333,23 +354,20 @@ fn pack_values(pk: &Packing, shape: &ColumnShape, u: &[i128], outputs: &[i128]) 
     words
 }
 
-/// Packs a quantized input and output into the public words.
+/// Packs input codes and a quantized output into the public words.
 pub fn pack_public(
     model: &QuantizedModel,
     shape: &ColumnShape,
     input: &[i64],
     output: &[i64],
 ) -> Vec<Fr> {
-    let u: Vec<i128> = input
-        .iter()
-        .map(|&x| x as i128 - model.input_min as i128)
-        .collect();
+    let u: Vec<i128> = input.iter().map(|&x| x as i128).collect();
     let y: Vec<i128> = output.iter().map(|&v| v as i128).collect();
     let layout = PublicLayout::of_model(model, *shape);
     pack_values(&Packing::new(&layout), shape, &u, &y)
 }
 
-/// Unpacks public words into the quantized input and output; `None` if they are not a
+/// Unpacks public words into the input codes and the quantized output; `None` if they are not a
 /// packing of values that fit their slots (wrong count, or a bit outside every slot).
 pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, Vec<i64>)> {
     let shape = layout.shape;
@@ -383,7 +401,7 @@ pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, V
     let inputs: Vec<i64> = pk
         .inputs
         .iter()
-        .map(|&(w, off)| (take(w, off, shape.in_slot()) + layout.input_min as i128) as i64)
+        .map(|&(w, off)| take(w, off, shape.in_slot()) as i64)
         .collect();
     let outputs: Vec<i64> = pk
         .outputs
@@ -399,8 +417,8 @@ pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, V
 }
 
 /// A dense layer as the circuit sees it: the stand-alone ReLU becomes an identity layer with
-/// weight `2^8`, the rounding half is folded into the bias, and the first layer reads the
-/// packed (offset) inputs.
+/// weight `2^8` and the rounding half is folded into the bias. The first layer reads the input
+/// codes (the quantizer folded their offset and step into its weights).
 struct CLayer {
     inputs: usize,
     outputs: usize,
@@ -476,12 +494,8 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
         })
         .collect();
     // a stand-alone ReLU splits its input into p and n: n is as large as the input's negative
-    // side (the previous layer's pre-activation bound, or the model input's)
-    let mut prev_bits = bits_for(
-        (model.input_min as i128)
-            .abs()
-            .max((model.input_max as i128).abs()),
-    );
+    // side (the previous layer's pre-activation bound; the first layer is always dense)
+    let mut prev_bits = model.input_bits;
     for (l, q) in out.iter_mut().zip(&model.layers) {
         let bits = match q {
             QLayer::Dense { out_bits, .. } => *out_bits,
@@ -498,14 +512,6 @@ fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     }
     for i in 1..out.len() {
         out[i].signed_inputs = !out[i - 1].relu;
-    }
-    // the first layer reads u = x - input_min
-    if let Some(first) = out.first_mut() {
-        let min = model.input_min as i128;
-        for o in 0..first.outputs {
-            let row_sum: i128 = (0..first.inputs).map(|j| first.w(o, j) as i128).sum();
-            first.bias[o] += min * row_sum;
-        }
     }
     out
 }
@@ -832,12 +838,28 @@ impl Layout {
         }
         rows[0].q_z = 1;
         rows.push(end);
+        // the statement digest in a fixed cell that no gate reads: the verifying key commits
+        // to the whole compiled model (input range, code width, scales, shapes), not only to
+        // the weights the other fixed cells hold
+        let mut digest = RowSpec::new(Src::Zero);
+        digest.q_run = 0;
+        digest.w.push((0, statement_digest(model)));
+        rows.push(digest);
         Ok(Layout {
             rows,
             packing,
             layers,
         })
     }
+}
+
+/// The model's SHA-256 ([`QuantizedModel::sha256`]) as a field element (its first 31 bytes,
+/// little-endian, so it is always below the modulus). The circuit puts it in a fixed cell.
+pub fn statement_digest(model: &QuantizedModel) -> Fr {
+    let bytes = hex::decode(model.sha256()).expect("hex digest");
+    let mut repr = [0u8; 32];
+    repr[..31].copy_from_slice(&bytes[..31]);
+    Fr::from_repr(repr).expect("31 bytes are below the modulus")
 }
 
 /// Rows a model needs, for a given shape.
@@ -1143,6 +1165,10 @@ pub enum FaultTarget {
     PaddingInput,
     /// The low byte of a one-byte row in the two-byte layout set to one (`a = 256·v + 1`).
     SmallLowByte,
+    /// A model input set to the code one above the largest (an input just above the declared
+    /// range), the rest of the forward pass and the public words following: only the range
+    /// check of the input stops it.
+    InputAboveRange,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo
@@ -1209,14 +1235,20 @@ impl ModelCircuit {
         }
     }
 
-    /// A circuit with the witness of one quantized input.
-    pub fn with_input(model: Arc<QuantizedModel>, shape: ColumnShape, input: Vec<i64>) -> Self {
-        ModelCircuit {
+    /// A circuit with the witness of one input, given as codes
+    /// ([`QuantizedModel::quantize_input`]); refuses codes outside the declared range.
+    pub fn with_input(
+        model: Arc<QuantizedModel>,
+        shape: ColumnShape,
+        input: Vec<i64>,
+    ) -> Result<Self, CompileError> {
+        model.check_codes(&input)?;
+        Ok(ModelCircuit {
             model,
             shape,
             input: Some(input),
             fault: None,
-        }
+        })
     }
 
     /// Injects a wrong witness (soundness tests).
@@ -1237,7 +1269,7 @@ impl ModelCircuit {
         if self.fault.is_some() {
             // the words the (faulted) cells hold
             let layout = Layout::build(&self.model, &self.shape).ok()?;
-            let wit = witness(&self.model, &layout.layers, &self.shape, input, self.fault);
+            let wit = witness(&layout.layers, &self.shape, input, self.fault);
             let cells = first_phase(&layout, &self.shape, &wit, self.fault);
             let mut words = cells.c[..self.shape.input_words].to_vec();
             words.extend((0..self.shape.output_words).map(|k| cells.a[self.shape.input_words + k]));
@@ -1245,7 +1277,7 @@ impl ModelCircuit {
         }
         let layers = circuit_layers(&self.model);
         let pk = Packing::new(&PublicLayout::of_model(&self.model, self.shape));
-        let wit = witness(&self.model, &layers, &self.shape, input, None);
+        let wit = witness(&layers, &self.shape, input, None);
         Some(pack_values(&pk, &self.shape, &wit.u, &wit.outputs))
     }
 }
@@ -1265,23 +1297,18 @@ struct Witness {
     outputs: Vec<i128>,
 }
 
-fn witness(
-    model: &QuantizedModel,
-    layers: &[CLayer],
-    shape: &ColumnShape,
-    input: &[i64],
-    fault: Option<Fault>,
-) -> Witness {
-    let mut u: Vec<i128> = input
-        .iter()
-        .map(|&v| v as i128 - model.input_min as i128)
-        .collect();
+fn witness(layers: &[CLayer], shape: &ColumnShape, input: &[i64], fault: Option<Fault>) -> Witness {
+    let mut u: Vec<i128> = input.iter().map(|&v| v as i128).collect();
     // inputs per word, as the public layout has them
     let per = shape.input_layers / shape.in_parts();
     let hit = |target: FaultTarget, total: usize| match fault {
         Some(f) if f.target == target && total > 0 => Some(f.index % total),
         _ => None,
     };
+    if let Some(i) = hit(FaultTarget::InputAboveRange, u.len()) {
+        // one above the largest code: an input just outside the declared range
+        u[i] = 1i128 << shape.in_slot();
+    }
     if let Some(i) = hit(FaultTarget::InputCarry, u.len().saturating_sub(1)) {
         // the next slot of the same word, if it can give one unit
         if (i + 1) % per != 0 && u[i + 1] > 0 {
@@ -1631,7 +1658,7 @@ impl Circuit<Fr> for ModelCircuit {
         debug_assert_eq!(shape, cfg.shape);
         let layout = Layout::build(&self.model, &shape).map_err(|_| Error::Synthesis)?;
         let cells = self.input.as_ref().map(|input| {
-            let wit = witness(&self.model, &layout.layers, &shape, input, self.fault);
+            let wit = witness(&layout.layers, &shape, input, self.fault);
             first_phase(&layout, &shape, &wit, self.fault)
         });
         layouter.assign_region(

@@ -33,6 +33,14 @@ pub enum CompileError {
     #[error("bad input: {0}")]
     Input(String),
 
+    /// A settings file and the compiled model disagree (an edited or swapped file).
+    #[error("the settings do not match the compiled model: `{field}` is {settings} in the settings but {model} in the compiled model")]
+    Mismatch {
+        field: String,
+        settings: String,
+        model: String,
+    },
+
     /// A settings or compiled-model file is malformed or from an unsupported version.
     #[error("bad {what} file: {detail}")]
     Format { what: &'static str, detail: String },

@@ -10,6 +10,15 @@
 //!   `q = floor((acc + 2^(s-1)) / 2^s)`, with the remainder range-checked in the circuit;
 //! - ReLU after a dense layer is fused into that rescaling.
 //!
+//! - the model input is not quantized at `2^S` but as a *code* `u` of `input_bits` bits (a
+//!   multiple of 16): the declared range `[lo, hi]` is cut into `2^B − 1` equal steps and
+//!   `x = lo + u·(hi − lo)/(2^B − 1)`. Every code in `[0, 2^B − 1]` is an input inside the
+//!   range and every input inside the range has a code, so the circuit's byte range checks on
+//!   `u` enforce the declared range exactly, with no check of their own. The step and `lo` are
+//!   folded into the first layer (`W x + b = (W·step) u + (b + W·lo)`), which is why a model
+//!   starting with a ReLU gets a diagonal first layer. `B` is the bit count of the range at
+//!   scale `2^S` rounded up to 16, so inputs are never coarser than activations.
+//!
 //! Every activation gets a proven bound (`out_bits`) from interval arithmetic over the declared
 //! input range, so any input inside that range can be proven.
 
@@ -19,13 +28,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Identifier of the quantization scheme implemented here.
-pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/v2";
+pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/range-coded-input/v3";
 
 /// Largest scale, in bits, accepted for activations or weights.
 pub const MAX_SCALE_BITS: u32 = 24;
 
 /// Weight scales are multiples of this many bits (the circuit's range-check limb).
 pub const SHIFT_STEP: u32 = 8;
+
+/// Input codes have a multiple of this many bits (one full checked row in either row layout).
+pub const INPUT_BITS_STEP: u32 = 16;
+
+/// Largest input code width.
+pub const MAX_INPUT_BITS: u32 = 48;
 
 /// Options of the quantizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,7 +49,8 @@ pub struct QuantOptions {
     pub activation_scale_bits: u32,
     /// Bits given to the largest weight of each layer.
     pub weight_precision_bits: u32,
-    /// Range every input value is declared to lie in; inputs outside are refused.
+    /// Range every input value is declared to lie in (`lo < hi`). The proof enforces it: no
+    /// input outside it can be proven, whoever builds the witness.
     pub input_range: (f64, f64),
 }
 
@@ -81,9 +97,11 @@ pub struct QuantizedModel {
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
     pub activation_scale_bits: u32,
-    /// Quantized input bound: every input integer lies in `[input_min, input_max]`.
-    pub input_min: i64,
-    pub input_max: i64,
+    /// The declared input range `[lo, hi]`.
+    pub input_range: (f64, f64),
+    /// Bits of an input code: codes are `0..2^input_bits`, code `u` stands for
+    /// `lo + u·(hi − lo)/(2^input_bits − 1)`.
+    pub input_bits: u32,
     pub layers: Vec<QLayer>,
 }
 
@@ -105,6 +123,82 @@ pub fn quantize_value(v: f64, bits: u32) -> i64 {
     (v * (1u64 << bits) as f64).round() as i64
 }
 
+/// A float op after the input coding is folded into the first layer (weights in `f64`).
+enum FOp {
+    Dense {
+        node: String,
+        inputs: usize,
+        outputs: usize,
+        weights: Vec<f64>,
+        bias: Vec<f64>,
+    },
+    Relu {
+        node: String,
+    },
+}
+
+/// The graph's ops with the input code folded in: the first layer reads codes `u`, so its
+/// weights are multiplied by `step` (the code's value at the activation scale, divided by
+/// `2^S`) and `lo·Σ_j W_oj` is added to its biases. A graph that starts with a ReLU gets a
+/// diagonal first layer doing just that.
+fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
+    let mut out = Vec::new();
+    for op in &graph.ops {
+        let first = out.is_empty();
+        match op {
+            Op::Dense {
+                node,
+                inputs,
+                outputs,
+                weights,
+                bias,
+            } => {
+                let mut w: Vec<f64> = weights.iter().map(|&v| v as f64).collect();
+                let mut b: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
+                if first {
+                    for o in 0..*outputs {
+                        let row = &mut w[o * inputs..(o + 1) * inputs];
+                        b[o] += lo * row.iter().sum::<f64>();
+                        row.iter_mut().for_each(|v| *v *= step);
+                    }
+                }
+                out.push(FOp::Dense {
+                    node: node.clone(),
+                    inputs: *inputs,
+                    outputs: *outputs,
+                    weights: w,
+                    bias: b,
+                });
+            }
+            Op::Relu { node } => {
+                if first {
+                    let n = graph.input_len();
+                    let mut w = vec![0.0; n * n];
+                    (0..n).for_each(|j| w[j * n + j] = step);
+                    out.push(FOp::Dense {
+                        node: "input".into(),
+                        inputs: n,
+                        outputs: n,
+                        weights: w,
+                        bias: vec![lo; n],
+                    });
+                }
+                out.push(FOp::Relu { node: node.clone() });
+            }
+            Op::Reshape { .. } => {}
+        }
+    }
+    out
+}
+
+/// The input code width for a range: the bits of `hi − lo` at scale `2^S`, rounded up to a
+/// multiple of [`INPUT_BITS_STEP`].
+fn input_bits_for(range: (f64, f64), scale_bits: u32) -> u32 {
+    let span =
+        quantize_value(range.1, scale_bits) as i128 - quantize_value(range.0, scale_bits) as i128;
+    bits_for(span.max(1)).div_ceil(INPUT_BITS_STEP) * INPUT_BITS_STEP
+}
+
 impl QuantizedModel {
     /// Quantizes a float graph.
     pub fn from_graph(graph: &Graph, opts: &QuantOptions) -> Result<Self, CompileError> {
@@ -116,23 +210,35 @@ impl QuantizedModel {
             });
         }
         let (lo, hi) = opts.input_range;
-        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(CompileError::Quantization {
                 layer: 0,
-                detail: format!("invalid input range [{lo}, {hi}]"),
+                detail: format!(
+                    "invalid input range [{lo}, {hi}]: it needs finite bounds with lo < hi"
+                ),
             });
         }
-        let input_min = quantize_value(lo, s);
-        let input_max = quantize_value(hi, s);
+        let input_bits = input_bits_for((lo, hi), s);
+        if input_bits > MAX_INPUT_BITS {
+            return Err(CompileError::Quantization {
+                layer: 0,
+                detail: format!(
+                    "the input range [{lo}, {hi}] at scale 2^{s} needs {input_bits}-bit input codes, more than {MAX_INPUT_BITS}"
+                ),
+            });
+        }
+        let code_max = (1u64 << input_bits) - 1;
+        let step = (hi - lo) * (1u64 << s) as f64 / code_max as f64;
+        let ops = fold_input_code(graph, lo, step);
         let n_in = graph.input_len();
-        // interval bounds of every current activation, as integers
-        let mut bounds: Vec<(i128, i128)> = vec![(input_min as i128, input_max as i128); n_in];
+        // interval bounds of every current activation, as integers (the codes first)
+        let mut bounds: Vec<(i128, i128)> = vec![(0, code_max as i128); n_in];
         let mut layers: Vec<QLayer> = Vec::new();
         let mut i = 0;
-        while i < graph.ops.len() {
+        while i < ops.len() {
             let idx = layers.len();
-            match &graph.ops[i] {
-                Op::Dense {
+            match &ops[i] {
+                FOp::Dense {
                     node,
                     inputs,
                     outputs,
@@ -148,7 +254,7 @@ impl QuantizedModel {
                             ),
                         });
                     }
-                    let max_w = weights.iter().fold(0f64, |m, &w| m.max((w as f64).abs()));
+                    let max_w = weights.iter().fold(0f64, |m, &w| m.max(w.abs()));
                     if !weights.iter().chain(bias.iter()).all(|w| w.is_finite()) {
                         return Err(CompileError::Quantization {
                             layer: idx,
@@ -165,15 +271,9 @@ impl QuantizedModel {
                     let shift = (opts.weight_precision_bits as i64 - 1 - mag)
                         .clamp(1, MAX_SCALE_BITS as i64) as u32;
                     let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
-                    let wq: Vec<i64> = weights
-                        .iter()
-                        .map(|&w| quantize_value(w as f64, shift))
-                        .collect();
-                    let bq: Vec<i64> = bias
-                        .iter()
-                        .map(|&b| quantize_value(b as f64, s + shift))
-                        .collect();
-                    let relu = matches!(graph.ops.get(i + 1), Some(Op::Relu { .. }));
+                    let wq: Vec<i64> = weights.iter().map(|&w| quantize_value(w, shift)).collect();
+                    let bq: Vec<i64> = bias.iter().map(|&b| quantize_value(b, s + shift)).collect();
+                    let relu = matches!(ops.get(i + 1), Some(FOp::Relu { .. }));
                     let mut new_bounds = Vec::with_capacity(*outputs);
                     // the rescale chip range-checks both parts of the pre-activation value, so
                     // the bound is taken before the ReLU clamps it
@@ -215,7 +315,7 @@ impl QuantizedModel {
                     });
                     i += if relu { 2 } else { 1 };
                 }
-                Op::Relu { node } => {
+                FOp::Relu { node } => {
                     bounds
                         .iter_mut()
                         .for_each(|b| *b = (b.0.max(0), b.1.max(0)));
@@ -227,7 +327,6 @@ impl QuantizedModel {
                     });
                     i += 1;
                 }
-                Op::Reshape { .. } => i += 1,
             }
         }
         if bounds.len() != graph.output_len() {
@@ -244,8 +343,8 @@ impl QuantizedModel {
             input_shape: graph.input_shape.clone(),
             output_shape: graph.output_shape.clone(),
             activation_scale_bits: s,
-            input_min,
-            input_max,
+            input_range: (lo, hi),
+            input_bits,
             layers,
         })
     }
@@ -261,11 +360,27 @@ impl QuantizedModel {
         if self.activation_scale_bits > MAX_SCALE_BITS {
             return bad(0, "activation scale too large".into());
         }
-        if self.input_min > self.input_max {
-            return bad(0, "empty input range".into());
+        let (lo, hi) = self.input_range;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return bad(0, format!("invalid input range [{lo}, {hi}]"));
         }
-        if self.layers.is_empty() {
-            return bad(0, "no layers".into());
+        if self.input_bits == 0
+            || self.input_bits % INPUT_BITS_STEP != 0
+            || self.input_bits > MAX_INPUT_BITS
+        {
+            return bad(
+                0,
+                format!(
+                    "input codes of {} bits (a multiple of {INPUT_BITS_STEP} up to {MAX_INPUT_BITS} expected)",
+                    self.input_bits
+                ),
+            );
+        }
+        if !matches!(self.layers.first(), Some(QLayer::Dense { .. })) {
+            return bad(
+                0,
+                "the first layer must be dense (it reads the input codes)".into(),
+            );
         }
         let mut width = self.input_len();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -316,7 +431,12 @@ impl QuantizedModel {
         self.output_shape.iter().product()
     }
 
-    /// Quantizes float inputs, refusing values outside the declared input range.
+    /// The largest input code, `2^input_bits − 1`.
+    pub fn input_code_max(&self) -> i64 {
+        (1i64 << self.input_bits) - 1
+    }
+
+    /// Codes float inputs, refusing values outside the declared input range.
     pub fn quantize_input(&self, input: &[f64]) -> Result<Vec<i64>, CompileError> {
         if input.len() != self.input_len() {
             return Err(CompileError::Input(format!(
@@ -326,6 +446,8 @@ impl QuantizedModel {
                 input.len()
             )));
         }
+        let (lo, hi) = self.input_range;
+        let max = self.input_code_max();
         input
             .iter()
             .enumerate()
@@ -333,17 +455,39 @@ impl QuantizedModel {
                 if !v.is_finite() {
                     return Err(CompileError::Input(format!("input value {i} is not finite")));
                 }
-                let q = quantize_value(v, self.activation_scale_bits);
-                if q < self.input_min || q > self.input_max {
+                if v < lo || v > hi {
                     return Err(CompileError::Input(format!(
-                        "input value {i} = {v} is outside the range [{}, {}] declared at compile time",
-                        self.dequantize(self.input_min),
-                        self.dequantize(self.input_max)
+                        "input value {i} = {v} is outside the range [{lo}, {hi}] declared at compile time"
                     )));
                 }
-                Ok(q)
+                let u = ((v - lo) / (hi - lo) * max as f64).round() as i64;
+                Ok(u.clamp(0, max))
             })
             .collect()
+    }
+
+    /// Checks that input codes can be proven: the right count, each in `[0, 2^input_bits − 1]`.
+    pub fn check_codes(&self, codes: &[i64]) -> Result<(), CompileError> {
+        if codes.len() != self.input_len() {
+            return Err(CompileError::Input(format!(
+                "expected {} input codes, got {}",
+                self.input_len(),
+                codes.len()
+            )));
+        }
+        let max = self.input_code_max();
+        match codes.iter().position(|&u| !(0..=max).contains(&u)) {
+            Some(i) => Err(CompileError::Input(format!(
+                "input code {i} = {} is outside [0, {max}], the declared range [{}, {}]",
+                codes[i], self.input_range.0, self.input_range.1
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The input value a code stands for.
+    pub fn decode_input(&self, u: i64) -> f64 {
+        decode_input_code(self.input_range, self.input_bits, u)
     }
 
     /// Converts an integer activation back to a float.
@@ -385,9 +529,12 @@ impl QuantizedModel {
         out
     }
 
-    /// SHA-256 of the canonical JSON of the quantized layers: binds the weights.
-    pub fn weights_sha256(&self) -> String {
-        let bytes = serde_json::to_vec(&self.layers).expect("layers serialize");
+    /// SHA-256 of the canonical JSON of the whole compiled model: the layers, the input range
+    /// and code width, the activation scale and the shapes, i.e. everything that determines the
+    /// circuit and what its public words mean. Settings, keys and proofs record it, and the
+    /// circuit puts it in a fixed cell, so the verifying key commits to it.
+    pub fn sha256(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("model serializes");
         hex::encode(Sha256::digest(bytes))
     }
 
@@ -403,6 +550,12 @@ impl QuantizedModel {
             })
             .sum()
     }
+}
+
+/// The input value code `u` stands for, for a range and code width (`u` in range or not).
+pub fn decode_input_code(range: (f64, f64), bits: u32, u: i64) -> f64 {
+    let max = ((1u64 << bits) - 1) as f64;
+    range.0 + (range.1 - range.0) * (u as f64 / max)
 }
 
 /// `bias + sum(w * x)` in 128-bit integers.

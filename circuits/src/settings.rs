@@ -1,13 +1,15 @@
 //! The versioned settings file and the compiled-model file.
 //!
 //! `settings.json` records how a model was compiled: the source file's hash, the quantization
-//! choices, the circuit's column shape and size, and the SHA-256 of the quantized weights.
+//! choices, the circuit's column shape and size, and the SHA-256 of the whole compiled model.
+//! Every field a verifier reads to decode the public words is checked against the compiled
+//! model ([`Settings::check_model`]), so keys and settings cannot disagree about them.
 //! `model.compiled.json` holds the quantized model itself (the circuit is rebuilt from it).
 
-use crate::circuit::{plan, unpack_public, ColumnShape, Plan, PublicLayout};
+use crate::circuit::{count_rows, plan, unpack_public, ColumnShape, Plan, PublicLayout};
 use crate::error::CompileError;
 use crate::graph::Graph;
-use crate::quantize::{QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME};
+use crate::quantize::{decode_input_code, QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME};
 use halo2_proofs::halo2curves::bn256::Fr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -18,7 +20,7 @@ pub const SETTINGS_FORMAT: &str = "veriml-settings";
 /// Format tag of compiled-model files.
 pub const COMPILED_FORMAT: &str = "veriml-compiled-model";
 /// Current version of both formats.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Default cap on weight columns (each one costs the EVM verifier a commitment).
 pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 32;
 
@@ -56,6 +58,8 @@ pub struct QuantSettings {
     pub activation_scale_bits: u32,
     pub weight_precision_bits: u32,
     pub input_range: (f64, f64),
+    /// Bits of an input code (see [`crate::quantize`]).
+    pub input_bits: u32,
     pub layers: Vec<LayerSettings>,
 }
 
@@ -82,8 +86,8 @@ pub struct Settings {
     pub output_shape: Vec<usize>,
     pub quantization: QuantSettings,
     pub circuit: CircuitSettings,
-    /// SHA-256 of the canonical JSON of the quantized layers.
-    pub weights_sha256: String,
+    /// SHA-256 of the canonical JSON of the whole compiled model ([`QuantizedModel::sha256`]).
+    pub model_sha256: String,
 }
 
 /// The compiled-model file: the quantized model with its format header.
@@ -113,48 +117,103 @@ impl Settings {
         Ok(s)
     }
 
-    /// Checks that a compiled model is the one these settings describe.
+    /// Checks that a compiled model is the one these settings describe: its hash, and every
+    /// field the settings repeat from it (shapes, scale, input range and code width, layers,
+    /// circuit shape and size). The first difference is a [`CompileError::Mismatch`].
     pub fn check_model(&self, model: &QuantizedModel) -> Result<(), CompileError> {
-        let h = model.weights_sha256();
-        if h != self.weights_sha256 {
-            return Err(CompileError::Format {
-                what: "compiled model",
-                detail: format!(
-                    "weights hash {h} does not match the settings' {}",
-                    self.weights_sha256
-                ),
-            });
+        let differ = |field: &str, ours: String, theirs: String| {
+            Err(CompileError::Mismatch {
+                field: field.into(),
+                settings: ours,
+                model: theirs,
+            })
+        };
+        let h = model.sha256();
+        if h != self.model_sha256 {
+            return differ("model_sha256", self.model_sha256.clone(), h);
+        }
+        let q = &self.quantization;
+        let repeated: [(&str, String, String); 6] = [
+            (
+                "input_shape",
+                format!("{:?}", self.input_shape),
+                format!("{:?}", model.input_shape),
+            ),
+            (
+                "output_shape",
+                format!("{:?}", self.output_shape),
+                format!("{:?}", model.output_shape),
+            ),
+            (
+                "quantization.activation_scale_bits",
+                q.activation_scale_bits.to_string(),
+                model.activation_scale_bits.to_string(),
+            ),
+            (
+                "quantization.input_range",
+                format!("{:?}", q.input_range),
+                format!("{:?}", model.input_range),
+            ),
+            (
+                "quantization.input_bits",
+                q.input_bits.to_string(),
+                model.input_bits.to_string(),
+            ),
+            ("quantization.scheme", q.scheme.clone(), QUANT_SCHEME.into()),
+        ];
+        for (field, ours, theirs) in repeated {
+            if ours != theirs {
+                return differ(field, ours, theirs);
+            }
+        }
+        if q.layers != layer_settings(model) {
+            return differ(
+                "quantization.layers",
+                format!("{:?}", q.layers),
+                format!("{:?}", layer_settings(model)),
+            );
         }
         // the circuit's shape follows from the model; an edited settings file must not reach
         // the prover as a halo2 synthesis error
         let shape = self.circuit.shape;
-        let planned = crate::circuit::ColumnShape::for_model(model, shape.row_bytes)?;
+        let planned = ColumnShape::for_model(model, shape.row_bytes)?;
         if planned != shape {
-            return Err(CompileError::Format {
-                what: "settings",
-                detail: format!("circuit shape {shape:?} does not match the model's {planned:?}"),
-            });
+            return differ(
+                "circuit.shape",
+                format!("{shape:?}"),
+                format!("{planned:?}"),
+            );
+        }
+        let want = circuit_settings(model, shape)?;
+        if want != self.circuit {
+            return differ(
+                "circuit",
+                format!("{:?}", self.circuit),
+                format!("{want:?}"),
+            );
         }
         Ok(())
     }
 
     /// What the public words of this model's proofs hold (from the settings alone).
     pub fn public_layout(&self) -> PublicLayout {
-        let q = &self.quantization;
         PublicLayout {
             inputs: self.input_shape.iter().product(),
             outputs: self.output_shape.iter().product(),
-            input_min: crate::quantize::quantize_value(q.input_range.0, q.activation_scale_bits),
             shape: self.circuit.shape,
         }
     }
 
     /// Reads the public words of a proof back as the float input and output they encode.
     pub fn decode_public(&self, words: &[Fr]) -> Option<(Vec<f64>, Vec<f64>)> {
-        let (x, y) = unpack_public(&self.public_layout(), words)?;
-        let scale = (1u64 << self.quantization.activation_scale_bits) as f64;
-        let f = |v: Vec<i64>| v.into_iter().map(|v| v as f64 / scale).collect();
-        Some((f(x), f(y)))
+        let (u, y) = unpack_public(&self.public_layout(), words)?;
+        let q = &self.quantization;
+        let scale = (1u64 << q.activation_scale_bits) as f64;
+        let x = u
+            .into_iter()
+            .map(|u| decode_input_code(q.input_range, q.input_bits, u))
+            .collect();
+        Some((x, y.into_iter().map(|v| v as f64 / scale).collect()))
     }
 
     /// SHA-256 of this file's canonical JSON; proofs and keys record it.
@@ -203,7 +262,8 @@ pub fn compile_graph(
     }
     let model = QuantizedModel::from_graph(graph, opts)?;
     model.validate()?;
-    let Plan { shape, rows, k, .. } = plan(&model, plan_opts.max_weight_columns)?;
+    let Plan { shape, k, .. } = plan(&model, plan_opts.max_weight_columns)?;
+    debug_assert_eq!(k, count_rows(&model, shape)?.k());
     if k > crate::circuit::MAX_K {
         return Err(CompileError::Structure {
             node: "graph".into(),
@@ -213,7 +273,37 @@ pub fn compile_graph(
             ),
         });
     }
-    let layers = model
+    let settings = Settings {
+        format: SETTINGS_FORMAT.into(),
+        version: FORMAT_VERSION,
+        model_name: model_name.into(),
+        onnx_sha256: onnx_sha256.into(),
+        input_shape: model.input_shape.clone(),
+        output_shape: model.output_shape.clone(),
+        quantization: QuantSettings {
+            scheme: QUANT_SCHEME.into(),
+            activation_scale_bits: opts.activation_scale_bits,
+            weight_precision_bits: opts.weight_precision_bits,
+            input_range: model.input_range,
+            input_bits: model.input_bits,
+            layers: layer_settings(&model),
+        },
+        circuit: circuit_settings(&model, shape)?,
+        model_sha256: model.sha256(),
+    };
+    Ok((
+        settings,
+        CompiledModel {
+            format: COMPILED_FORMAT.into(),
+            version: FORMAT_VERSION,
+            model,
+        },
+    ))
+}
+
+/// The per-layer records of a model.
+fn layer_settings(model: &QuantizedModel) -> Vec<LayerSettings> {
+    model
         .layers
         .iter()
         .map(|l| match l {
@@ -238,40 +328,25 @@ pub fn compile_graph(
                 relu: true,
             },
         })
-        .collect();
-    let settings = Settings {
-        format: SETTINGS_FORMAT.into(),
-        version: FORMAT_VERSION,
-        model_name: model_name.into(),
-        onnx_sha256: onnx_sha256.into(),
-        input_shape: model.input_shape.clone(),
-        output_shape: model.output_shape.clone(),
-        quantization: QuantSettings {
-            scheme: QUANT_SCHEME.into(),
-            activation_scale_bits: opts.activation_scale_bits,
-            weight_precision_bits: opts.weight_precision_bits,
-            input_range: opts.input_range,
-            layers,
-        },
-        circuit: CircuitSettings {
-            k,
-            shape,
-            advice_columns: shape.advice_columns(),
-            fixed_columns: shape.fixed_columns(),
-            rows_used: rows.rows(),
-            num_instances: rows.instances,
-            macs: model.macs(),
-        },
-        weights_sha256: model.weights_sha256(),
-    };
-    Ok((
-        settings,
-        CompiledModel {
-            format: COMPILED_FORMAT.into(),
-            version: FORMAT_VERSION,
-            model,
-        },
-    ))
+        .collect()
+}
+
+/// The circuit record of a model with a shape (`k` is the smallest that fits its rows, as
+/// the planner takes it).
+fn circuit_settings(
+    model: &QuantizedModel,
+    shape: ColumnShape,
+) -> Result<CircuitSettings, CompileError> {
+    let rows = count_rows(model, shape)?;
+    Ok(CircuitSettings {
+        k: rows.k(),
+        shape,
+        advice_columns: shape.advice_columns(),
+        fixed_columns: shape.fixed_columns(),
+        rows_used: rows.rows(),
+        num_instances: rows.instances,
+        macs: model.macs(),
+    })
 }
 
 /// Compiles an ONNX file.

@@ -100,9 +100,9 @@ fn malformed_and_missing_files_are_typed_errors() {
 }
 
 #[test]
-fn settings_record_weights_hash_and_roundtrip() {
+fn settings_record_model_hash_and_roundtrip() {
     let (settings, compiled) = compile("tiny_mlp");
-    assert_eq!(settings.weights_sha256, compiled.model.weights_sha256());
+    assert_eq!(settings.model_sha256, compiled.model.sha256());
     let text = serde_json::to_string(&settings).unwrap();
     let back = veriml_circuits::Settings::from_json(&text).unwrap();
     assert_eq!(back, settings);
@@ -116,7 +116,7 @@ fn settings_record_weights_hash_and_roundtrip() {
     let mut edited = back.clone();
     edited.circuit.shape.weight_columns += 1;
     let e = edited.check_model(&compiled.model).unwrap_err();
-    assert!(e.to_string().contains("circuit shape"), "{e}");
+    assert!(e.to_string().contains("`circuit.shape`"), "{e}");
     let current = format!("\"version\":{}", veriml_circuits::settings::FORMAT_VERSION);
     assert!(text.contains(&current));
     let wrong_version = text.replace(&current, "\"version\":99");
@@ -138,4 +138,71 @@ fn edited_compiled_model_is_refused_not_a_panic() {
     v["model"]["layers"][1]["inputs"] = serde_json::json!(31);
     assert!(veriml_circuits::CompiledModel::from_json(&v.to_string()).is_err());
     assert!(veriml_circuits::CompiledModel::from_json("{}").is_err());
+}
+
+/// Finding: the hash covered only the layers, so a compiled model with another input minimum,
+/// scale or shape passed `check_model` and decoded the words differently from the keys. Every
+/// field is hashed now, and every field the settings repeat is compared by name.
+#[test]
+fn every_field_that_shapes_the_statement_is_checked() {
+    use veriml_circuits::CompileError;
+    let (settings, compiled) = compile("tiny_mlp");
+    let model = &compiled.model;
+    settings.check_model(model).unwrap();
+    let field_of = |e: CompileError| match e {
+        CompileError::Mismatch { field, .. } => field,
+        other => panic!("not a mismatch: {other}"),
+    };
+    // the compiled model edited (the layers untouched): its hash no longer matches
+    let edits: [(&str, Box<dyn Fn(&mut veriml_circuits::QuantizedModel)>); 5] = [
+        ("input range", Box::new(|m| m.input_range.0 = -0.5)),
+        ("input code width", Box::new(|m| m.input_bits = 32)),
+        (
+            "activation scale",
+            Box::new(|m| m.activation_scale_bits += 1),
+        ),
+        ("input shape", Box::new(|m| m.input_shape = vec![16, 1])),
+        ("output shape", Box::new(|m| m.output_shape = vec![2, 2])),
+    ];
+    for (what, edit) in &edits {
+        let mut m = model.clone();
+        edit(&mut m);
+        assert_eq!(m.layers, model.layers);
+        let e = settings.check_model(&m).unwrap_err();
+        assert_eq!(field_of(e), "model_sha256", "{what}");
+    }
+    // the settings edited in a field a verifier decodes words with: named
+    let mut s = settings.clone();
+    s.quantization.input_range = (0.0, 2.0);
+    assert_eq!(
+        field_of(s.check_model(model).unwrap_err()),
+        "quantization.input_range"
+    );
+    let mut s = settings.clone();
+    s.quantization.activation_scale_bits = 12;
+    assert_eq!(
+        field_of(s.check_model(model).unwrap_err()),
+        "quantization.activation_scale_bits"
+    );
+    let mut s = settings.clone();
+    s.quantization.input_bits = 32;
+    assert_eq!(
+        field_of(s.check_model(model).unwrap_err()),
+        "quantization.input_bits"
+    );
+    let mut s = settings.clone();
+    s.output_shape = vec![4];
+    assert_eq!(field_of(s.check_model(model).unwrap_err()), "output_shape");
+    let mut s = settings.clone();
+    s.quantization.layers[0].out_bits += 1;
+    assert_eq!(
+        field_of(s.check_model(model).unwrap_err()),
+        "quantization.layers"
+    );
+    let mut s = settings.clone();
+    s.circuit.num_instances += 1;
+    assert_eq!(field_of(s.check_model(model).unwrap_err()), "circuit");
+    let mut s = settings.clone();
+    s.circuit.k += 1;
+    assert_eq!(field_of(s.check_model(model).unwrap_err()), "circuit");
 }

@@ -100,7 +100,7 @@ fn honest_witness_is_accepted() {
 fn honest_witness_is_accepted_with(row_bytes: usize) {
     let (q, shape, k) = small_model(row_bytes);
     // fc2 is followed by a ReLU: the graph fuses it; the first ReLU is fused too
-    let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q)).unwrap();
     assert!(check(k, &c, c.instances().unwrap()));
     // several equations share a slot, and the three layers need more than one
     assert!(
@@ -124,7 +124,7 @@ fn every_corner_proves_with(row_bytes: usize) {
         let x: Vec<f64> = (0..6)
             .map(|i| if mask >> i & 1 == 1 { 1.0 } else { -1.0 })
             .collect();
-        let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap());
+        let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap()).unwrap();
         assert!(
             check(k, &c, c.instances().unwrap()),
             "corner {mask:06b} does not prove"
@@ -137,7 +137,8 @@ fn every_corner_proves_with(row_bytes: usize) {
     };
     let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
     let (shape, k) = planned(&q, row_bytes);
-    let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&[-1.0, 1.0]).unwrap());
+    let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&[-1.0, 1.0]).unwrap())
+        .unwrap();
     assert!(check(k, &c, c.instances().unwrap()));
 }
 
@@ -148,6 +149,7 @@ fn standalone_relu_layer_is_proven() {
         output_shape: vec![2],
         ops: vec![
             Op::Relu { node: "r0".into() },
+            Op::Relu { node: "r1".into() },
             Op::Dense {
                 node: "fc".into(),
                 inputs: 3,
@@ -158,14 +160,16 @@ fn standalone_relu_layer_is_proven() {
         ],
     };
     let q = Arc::new(QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap());
+    // the first ReLU fuses with the diagonal layer that reads the input codes; the second
+    // stands alone
     assert!(matches!(
-        q.layers[0],
+        q.layers[1],
         veriml_circuits::quantize::QLayer::Relu { .. }
     ));
     for rb in ROW_BYTES {
         let (shape, k) = planned(&q, rb);
         let x = q.quantize_input(&[-0.5, 0.25, 1.0]).unwrap();
-        let c = ModelCircuit::with_input(q.clone(), shape, x.clone());
+        let c = ModelCircuit::with_input(q.clone(), shape, x.clone()).unwrap();
         assert!(check(k, &c, c.instances().unwrap()));
         let bad = c.clone().with_fault(Fault {
             target: FaultTarget::RescalePos,
@@ -186,7 +190,7 @@ fn one_changed_cell_is_rejected_in_every_chip() {
 
 fn one_changed_cell_is_rejected_with(row_bytes: usize) {
     let (q, shape, k) = small_model(row_bytes);
-    let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q)).unwrap();
     let targets = [
         (FaultTarget::RunningSum, vec![0, 1, 3, 8, 40, 100, 300]),
         (FaultTarget::ByteInverse, vec![0, 2, 7, 20]),
@@ -203,6 +207,7 @@ fn one_changed_cell_is_rejected_with(row_bytes: usize) {
         (FaultTarget::InputCarry, vec![0, 1, 4]),
         (FaultTarget::PaddingInput, vec![0, 3, 8]),
         (FaultTarget::SmallLowByte, vec![0, 1, 5, 9]),
+        (FaultTarget::InputAboveRange, vec![0, 2, 5]),
     ];
     for (target, indices) in targets {
         if target == FaultTarget::SmallLowByte && row_bytes == 1 {
@@ -233,13 +238,14 @@ fn one_changed_cell_is_rejected_with(row_bytes: usize) {
 #[test]
 fn compound_faults_change_the_claimed_output() {
     let (q, shape, _) = small_model(2);
-    let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    let honest = ModelCircuit::with_input(q.clone(), shape, small_input(&q)).unwrap();
     let words = honest.instances().unwrap();
     let mut changed = 0;
     for target in [
         FaultTarget::RescaleShiftQuotient,
         FaultTarget::RescaleBothParts,
         FaultTarget::InputCarry,
+        FaultTarget::InputAboveRange,
     ] {
         for index in 0..6 {
             let bad = honest.clone().with_fault(Fault { target, index });
@@ -248,7 +254,7 @@ fn compound_faults_change_the_claimed_output() {
     }
     // most of these cheats would claim another output if the circuit let them through
     assert!(
-        changed >= 6,
+        changed >= 12,
         "only {changed} compound faults changed the words"
     );
 }
@@ -256,7 +262,7 @@ fn compound_faults_change_the_claimed_output() {
 #[test]
 fn public_input_and_output_are_bound() {
     let (q, shape, k) = small_model(2);
-    let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q));
+    let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q)).unwrap();
     let inst = c.instances().unwrap();
     // the words unpack to exactly the quantized input and output
     let (xin, yout) = unpack_public(&PublicLayout::of_model(&q, shape), &inst).unwrap();
@@ -329,7 +335,7 @@ fn real_model_honest_and_faulty() {
     let q = Arc::new(compiled.model);
     let s = samples("tiny_mlp");
     let x = q.quantize_input(&s.inputs[3]).unwrap();
-    let c = ModelCircuit::with_input(q.clone(), settings.circuit.shape, x);
+    let c = ModelCircuit::with_input(q.clone(), settings.circuit.shape, x).unwrap();
     let inst = c.instances().unwrap();
     assert!(check(settings.circuit.k, &c, inst.clone()));
     let bad = c.with_fault(Fault {
@@ -373,7 +379,7 @@ fn hidden_identity_layer_is_proven_and_bound() {
 fn hidden_identity_with(q: &Arc<QuantizedModel>, row_bytes: usize) {
     let (shape, k) = planned(q, row_bytes);
     for x in [[-0.9, 0.4, 0.7], [0.8, -0.6, -1.0], [1.0, 1.0, 1.0]] {
-        let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap());
+        let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap()).unwrap();
         let inst = c.instances().unwrap();
         assert!(check(k, &c, inst.clone()), "{x:?}");
         for (target, index) in [
@@ -395,5 +401,66 @@ fn hidden_identity_with(q: &Arc<QuantizedModel>, row_bytes: usize) {
         });
         assert_eq!(same.instances().unwrap(), inst);
         assert!(check(k, &same, inst.clone()));
+    }
+}
+
+/// The largest code the range checks let through decodes to the top of the declared range, for
+/// narrow and wide ranges alike; the next code up is refused by the honest constructor and, when
+/// forced, by the range check alone (the words follow the cheat), in both row layouts.
+#[test]
+fn input_codes_cover_exactly_the_declared_range() {
+    for range in [(-1.0, 1.0), (0.0, 0.01), (-300.0, 50.0)] {
+        let g = Graph {
+            input_shape: vec![3],
+            output_shape: vec![2],
+            ops: vec![
+                Op::Dense {
+                    node: "fc".into(),
+                    inputs: 3,
+                    outputs: 2,
+                    weights: vec![0.5, -0.25, 1.0, -1.0, 0.75, 0.125],
+                    bias: vec![0.1, -0.2],
+                },
+                Op::Relu { node: "r".into() },
+            ],
+        };
+        let q = Arc::new(
+            QuantizedModel::from_graph(
+                &g,
+                &QuantOptions {
+                    input_range: range,
+                    ..QuantOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let max = q.input_code_max();
+        assert_eq!(q.decode_input(0), range.0);
+        assert!((q.decode_input(max) - range.1).abs() <= 1e-12 * range.1.abs().max(1.0));
+        assert!(q.decode_input(max) <= range.1);
+        assert!(q.quantize_input(&[range.1, range.0, range.1]).is_ok());
+        let above = range.1 + (range.1 - range.0) * 1e-6;
+        assert!(q.quantize_input(&[above, range.0, range.0]).is_err());
+        for rb in ROW_BYTES {
+            let (shape, k) = planned(&q, rb);
+            assert_eq!(shape.in_limbs as u32 * 8, q.input_bits, "{range:?}");
+            assert!(ModelCircuit::with_input(q.clone(), shape, vec![max + 1, 0, 0]).is_err());
+            assert!(ModelCircuit::with_input(q.clone(), shape, vec![-1, 0, 0]).is_err());
+            let top = ModelCircuit::with_input(q.clone(), shape, vec![max, max, 0]).unwrap();
+            let words = top.instances().unwrap();
+            assert!(check(k, &top, words.clone()), "{range:?} {rb}");
+            for index in 0..3 {
+                let bad = top.clone().with_fault(Fault {
+                    target: FaultTarget::InputAboveRange,
+                    index,
+                });
+                let claimed = bad.instances().unwrap();
+                assert_ne!(claimed, words);
+                assert!(
+                    !check(k, &bad, claimed),
+                    "{range:?} input {index} above the range"
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,10 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use veriml_circuits::halo2_proofs::{
+    halo2curves::bn256::{Fr, G1Affine},
+    plonk::VerifyingKey,
+};
 use veriml_circuits::{settings::CompiledModel, QuantOptions, Settings};
 use veriml_prover::{artifacts, evm, pipeline, ProofFile, Srs};
 
@@ -29,6 +33,11 @@ struct Cli {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Accept keys made with an INSECURE development SRS (development and tests only): verify,
+    /// verify-evm, create-evm-verifier and deploy refuse them otherwise, whatever the key
+    /// header says (the parameters themselves are recognised).
+    #[arg(long, global = true)]
+    allow_insecure_srs: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -48,7 +57,8 @@ struct CompileOpts {
     /// Bits of precision given to the largest weight of each layer.
     #[arg(long, default_value_t = 16)]
     weight_bits: u32,
-    /// Range every input value must lie in, as LO,HI; inputs outside it are refused.
+    /// Range every input value must lie in, as LO,HI (LO < HI). The proof enforces it: no input
+    /// outside it can be proven, and the verifying key commits to it.
     #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
     input_range: (f64, f64),
     /// Most fixed weight columns the circuit may have. The circuit needs one per Freivalds slot
@@ -176,8 +186,8 @@ fn parse_range(s: &str) -> Result<(f64, f64), String> {
         .ok_or_else(|| format!("expected LO,HI, got `{s}`"))?;
     let lo: f64 = a.trim().parse().map_err(|e| format!("bad LO `{a}`: {e}"))?;
     let hi: f64 = b.trim().parse().map_err(|e| format!("bad HI `{b}`: {e}"))?;
-    if lo.is_nan() || hi.is_nan() || lo > hi {
-        return Err(format!("LO must not exceed HI in `{s}`"));
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(format!("LO and HI must be finite with LO < HI in `{s}`"));
     }
     Ok((lo, hi))
 }
@@ -281,7 +291,7 @@ fn settings_summary(s: &Settings) -> serde_json::Value {
         "weight_columns": s.circuit.shape.weight_columns,
         "macs": s.circuit.macs,
         "public_inputs": s.circuit.num_instances,
-        "weights_sha256": s.weights_sha256,
+        "model_sha256": s.model_sha256,
     })
 }
 
@@ -332,6 +342,36 @@ fn load_srs(dir: &Path, k: u32) -> Result<Srs> {
     Ok(srs)
 }
 
+/// The folder's verifying key and SRS, checked against each other: the SRS must be the one the
+/// key was made with, and a development SRS is refused unless `allow_insecure`.
+fn load_vk_and_srs(
+    dir: &Path,
+    settings: &Settings,
+    allow_insecure: bool,
+) -> Result<(VerifyingKey<G1Affine>, artifacts::KeyHeader, Srs)> {
+    let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), settings)?;
+    let srs = load_srs(dir, settings.circuit.k)?;
+    pipeline::check_srs(&header, &srs, allow_insecure)?;
+    Ok((vk, header, srs))
+}
+
+/// What every EVM path checks before a proof goes to a verifier contract, as `verify` does: the
+/// proof belongs to this folder's keys, their SRS is accepted, and the proof file's readable
+/// input and output are what its public words encode. Returns the words.
+pub(crate) fn checked_evm_proof(
+    dir: &Path,
+    proof_path: &Path,
+    allow_insecure: bool,
+) -> Result<(Settings, ProofFile, Vec<Fr>)> {
+    let (settings, _) = load_compiled(dir)?;
+    let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
+    let (_, header, _) = load_vk_and_srs(dir, &settings, allow_insecure)?;
+    pipeline::check_proof_header(&header, &proof)?;
+    let instances = pipeline::proof_instances(&settings, &proof)?;
+    pipeline::check_readable(&settings, &proof, &instances)?;
+    Ok((settings, proof, instances))
+}
+
 fn prove(ui: &Ui, dir: &Path, input: &Path, out: &Path) -> Result<(ProofFile, serde_json::Value)> {
     let (settings, model) = load_compiled(dir)?;
     let data = parse_input(&read_text(input)?, &input.display().to_string())?;
@@ -358,13 +398,24 @@ fn prove(ui: &Ui, dir: &Path, input: &Path, out: &Path) -> Result<(ProofFile, se
     Ok((proof, summary))
 }
 
-fn verify(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Value> {
+fn verify(
+    ui: &Ui,
+    dir: &Path,
+    proof_path: &Path,
+    allow_insecure: bool,
+) -> Result<serde_json::Value> {
     let (settings, _) = load_compiled(dir)?;
     let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
-    let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
-    let srs = load_srs(dir, settings.circuit.k)?;
+    let (vk, header, srs) = load_vk_and_srs(dir, &settings, allow_insecure)?;
     let (_, d) = ui.step("verifying", || {
-        Ok(pipeline::verify(&srs, &vk, &header, &settings, &proof)?)
+        Ok(pipeline::verify(
+            &srs,
+            &vk,
+            &header,
+            &settings,
+            &proof,
+            allow_insecure,
+        )?)
     })?;
     ui.say(&format!(
         "proof verified: model {} output {:?}",
@@ -459,10 +510,14 @@ fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
     }))
 }
 
-fn create_evm_verifier(ui: &Ui, dir: &Path, solc: &Path) -> Result<serde_json::Value> {
+fn create_evm_verifier(
+    ui: &Ui,
+    dir: &Path,
+    solc: &Path,
+    allow_insecure: bool,
+) -> Result<serde_json::Value> {
     let (settings, _) = load_compiled(dir)?;
-    let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
-    let srs = load_srs(dir, settings.circuit.k)?;
+    let (vk, header, srs) = load_vk_and_srs(dir, &settings, allow_insecure)?;
     let (sol, _) = ui.step("generating the Solidity verifier", || {
         let body = evm::solidity_verifier(&srs, &vk, settings.circuit.num_instances);
         Ok(evm::generated_header(&settings.model_name, &header.settings_sha256) + &body)
@@ -490,24 +545,15 @@ fn create_evm_verifier(ui: &Ui, dir: &Path, solc: &Path) -> Result<serde_json::V
     }))
 }
 
-fn verify_evm(ui: &Ui, dir: &Path, proof_path: &Path) -> Result<serde_json::Value> {
-    let (settings, _) = load_compiled(dir)?;
-    let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
-    let (_, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
-    if proof.settings_sha256 != header.settings_sha256 {
-        bail!("the proof was made for other settings than this folder's keys");
-    }
+fn verify_evm(
+    ui: &Ui,
+    dir: &Path,
+    proof_path: &Path,
+    allow_insecure: bool,
+) -> Result<serde_json::Value> {
+    let (_, proof, instances) = checked_evm_proof(dir, proof_path, allow_insecure)?;
     let code: evm::Bytecode = serde_json::from_str(&read_text(&dir.join("Verifier.json"))?)
         .context("Verifier.json is not a compiled verifier; run create-evm-verifier")?;
-    let instances = proof
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            pipeline::fr_from_hex(s)
-                .with_context(|| format!("public input {i} is not a canonical scalar"))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let bytes = veriml_prover::artifacts::hex_bytes(&proof.proof).context("proof is not hex")?;
     let ((deploy_gas, out), _) = ui.step("verifying in the in-process EVM", || {
         Ok(evm::verify_in_evm(&code, &instances, &bytes)?)
@@ -674,7 +720,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Verify { dir, proof } => {
             let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));
-            verify(&ui, &dir.dir, &p)?
+            verify(&ui, &dir.dir, &p, cli.allow_insecure_srs)?
         }
         Cmd::Mock { dir, input } => {
             let (settings, model) = load_compiled(&dir.dir)?;
@@ -702,7 +748,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
         Cmd::TeeVerify(args) => tee_verify(&ui, &args)?,
-        Cmd::CreateEvmVerifier { dir, solc } => create_evm_verifier(&ui, &dir.dir, &solc)?,
+        Cmd::CreateEvmVerifier { dir, solc } => {
+            create_evm_verifier(&ui, &dir.dir, &solc, cli.allow_insecure_srs)?
+        }
         Cmd::VerifyEvm {
             dir,
             proof,
@@ -715,9 +763,10 @@ fn run(cli: Cli) -> Result<()> {
                     let Some(private_key) = private_key else {
                         bail!("--rpc needs --private-key (or VERIML_PRIVATE_KEY)");
                     };
-                    onchain::verify(&ui, &dir.dir, &p, &onchain::ChainArgs { rpc, private_key })?
+                    let chain = onchain::ChainArgs { rpc, private_key };
+                    onchain::verify(&ui, &dir.dir, &p, &chain, cli.allow_insecure_srs)?
                 }
-                None => verify_evm(&ui, &dir.dir, &p)?,
+                None => verify_evm(&ui, &dir.dir, &p, cli.allow_insecure_srs)?,
             }
         }
         Cmd::Deploy {
@@ -735,6 +784,7 @@ fn run(cli: Cli) -> Result<()> {
             model_id.as_deref(),
             gas_cap,
             &solc,
+            cli.allow_insecure_srs,
         )?,
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
@@ -757,7 +807,8 @@ fn run(cli: Cli) -> Result<()> {
             let proof_path = dir.join("proof.json");
             let (proof, pr) = prove(&ui, &dir, &input, &proof_path)?;
             ui.say("3/4 proof generated");
-            let v = verify(&ui, &dir, &proof_path)?;
+            // the example's own development SRS, which it announced above
+            let v = verify(&ui, &dir, &proof_path, true)?;
             let class = proof
                 .output
                 .iter()

@@ -1,13 +1,13 @@
 //! `veriml deploy` and `veriml verify-evm --rpc`: the generated verifier and the ModelRegistry on
 //! a real chain over JSON-RPC (the work is done by `veriml_prover::chain`).
 
-use crate::{load_compiled, read_text, Ui};
+use crate::{checked_evm_proof, load_compiled, load_vk_and_srs, read_text, Ui};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
-use veriml_prover::{artifacts, chain, evm, pipeline, ProofFile};
+use veriml_prover::{artifacts, chain, evm};
 
 /// Where to send transactions and who signs them.
 #[derive(Args, Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct Deployment {
     pub registry: String,
     pub verifier: String,
     pub model_id: String,
-    pub weights_sha256: String,
+    pub model_sha256: String,
     pub input_words: u32,
     pub output_words: u32,
     pub gas_cap: u64,
@@ -59,13 +59,15 @@ pub fn deploy(
     model_id: Option<&str>,
     gas_cap: u64,
     solc: &Path,
+    allow_insecure: bool,
 ) -> Result<serde_json::Value> {
     let (settings, _) = load_compiled(dir)?;
+    load_vk_and_srs(dir, &settings, allow_insecure)?;
     let code: evm::Bytecode = serde_json::from_str(&read_text(&dir.join("Verifier.json"))?)
         .context("Verifier.json is not a compiled verifier; run create-evm-verifier")?;
     let packing = veriml_circuits::circuit::Packing::new(&settings.public_layout());
-    let weights = chain::bytes32_from_hex(&settings.weights_sha256)
-        .context("the settings' weights hash is not 32 bytes of hex")?;
+    let weights = chain::bytes32_from_hex(&settings.model_sha256)
+        .context("the settings' model hash is not 32 bytes of hex")?;
     let id_text = model_id.unwrap_or(&settings.model_name).to_string();
     let id = chain::model_id(&id_text);
     let rt = runtime()?;
@@ -100,7 +102,7 @@ pub fn deploy(
         registry: registry.to_string(),
         verifier: verifier.to_string(),
         model_id: id.to_string(),
-        weights_sha256: settings.weights_sha256.clone(),
+        model_sha256: settings.model_sha256.clone(),
         input_words: packing.input_words as u32,
         output_words: packing.output_words as u32,
         gas_cap,
@@ -125,25 +127,16 @@ pub fn verify(
     dir: &Path,
     proof_path: &Path,
     args: &ChainArgs,
+    allow_insecure: bool,
 ) -> Result<serde_json::Value> {
-    let (settings, _) = load_compiled(dir)?;
+    let (settings, proof, instances) = checked_evm_proof(dir, proof_path, allow_insecure)?;
     let dp = dir.join("deployment.json");
     let d: Deployment = serde_json::from_str(&read_text(&dp)?)
         .with_context(|| format!("{} is not a deployment; run `veriml deploy`", dp.display()))?;
-    if d.weights_sha256 != settings.weights_sha256 {
+    if d.model_sha256 != settings.model_sha256 {
         bail!("{} is a deployment of another model", dp.display());
     }
-    let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
-    let words = proof
-        .instances
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            pipeline::fr_from_hex(s)
-                .map(|f| chain::word(&f))
-                .with_context(|| format!("public word {i} is not a canonical scalar"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let words: Vec<_> = instances.iter().map(chain::word).collect();
     let bytes = artifacts::hex_bytes(&proof.proof).context("proof is not hex")?;
     let registry = address(&d.registry, "the deployment's registry")?;
     let id: chain::B256 = d

@@ -75,7 +75,21 @@ fn shared_mlps_compile_prove_and_verify_from_the_cli() {
             "--input",
             s(&input),
         ]));
-        let v = json(&veriml(&["--json", "verify", "-d", s(d)]));
+        // keys from a development SRS are an error unless accepted explicitly
+        let out = veriml(&["verify", "-d", s(d)]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("INSECURE") && err.contains("--allow-insecure-srs"),
+            "{err}"
+        );
+        let v = json(&veriml(&[
+            "--json",
+            "--allow-insecure-srs",
+            "verify",
+            "-d",
+            s(d),
+        ]));
         assert_eq!(v["verified"], true);
         assert_eq!(v["output"], p["output"]);
         // the proven output, dequantized, is close to the float model's
@@ -109,7 +123,14 @@ fn shared_mlps_compile_prove_and_verify_from_the_cli() {
         let last = proof["instances"].as_array().unwrap().len() - 1;
         proof["instances"][last] = serde_json::Value::String("00".repeat(31) + "05");
         std::fs::write(d.join("bad.json"), proof.to_string()).unwrap();
-        let out = veriml(&["verify", "-d", s(d), "--proof", s(&d.join("bad.json"))]);
+        let out = veriml(&[
+            "verify",
+            "--allow-insecure-srs",
+            "-d",
+            s(d),
+            "--proof",
+            s(&d.join("bad.json")),
+        ]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
     }
@@ -227,8 +248,11 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         "--input",
         s(&input),
     ]));
+    let out = veriml(&["create-evm-verifier", "-d", s(d), "--solc", s(&solc)]);
+    assert!(!out.status.success(), "a development SRS needs consent");
     let c = json(&veriml(&[
         "--json",
+        "--allow-insecure-srs",
         "create-evm-verifier",
         "-d",
         s(d),
@@ -238,24 +262,76 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
     assert!(c["runtime_bytes"].as_u64().unwrap() <= 24_576);
     let sol = std::fs::read_to_string(d.join("Verifier.sol")).unwrap();
     assert!(sol.starts_with("// GENERATED"));
-    let v = json(&veriml(&["--json", "verify-evm", "-d", s(d)]));
+    let out = veriml(&["verify-evm", "-d", s(d)]);
+    assert!(!out.status.success(), "a development SRS needs consent");
+    let v = json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "verify-evm",
+        "-d",
+        s(d),
+    ]));
     assert_eq!(v["verified"], true);
     assert!(v["gas_used"].as_u64().unwrap() > 100_000);
-    // a changed output word (the last public word) is rejected by the EVM verifier
-    let mut proof: serde_json::Value =
+    let original: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("proof.json")).unwrap()).unwrap();
-    let last = proof["instances"].as_array().unwrap().len() - 1;
-    proof["instances"][last] = serde_json::Value::String("00".repeat(31) + "07");
-    std::fs::write(d.join("bad.json"), proof.to_string()).unwrap();
-    let out = veriml(&["verify-evm", "-d", s(d), "--proof", s(&d.join("bad.json"))]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+    let tampered = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut proof = original.clone();
+        edit(&mut proof);
+        let path = d.join(name);
+        std::fs::write(&path, proof.to_string()).unwrap();
+        path
+    };
+    // a changed output word (the last public word) is rejected
+    let bad_word = tampered("bad_word.json", &|p| {
+        let last = p["instances"].as_array().unwrap().len() - 1;
+        p["instances"][last] = serde_json::Value::String("00".repeat(31) + "07");
+    });
+    let evm = |proof: &Path, rpc: Option<&str>| {
+        let mut args = vec![
+            "verify-evm",
+            "--allow-insecure-srs",
+            "-d",
+            s(d),
+            "--proof",
+            s(proof),
+        ];
+        if let Some(url) = rpc {
+            args.extend(["--rpc", url, "--private-key", anvil::DEV_KEY]);
+        }
+        let out = veriml(&args);
+        assert!(!out.status.success(), "{} accepted", proof.display());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(evm(&bad_word, None).contains("rejected"));
+    // the readable output and input must be what the words prove, as `verify` checks
+    let bad_output = tampered("bad_output.json", &|p| {
+        p["output"][0] = serde_json::json!(p["output"][0].as_f64().unwrap() + 1.0)
+    });
+    let bad_input = tampered("bad_input.json", &|p| {
+        p["input"][3] = serde_json::json!(p["input"][3].as_f64().unwrap() + 0.5)
+    });
+    for (path, what) in [
+        (&bad_output, "output value 0"),
+        (&bad_input, "input value 3"),
+    ] {
+        let err = evm(path, None);
+        assert!(err.contains(what), "{err}");
+    }
+    // flipped proof bytes, readable values intact: the EVM verifier itself rejects them
+    let bad_bytes = tampered("bad_bytes.json", &|p| {
+        let mut b = hex::decode(p["proof"].as_str().unwrap()).unwrap();
+        b[100] ^= 1;
+        p["proof"] = serde_json::Value::String(hex::encode(b));
+    });
+    assert!(evm(&bad_bytes, None).contains("EVM verifier rejected"));
 
     // the same on a real node: deploy (with a new registry), then verify by a transaction
     let node = anvil::start(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
     let url = node.url.clone();
     let dep = json(&veriml(&[
         "--json",
+        "--allow-insecure-srs",
         "deploy",
         "-d",
         s(d),
@@ -271,6 +347,7 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
     assert!(d.join("deployment.json").exists());
     let v = json(&veriml(&[
         "--json",
+        "--allow-insecure-srs",
         "verify-evm",
         "-d",
         s(d),
@@ -281,21 +358,13 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
     ]));
     assert_eq!(v["verified"], true);
     assert!(v["gas_used"].as_u64().unwrap() > 200_000);
-    let out = veriml(&[
-        "verify-evm",
-        "-d",
-        s(d),
-        "--proof",
-        s(&d.join("bad.json")),
-        "--rpc",
-        &url,
-        "--private-key",
-        anvil::DEV_KEY,
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("verifier rejected the proof"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = evm(&bad_bytes, Some(&url));
+    assert!(err.contains("verifier rejected the proof"), "{err}");
+    for (path, what) in [
+        (&bad_output, "output value 0"),
+        (&bad_input, "input value 3"),
+    ] {
+        let err = evm(path, Some(&url));
+        assert!(err.contains(what), "{err}");
+    }
 }

@@ -116,7 +116,7 @@ fn synthesis(c: &mut Criterion) {
         let x: Vec<i64> = (0..q.input_len())
             .map(|i| ((i * 37) % 16384) as i64)
             .collect();
-        let circuit = ModelCircuit::with_input(q.clone(), shape, x);
+        let circuit = ModelCircuit::with_input(q.clone(), shape, x).unwrap();
         let inst = circuit.instances().unwrap();
         g.bench_function(name, |b| {
             b.iter(|| MockProver::run(k, &circuit, vec![inst.clone()]).unwrap())

@@ -16,7 +16,7 @@ use std::path::Path;
 use veriml_circuits::ColumnShape;
 
 /// Version of the key and proof formats.
-pub const ARTIFACT_VERSION: u32 = 2;
+pub const ARTIFACT_VERSION: u32 = 3;
 pub const PK_MAGIC: &[u8; 8] = b"VERIMLPK";
 pub const VK_MAGIC: &[u8; 8] = b"VERIMLVK";
 pub const PROOF_FORMAT: &str = "veriml-proof";
@@ -71,10 +71,13 @@ pub fn hex_bytes(s: &str) -> Option<Vec<u8>> {
 pub struct KeyHeader {
     pub model_name: String,
     pub settings_sha256: String,
-    pub weights_sha256: String,
+    pub model_sha256: String,
     pub k: u32,
     pub shape: ColumnShape,
+    /// Where the SRS came from.
     pub srs: SrsOrigin,
+    /// SHA-256 of the SRS the key was made with, at the key's size (the `kzg.srs` beside it).
+    pub srs_sha256: String,
 }
 
 /// Frames a key with its magic, version and header.
@@ -135,7 +138,7 @@ pub struct ProofFile {
     pub transcript: String,
     pub model_name: String,
     pub settings_sha256: String,
-    pub weights_sha256: String,
+    pub model_sha256: String,
     /// The public inputs, in order: quantized model input, then quantized output. Each is a
     /// BN254 scalar as 32 big-endian bytes in hex (the order the EVM verifier reads).
     pub instances: Vec<String>,
@@ -180,10 +183,11 @@ mod tests {
         let h = KeyHeader {
             model_name: "m".into(),
             settings_sha256: "s".into(),
-            weights_sha256: "w".into(),
+            model_sha256: "w".into(),
             k: 10,
             shape: ColumnShape::default(),
             srs: SrsOrigin::InsecureDev { seed: 1 },
+            srs_sha256: "s".into(),
         };
         let bytes = encode_key(VK_MAGIC, &h, &[1, 2, 3]);
         let (h2, rest) = decode_key(VK_MAGIC, &bytes, Path::new("vk")).unwrap();

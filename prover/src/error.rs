@@ -35,6 +35,9 @@ pub enum ProverError {
     )]
     SrsTooSmall { have: u32, need: u32 },
 
+    #[error("the keys were made with an INSECURE development SRS ({detail}): whoever generated it can forge proofs; pass --allow-insecure-srs to accept it for development")]
+    InsecureSrs { detail: String },
+
     #[error("{what} does not belong to this model: {detail}")]
     Mismatch { what: &'static str, detail: String },
 

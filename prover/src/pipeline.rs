@@ -5,7 +5,7 @@ use crate::artifacts::{
     PROOF_SYSTEM, TRANSCRIPT, VK_MAGIC,
 };
 use crate::error::ProverError;
-use crate::srs::Srs;
+use crate::srs::{Srs, SrsOrigin};
 use halo2_proofs::{
     dev::MockProver,
     halo2curves::{
@@ -63,11 +63,48 @@ fn check_header(
             ),
         });
     }
-    if header.weights_sha256 != settings.weights_sha256 {
+    if header.model_sha256 != settings.model_sha256 {
         return Err(ProverError::Mismatch {
             what,
-            detail: "weights hash differs".into(),
+            detail: format!(
+                "it was made for compiled model {} but the settings name {}",
+                header.model_sha256, settings.model_sha256
+            ),
         });
+    }
+    Ok(())
+}
+
+/// Checks that `srs` is the SRS a key was made with (the hash its header records), and refuses
+/// a development SRS unless `allow_insecure`: one recognised from the parameters themselves as
+/// well as one the header admits to, so an edited header does not pass it off as a ceremony's.
+pub fn check_srs(header: &KeyHeader, srs: &Srs, allow_insecure: bool) -> Result<(), ProverError> {
+    if header.srs_sha256 != srs.sha256 {
+        return Err(ProverError::Mismatch {
+            what: "SRS",
+            detail: format!(
+                "the keys were made with an SRS hashing to {} but this one hashes to {}",
+                header.srs_sha256, srs.sha256
+            ),
+        });
+    }
+    let claimed = match header.srs {
+        SrsOrigin::InsecureDev { seed } => Some(seed),
+        SrsOrigin::File { .. } => None,
+    };
+    if !allow_insecure {
+        if let Some(seed) = claimed {
+            return Err(ProverError::InsecureSrs {
+                detail: format!("seed {seed}, as the key header says"),
+            });
+        }
+        if let Some(seed) = srs.known_insecure_seed(None) {
+            return Err(ProverError::InsecureSrs {
+                detail: format!(
+                    "its parameters are the development SRS of seed {seed}, whatever the key header says"
+                ),
+            });
+        }
     }
     Ok(())
 }
@@ -96,10 +133,11 @@ pub fn setup(
         header: KeyHeader {
             model_name: settings.model_name.clone(),
             settings_sha256: settings.sha256(),
-            weights_sha256: settings.weights_sha256.clone(),
+            model_sha256: settings.model_sha256.clone(),
             k,
             shape: settings.circuit.shape,
             srs: srs.origin.clone(),
+            srs_sha256: srs.sha256.clone(),
         },
     })
 }
@@ -204,22 +242,13 @@ pub fn prove(
     input: &[f64],
 ) -> Result<ProofFile, ProverError> {
     check_header(&keys.header, settings, "proving key")?;
+    // a development SRS may prove (the proof file says so); it must be the keys' own
+    check_srs(&keys.header, srs, true)?;
     settings.check_model(&model)?;
     let xq = model.quantize_input(input)?;
-    let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq.clone());
+    let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq.clone())?;
     let instances = circuit.instances().expect("circuit has a witness");
-    let mut transcript =
-        EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
-    create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<_>, _, _, _, _>(
-        &srs.params,
-        &keys.pk,
-        &[circuit],
-        &[&[&instances]],
-        rand::rngs::OsRng,
-        &mut transcript,
-    )
-    .map_err(halo2_err("proving"))?;
-    let proof = transcript.finalize();
+    let proof = prove_circuit(srs, &keys.pk, circuit, &instances)?;
     let output = model
         .forward(&xq)
         .into_iter()
@@ -232,13 +261,36 @@ pub fn prove(
         transcript: TRANSCRIPT.into(),
         model_name: settings.model_name.clone(),
         settings_sha256: settings.sha256(),
-        weights_sha256: settings.weights_sha256.clone(),
+        model_sha256: settings.model_sha256.clone(),
         instances: instances.iter().map(fr_to_hex).collect(),
-        input: xq.iter().map(|&v| model.dequantize(v)).collect(),
+        input: xq.iter().map(|&u| model.decode_input(u)).collect(),
         output,
         proof: hex::encode(proof),
         insecure_srs: keys.header.srs.is_insecure(),
     })
+}
+
+/// Creates proof bytes (SHPLONK, EVM transcript) for a circuit with its witness and the public
+/// words it claims. It does not check the witness: an unsatisfied circuit gives a proof that
+/// no verifier accepts (the soundness tests rely on that).
+pub fn prove_circuit(
+    srs: &Srs,
+    pk: &ProvingKey<G1Affine>,
+    circuit: ModelCircuit,
+    instances: &[Fr],
+) -> Result<Vec<u8>, ProverError> {
+    let mut transcript =
+        EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
+    create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<_>, _, _, _, _>(
+        &srs.params,
+        pk,
+        &[circuit],
+        &[&[instances]],
+        rand::rngs::OsRng,
+        &mut transcript,
+    )
+    .map_err(halo2_err("proving"))?;
+    Ok(transcript.finalize())
 }
 
 /// Checks raw proof bytes against a verifying key and public inputs.
@@ -270,23 +322,8 @@ pub fn verify_raw(
     }
 }
 
-/// Verifies a proof file against a verifying key. Returns the proven public inputs.
-pub fn verify(
-    srs: &Srs,
-    vk: &VerifyingKey<G1Affine>,
-    header: &KeyHeader,
-    settings: &Settings,
-    proof: &ProofFile,
-) -> Result<Vec<Fr>, ProverError> {
-    check_header(header, settings, "verifying key")?;
-    if proof.settings_sha256 != header.settings_sha256
-        || proof.weights_sha256 != header.weights_sha256
-    {
-        return Err(ProverError::Mismatch {
-            what: "proof",
-            detail: "it was made for another model or other settings".into(),
-        });
-    }
+/// The public words of a proof file for `settings`: the model's count, each a canonical scalar.
+pub fn proof_instances(settings: &Settings, proof: &ProofFile) -> Result<Vec<Fr>, ProverError> {
     let n = settings.circuit.num_instances;
     if proof.instances.len() != n {
         return Err(ProverError::Rejected(format!(
@@ -294,7 +331,7 @@ pub fn verify(
             proof.instances.len()
         )));
     }
-    let instances = proof
+    proof
         .instances
         .iter()
         .enumerate()
@@ -303,19 +340,70 @@ pub fn verify(
                 ProverError::Rejected(format!("public input {i} is not a canonical BN254 scalar"))
             })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Checks a proof file's readable `input` and `output` against what its public words encode.
+/// Every verification path runs it, native or EVM: the words are what is proven, and a file
+/// whose readable values say otherwise is refused.
+pub fn check_readable(
+    settings: &Settings,
+    proof: &ProofFile,
+    instances: &[Fr],
+) -> Result<(), ProverError> {
+    let (input, output) = settings.decode_public(instances).ok_or_else(|| {
+        ProverError::Rejected("the public words are not a packing of in-range values".into())
+    })?;
+    let first_diff = |what: &str, readable: &[f64], proven: &[f64]| -> Result<(), ProverError> {
+        if readable.len() != proven.len() {
+            return Err(ProverError::Rejected(format!(
+                "the proof file lists {} {what} values, the proof holds {}",
+                readable.len(),
+                proven.len()
+            )));
+        }
+        match readable.iter().zip(proven).position(|(a, b)| a != b) {
+            Some(i) => Err(ProverError::Rejected(format!(
+                "the proof file's {what} value {i} is {} but the proof proves {}",
+                readable[i], proven[i]
+            ))),
+            None => Ok(()),
+        }
+    };
+    first_diff("input", &proof.input, &input)?;
+    first_diff("output", &proof.output, &output)
+}
+
+/// Checks that a proof file belongs to a verifying key (settings and model hashes).
+pub fn check_proof_header(header: &KeyHeader, proof: &ProofFile) -> Result<(), ProverError> {
+    if proof.settings_sha256 != header.settings_sha256 || proof.model_sha256 != header.model_sha256
+    {
+        return Err(ProverError::Mismatch {
+            what: "proof",
+            detail: "it was made for another model or other settings".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a proof file against a verifying key and its SRS (refused if it is a development
+/// SRS, unless `allow_insecure_srs`). Returns the proven public inputs.
+pub fn verify(
+    srs: &Srs,
+    vk: &VerifyingKey<G1Affine>,
+    header: &KeyHeader,
+    settings: &Settings,
+    proof: &ProofFile,
+    allow_insecure_srs: bool,
+) -> Result<Vec<Fr>, ProverError> {
+    check_header(header, settings, "verifying key")?;
+    check_srs(header, srs, allow_insecure_srs)?;
+    check_proof_header(header, proof)?;
+    let instances = proof_instances(settings, proof)?;
     let bytes = hex::decode(proof.proof.trim_start_matches("0x"))
         .map_err(|e| ProverError::Rejected(format!("proof is not hex: {e}")))?;
     verify_raw(&srs.params, vk, &instances, &bytes)?;
-    // the proof file's readable input and output must be what the proven words encode
-    let (input, output) = settings.decode_public(&instances).ok_or_else(|| {
-        ProverError::Rejected("the public words are not a packing of in-range values".into())
-    })?;
-    if input != proof.input || output != proof.output {
-        return Err(ProverError::Rejected(
-            "the proof file's input or output differs from what the proof proves".into(),
-        ));
-    }
+    check_readable(settings, proof, &instances)?;
     Ok(instances)
 }
 
@@ -335,7 +423,7 @@ pub fn mock(
 ) -> Result<MockReport, ProverError> {
     settings.check_model(&model)?;
     let xq = model.quantize_input(input)?;
-    let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq);
+    let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq)?;
     mock_circuit(settings.circuit.k, &circuit)?;
     let inst = circuit.instances().expect("witness");
     let (_, output) = settings

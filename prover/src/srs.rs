@@ -3,11 +3,17 @@
 //! Two origins: a file in halo2's serialized `ParamsKZG` format (for example from a public
 //! powers-of-tau ceremony converted to that format), or a locally generated SRS for
 //! development and tests. A locally generated SRS is **insecure**: whoever generated it can
-//! know its secret and forge proofs. It is labelled so in every file and output that uses it.
+//! know its secret and forge proofs. It is labelled so in every file and output that uses it,
+//! and recognised from the parameters themselves ([`Srs::known_insecure_seed`]), so a key
+//! header edited to claim a ceremony file does not hide it.
 
 use crate::error::ProverError;
 use halo2_proofs::{
-    halo2curves::bn256::Bn256,
+    halo2curves::{
+        bn256::{Bn256, Fr},
+        ff::Field,
+        group::Curve,
+    },
     poly::{commitment::Params, kzg::commitment::ParamsKZG},
 };
 use rand::SeedableRng;
@@ -42,21 +48,53 @@ impl SrsOrigin {
     }
 }
 
+/// Seeds below this are recognised as development SRSs from the parameters alone (the CLI uses
+/// seed 0, the tests small seeds).
+pub const RECOGNISED_DEV_SEEDS: u64 = 64;
+
 /// KZG parameters with their origin.
 #[derive(Debug)]
 pub struct Srs {
     pub params: ParamsKZG<Bn256>,
     pub origin: SrsOrigin,
+    /// SHA-256 of the parameters in halo2's format, at their current size (the `kzg.srs` file
+    /// setup writes); key headers record it.
+    pub sha256: String,
+}
+
+/// The secret of the development SRS of a seed, as [`ParamsKZG::setup`] draws it.
+fn dev_secret(seed: u64) -> Fr {
+    Fr::random(ChaCha20Rng::seed_from_u64(seed))
 }
 
 impl Srs {
     /// Generates an INSECURE SRS of size `2^k` from a seed (development and tests only).
     pub fn insecure_dev(k: u32, seed: u64) -> Srs {
         let params = ParamsKZG::<Bn256>::setup(k, ChaCha20Rng::seed_from_u64(seed));
-        Srs {
+        let mut srs = Srs {
             params,
             origin: SrsOrigin::InsecureDev { seed },
-        }
+            sha256: String::new(),
+        };
+        srs.sha256 = hex::encode(Sha256::digest(srs.to_bytes()));
+        srs
+    }
+
+    /// The seed of the development SRS these parameters are, if they are one: checks
+    /// `s·G2` (what the verifier trusts) against the secrets of the seeds below
+    /// [`RECOGNISED_DEV_SEEDS`] and `extra`.
+    pub fn known_insecure_seed(&self, extra: Option<u64>) -> Option<u64> {
+        let g2 = self.params.g2();
+        let s_g2 = self.params.s_g2();
+        extra
+            .into_iter()
+            .chain(0..RECOGNISED_DEV_SEEDS)
+            .find(|&seed| (g2 * dev_secret(seed)).to_affine() == s_g2)
+    }
+
+    /// True when these parameters are labelled or recognised as a development SRS.
+    pub fn is_insecure(&self) -> bool {
+        self.origin.is_insecure() || self.known_insecure_seed(None).is_some()
     }
 
     /// Reads a parameters file in halo2's serialized format.
@@ -91,11 +129,13 @@ impl Srs {
             )));
         }
         let params = ParamsKZG::<Bn256>::read(&mut &bytes[..]).map_err(|e| bad(e.to_string()))?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
         Ok(Srs {
             params,
             origin: SrsOrigin::File {
-                sha256: hex::encode(Sha256::digest(bytes)),
+                sha256: sha256.clone(),
             },
+            sha256,
         })
     }
 
@@ -111,6 +151,7 @@ impl Srs {
         }
         if have > k {
             self.params.downsize(k);
+            self.sha256 = hex::encode(Sha256::digest(self.to_bytes()));
         }
         Ok(self)
     }

@@ -48,7 +48,7 @@ async fn every_shared_mlp_deploys_registers_and_verifies_on_anvil() {
                 registry,
                 id,
                 verifier,
-                chain::bytes32_from_hex(&settings.weights_sha256).unwrap(),
+                chain::bytes32_from_hex(&settings.model_sha256).unwrap(),
                 packing.input_words as u32,
                 packing.output_words as u32,
                 GAS_CAP,

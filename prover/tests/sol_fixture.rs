@@ -47,7 +47,7 @@ fn solidity_fixture(settings: &Settings, code: &Bytecode, proof: &ProofFile) -> 
          \x20       return hex\"{proof}\";\n\
          \x20   }}\n\
          }}\n",
-        w = settings.weights_sha256,
+        w = settings.model_sha256,
         code = code.creation,
         n = proof.instances.len(),
         proof = proof.proof,
@@ -140,5 +140,5 @@ fn committed_fixture_verifies_natively_and_on_chain_alike() {
     off_curve[63] = 3; // (1, 3) is not on y^2 = x^3 + 3
     assert!(!agree(&inst, &off_curve));
     // the same proof from the native side's point of view: the settings still match the file
-    pipeline::verify(&srs, &vk, &header, &settings, &proof).unwrap();
+    pipeline::verify(&srs, &vk, &header, &settings, &proof, true).unwrap();
 }

@@ -90,6 +90,15 @@ contract ModelRegistryTest {
         registry.verify(MODEL, inputs, proof);
     }
 
+    function test_forgedAboveRangeInputIsRejected() public {
+        uint256[] memory inputs = TinyMlpFixture.forgedAboveRangeInputs();
+        bytes memory proof = TinyMlpFixture.forgedAboveRangeProof();
+        vm.expectRevert(abi.encodeWithSelector(ModelRegistry.ProofRejected.selector, MODEL));
+        registry.verify(MODEL, inputs, proof);
+        (bool ok,) = verifier.call(abi.encodePacked(inputs, proof));
+        require(!ok, "the verifier alone must reject it too");
+    }
+
     function test_inputPlusModulusIsRejectedBeforeTheVerifier() public {
         uint256[] memory inputs = TinyMlpFixture.publicInputs();
         inputs[0] += registry.SNARK_SCALAR_FIELD();

@@ -365,7 +365,7 @@ impl QuantizedModel {
             return bad(0, format!("invalid input range [{lo}, {hi}]"));
         }
         if self.input_bits == 0
-            || self.input_bits % INPUT_BITS_STEP != 0
+            || !self.input_bits.is_multiple_of(INPUT_BITS_STEP)
             || self.input_bits > MAX_INPUT_BITS
         {
             return bad(

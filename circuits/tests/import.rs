@@ -154,7 +154,8 @@ fn every_field_that_shapes_the_statement_is_checked() {
         other => panic!("not a mismatch: {other}"),
     };
     // the compiled model edited (the layers untouched): its hash no longer matches
-    let edits: [(&str, Box<dyn Fn(&mut veriml_circuits::QuantizedModel)>); 5] = [
+    type Edit = Box<dyn Fn(&mut veriml_circuits::QuantizedModel)>;
+    let edits: [(&str, Edit); 5] = [
         ("input range", Box::new(|m| m.input_range.0 = -0.5)),
         ("input code width", Box::new(|m| m.input_bits = 32)),
         (

@@ -148,19 +148,8 @@ enum Cmd {
         dir: DirArg,
         #[command(flatten)]
         chain: onchain::ChainArgs,
-        /// An existing ModelRegistry owned by the sender; without it a new one is deployed.
-        #[arg(long)]
-        registry: Option<String>,
-        /// Model id in the registry: 32 bytes of hex, or a name hashed with keccak-256
-        /// (default: the model's name).
-        #[arg(long)]
-        model_id: Option<String>,
-        /// Most gas the registry forwards to the verifier (100,000 to 15,000,000).
-        #[arg(long, default_value_t = 2_000_000)]
-        gas_cap: u64,
-        /// A solc-compatible compiler, to compile the bundled ModelRegistry.
-        #[arg(long, env = "VERIML_SOLC", default_value = "solc")]
-        solc: PathBuf,
+        #[command(flatten)]
+        opts: onchain::DeployArgs,
     },
     /// Verify an AMD SEV-SNP attestation report against AMD's pinned roots and a policy.
     TeeVerify(TeeArgs),
@@ -406,7 +395,9 @@ fn verify(
 ) -> Result<serde_json::Value> {
     let (settings, _) = load_compiled(dir)?;
     let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
-    let (vk, header, srs) = load_vk_and_srs(dir, &settings, allow_insecure)?;
+    // pipeline::verify checks the SRS against the key (load_vk_and_srs would do it twice)
+    let (vk, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
+    let srs = load_srs(dir, settings.circuit.k)?;
     let (_, d) = ui.step("verifying", || {
         Ok(pipeline::verify(
             &srs,
@@ -769,23 +760,9 @@ fn run(cli: Cli) -> Result<()> {
                 None => verify_evm(&ui, &dir.dir, &p, cli.allow_insecure_srs)?,
             }
         }
-        Cmd::Deploy {
-            dir,
-            chain,
-            registry,
-            model_id,
-            gas_cap,
-            solc,
-        } => onchain::deploy(
-            &ui,
-            &dir.dir,
-            &chain,
-            registry.as_deref(),
-            model_id.as_deref(),
-            gas_cap,
-            &solc,
-            cli.allow_insecure_srs,
-        )?,
+        Cmd::Deploy { dir, chain, opts } => {
+            onchain::deploy(&ui, &dir.dir, &chain, &opts, cli.allow_insecure_srs)?
+        }
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
             artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use veriml_prover::{artifacts, chain, evm};
 
 /// Where to send transactions and who signs them.
@@ -19,6 +19,24 @@ pub struct ChainArgs {
     /// Hex private key of the funded account that sends the transactions.
     #[arg(long, env = "VERIML_PRIVATE_KEY", hide_env_values = true)]
     pub private_key: String,
+}
+
+/// What `deploy` registers and how.
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// An existing ModelRegistry owned by the sender; without it a new one is deployed.
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// Model id in the registry: 32 bytes of hex, or a name hashed with keccak-256
+    /// (default: the model's name).
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Most gas the registry forwards to the verifier (100,000 to 15,000,000).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub gas_cap: u64,
+    /// A solc-compatible compiler, to compile the bundled ModelRegistry.
+    #[arg(long, env = "VERIML_SOLC", default_value = "solc")]
+    pub solc: PathBuf,
 }
 
 /// DIR/deployment.json: what `deploy` put on chain, read back by `verify-evm --rpc`.
@@ -55,12 +73,16 @@ pub fn deploy(
     ui: &Ui,
     dir: &Path,
     args: &ChainArgs,
-    registry: Option<&str>,
-    model_id: Option<&str>,
-    gas_cap: u64,
-    solc: &Path,
+    opts: &DeployArgs,
     allow_insecure: bool,
 ) -> Result<serde_json::Value> {
+    let DeployArgs {
+        registry,
+        model_id,
+        gas_cap,
+        solc,
+    } = opts;
+    let (registry, model_id, gas_cap) = (registry.as_deref(), model_id.as_deref(), *gas_cap);
     let (settings, _) = load_compiled(dir)?;
     load_vk_and_srs(dir, &settings, allow_insecure)?;
     let code: evm::Bytecode = serde_json::from_str(&read_text(&dir.join("Verifier.json"))?)

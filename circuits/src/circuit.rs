@@ -681,7 +681,13 @@ struct Layout {
 }
 
 impl Layout {
-    fn build(model: &QuantizedModel, shape: &ColumnShape) -> Result<Self, CompileError> {
+    /// The layout of a model; `digest` goes in the statement-digest cell (any value will do
+    /// where only the rows are counted).
+    fn build(
+        model: &QuantizedModel,
+        shape: &ColumnShape,
+        digest: Fr,
+    ) -> Result<Self, CompileError> {
         let layers = circuit_layers(model);
         let (expected, slots) = ColumnShape::derive(model, &layers, shape.row_bytes)?;
         if expected != *shape {
@@ -841,10 +847,10 @@ impl Layout {
         // the statement digest in a fixed cell that no gate reads: the verifying key commits
         // to the whole compiled model (input range, code width, scales, shapes), not only to
         // the weights the other fixed cells hold
-        let mut digest = RowSpec::new(Src::Zero);
-        digest.q_run = 0;
-        digest.w.push((0, statement_digest(model)));
-        rows.push(digest);
+        let mut digest_row = RowSpec::new(Src::Zero);
+        digest_row.q_run = 0;
+        digest_row.w.push((0, digest));
+        rows.push(digest_row);
         Ok(Layout {
             rows,
             packing,
@@ -889,15 +895,37 @@ impl RowCount {
 }
 
 /// Counts rows without assigning anything (the layout [`ModelCircuit::synthesize`] uses).
+/// Counts from the shape alone, without the coefficients (a thousandth of the time for
+/// mnist_mlp); synthesis asserts that the layout has exactly these rows.
 pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount, CompileError> {
-    let layout = Layout::build(model, &shape)?;
+    let layers = circuit_layers(model);
+    if ColumnShape::derive(model, &layers, shape.row_bytes)?.0 != shape {
+        return Err(CompileError::Format {
+            what: "settings",
+            detail: "the circuit shape does not match the model".into(),
+        });
+    }
     let mut cs = ConstraintSystem::<Fr>::default();
     ModelConfig::configure(&mut cs, shape);
     Ok(RowCount {
-        used: layout.rows.len(),
-        instances: layout.packing.words(),
+        used: rows_of(&layers, &shape),
+        instances: shape.input_words + shape.output_words,
         reserved: cs.minimum_rows(),
     })
+}
+
+/// Rows of [`Layout::build`]: the public layout and the zero rows below it, `p`, `n` and `r` of
+/// every output, the table, the closing row and the digest row.
+fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
+    let blocks: usize = layers
+        .iter()
+        .map(|l| {
+            let value = shape.parts(l.limbs).len();
+            let rem = shape.parts((l.shift / LIMB_BITS) as usize).len();
+            l.outputs * (2 * value + rem)
+        })
+        .sum();
+    shape.input_rows() + shape.input_words + blocks + TABLE_SIZE + 2
 }
 
 /// A column shape, its row count and the `k` it gives.
@@ -1188,6 +1216,8 @@ pub struct ModelCircuit {
     /// The quantized input; `None` for key generation.
     input: Option<Vec<i64>>,
     fault: Option<Fault>,
+    /// [`statement_digest`] of the model, computed once.
+    digest: Fr,
 }
 
 /// Converts a signed integer to a field element.
@@ -1228,6 +1258,7 @@ impl ModelCircuit {
     /// A circuit for key generation (no witness).
     pub fn keygen(model: Arc<QuantizedModel>, shape: ColumnShape) -> Self {
         ModelCircuit {
+            digest: statement_digest(&model),
             model,
             shape,
             input: None,
@@ -1244,6 +1275,7 @@ impl ModelCircuit {
     ) -> Result<Self, CompileError> {
         model.check_codes(&input)?;
         Ok(ModelCircuit {
+            digest: statement_digest(&model),
             model,
             shape,
             input: Some(input),
@@ -1268,7 +1300,7 @@ impl ModelCircuit {
         let input = self.input.as_ref()?;
         if self.fault.is_some() {
             // the words the (faulted) cells hold
-            let layout = Layout::build(&self.model, &self.shape).ok()?;
+            let layout = Layout::build(&self.model, &self.shape, self.digest).ok()?;
             let wit = witness(&layout.layers, &self.shape, input, self.fault);
             let cells = first_phase(&layout, &self.shape, &wit, self.fault);
             let mut words = cells.c[..self.shape.input_words].to_vec();
@@ -1638,6 +1670,7 @@ impl Circuit<Fr> for ModelCircuit {
             shape: self.shape,
             input: None,
             fault: None,
+            digest: self.digest,
         }
     }
 
@@ -1656,7 +1689,9 @@ impl Circuit<Fr> for ModelCircuit {
     fn synthesize(&self, cfg: ModelConfig, mut layouter: impl Layouter<Fr>) -> Result<(), Error> {
         let shape = self.shape;
         debug_assert_eq!(shape, cfg.shape);
-        let layout = Layout::build(&self.model, &shape).map_err(|_| Error::Synthesis)?;
+        let layout =
+            Layout::build(&self.model, &shape, self.digest).map_err(|_| Error::Synthesis)?;
+        debug_assert_eq!(layout.rows.len(), rows_of(&layout.layers, &shape));
         let cells = self.input.as_ref().map(|input| {
             let wit = witness(&layout.layers, &shape, input, self.fault);
             first_phase(&layout, &shape, &wit, self.fault)

@@ -2,8 +2,9 @@
 pragma solidity 0.8.19;
 
 /// @title VeriML model registry and verifier router
-/// @notice Maps a model id to the generated halo2 verifier of that model (and the hash of its
-///         quantized weights), checks proofs through it, and records which results were verified.
+/// @notice Maps a model id to the generated halo2 verifier of that model (and the SHA-256 of its
+///         compiled model, kept under the name `weightsHash`: weights, input range, scales and
+///         shapes), checks proofs through it, and records which results were verified.
 /// @dev Public inputs are packed words (BN254 scalars): first the words holding the quantized
 ///      model input, then those holding its output. The generated verifiers take
 ///      `publicInputs || proof` as calldata, revert on an invalid proof and return nothing on a

@@ -8,8 +8,7 @@
 //!   stored at `2^(S+s)`;
 //! - the accumulator at scale `2^(S+s)` is brought back to `2^S` by rounding division
 //!   `q = floor((acc + 2^(s-1)) / 2^s)`, with the remainder range-checked in the circuit;
-//! - ReLU after a dense layer is fused into that rescaling.
-//!
+//! - ReLU after a dense layer is fused into that rescaling;
 //! - the model input is not quantized at `2^S` but as a *code* `u` of `input_bits` bits (a
 //!   multiple of 16): the declared range `[lo, hi]` is cut into `2^B − 1` equal steps and
 //!   `x = lo + u·(hi − lo)/(2^B − 1)`. Every code in `[0, 2^B − 1]` is an input inside the
@@ -138,8 +137,8 @@ enum FOp {
 }
 
 /// The graph's ops with the input code folded in: the first layer reads codes `u`, so its
-/// weights are multiplied by `step` (the code's value at the activation scale, divided by
-/// `2^S`) and `lo·Σ_j W_oj` is added to its biases. A graph that starts with a ReLU gets a
+/// weights are multiplied by `step`, one code unit in activation units
+/// (`(hi − lo)·2^S/(2^B − 1)`), and `lo·Σ_j W_oj` is added to its biases. A graph that starts with a ReLU gets a
 /// diagonal first layer doing just that.
 fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
     let mut out = Vec::new();

@@ -55,7 +55,16 @@ impl Graph {
 
     /// Runs the float forward pass (the reference the quantized circuit is measured against).
     pub fn forward(&self, input: &[f32]) -> Vec<f32> {
+        let last = self.trace(input).pop();
+        let x = last.unwrap_or_else(|| input.iter().map(|&v| v as f64).collect());
+        x.into_iter().map(|v| v as f32).collect()
+    }
+
+    /// The float forward pass in `f64`, returning the activations after every op (one entry
+    /// per op, in order).
+    pub fn trace(&self, input: &[f32]) -> Vec<Vec<f64>> {
         let mut x: Vec<f64> = input.iter().map(|&v| v as f64).collect();
+        let mut out = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             match op {
                 Op::Dense {
@@ -76,8 +85,9 @@ impl Graph {
                 Op::Relu { .. } => x.iter_mut().for_each(|v| *v = v.max(0.0)),
                 Op::Reshape { .. } => {}
             }
+            out.push(x.clone());
         }
-        x.into_iter().map(|v| v as f32).collect()
+        out
     }
 
     /// Total number of multiply-accumulates of one forward pass.

@@ -122,7 +122,8 @@ pub fn quantize_value(v: f64, bits: u32) -> i64 {
     (v * (1u64 << bits) as f64).round() as i64
 }
 
-/// A float op after the input coding is folded into the first layer (weights in `f64`).
+/// A float op after the input coding is folded into the first layer (weights in `f64`), with
+/// the index of the graph op whose output it computes.
 enum FOp {
     Dense {
         node: String,
@@ -130,10 +131,45 @@ enum FOp {
         outputs: usize,
         weights: Vec<f64>,
         bias: Vec<f64>,
+        src: usize,
     },
     Relu {
         node: String,
+        src: usize,
     },
+}
+
+impl FOp {
+    fn src(&self) -> usize {
+        match self {
+            FOp::Dense { src, .. } | FOp::Relu { src, .. } => *src,
+        }
+    }
+}
+
+/// How the quantizer turns float ops into layers: a dense op followed by a ReLU becomes one
+/// layer with the ReLU fused. Yields `(index of the layer's first op, ReLU fused)`.
+fn fused_layers(ops: &[FOp]) -> Vec<(usize, bool)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ops.len() {
+        let relu =
+            matches!(ops[i], FOp::Dense { .. }) && matches!(ops.get(i + 1), Some(FOp::Relu { .. }));
+        out.push((i, relu));
+        i += if relu { 2 } else { 1 };
+    }
+    out
+}
+
+/// For each layer [`QuantizedModel::from_graph`] makes of `graph`, the index of the graph op
+/// after which the float activations are that layer's output (per-layer accuracy reports
+/// compare the two).
+pub fn layer_sources(graph: &Graph) -> Vec<usize> {
+    let ops = fold_input_code(graph, 0.0, 1.0);
+    fused_layers(&ops)
+        .into_iter()
+        .map(|(i, relu)| ops[if relu { i + 1 } else { i }].src())
+        .collect()
 }
 
 /// The graph's ops with the input code folded in: the first layer reads codes `u`, so its
@@ -142,7 +178,7 @@ enum FOp {
 /// diagonal first layer doing just that.
 fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
     let mut out = Vec::new();
-    for op in &graph.ops {
+    for (src, op) in graph.ops.iter().enumerate() {
         let first = out.is_empty();
         match op {
             Op::Dense {
@@ -167,6 +203,7 @@ fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
                     outputs: *outputs,
                     weights: w,
                     bias: b,
+                    src,
                 });
             }
             Op::Relu { node } => {
@@ -180,9 +217,13 @@ fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
                         outputs: n,
                         weights: w,
                         bias: vec![lo; n],
+                        src,
                     });
                 }
-                out.push(FOp::Relu { node: node.clone() });
+                out.push(FOp::Relu {
+                    node: node.clone(),
+                    src,
+                });
             }
             Op::Reshape { .. } => {}
         }
@@ -233,8 +274,7 @@ impl QuantizedModel {
         // interval bounds of every current activation, as integers (the codes first)
         let mut bounds: Vec<(i128, i128)> = vec![(0, code_max as i128); n_in];
         let mut layers: Vec<QLayer> = Vec::new();
-        let mut i = 0;
-        while i < ops.len() {
+        for (i, relu) in fused_layers(&ops) {
             let idx = layers.len();
             match &ops[i] {
                 FOp::Dense {
@@ -243,6 +283,7 @@ impl QuantizedModel {
                     outputs,
                     weights,
                     bias,
+                    ..
                 } => {
                     if *inputs != bounds.len() {
                         return Err(CompileError::Structure {
@@ -272,7 +313,6 @@ impl QuantizedModel {
                     let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
                     let wq: Vec<i64> = weights.iter().map(|&w| quantize_value(w, shift)).collect();
                     let bq: Vec<i64> = bias.iter().map(|&b| quantize_value(b, s + shift)).collect();
-                    let relu = matches!(ops.get(i + 1), Some(FOp::Relu { .. }));
                     let mut new_bounds = Vec::with_capacity(*outputs);
                     // the rescale chip range-checks both parts of the pre-activation value, so
                     // the bound is taken before the ReLU clamps it
@@ -312,9 +352,8 @@ impl QuantizedModel {
                         relu,
                         out_bits,
                     });
-                    i += if relu { 2 } else { 1 };
                 }
-                FOp::Relu { node } => {
+                FOp::Relu { node, .. } => {
                     bounds
                         .iter_mut()
                         .for_each(|b| *b = (b.0.max(0), b.1.max(0)));
@@ -324,7 +363,6 @@ impl QuantizedModel {
                         len: bounds.len(),
                         out_bits: bits_for(max_abs),
                     });
-                    i += 1;
                 }
             }
         }
@@ -627,6 +665,48 @@ mod tests {
         assert!(e.to_string().contains("outside the range"), "{e}");
         assert!(q.quantize_input(&[0.0]).is_err());
         assert!(q.quantize_input(&[f64::NAN, 0.0]).is_err());
+    }
+
+    /// Each layer's source op is where the float graph has that layer's output: fused ReLUs,
+    /// reshapes in between, a ReLU first (the diagonal input layer) and a ReLU standing alone.
+    #[test]
+    fn layer_sources_align_float_and_quantized_traces() {
+        let dense = |node: &str, n: usize| Op::Dense {
+            node: node.into(),
+            inputs: n,
+            outputs: n,
+            weights: (0..n * n).map(|i| (i as f32 * 0.37).sin()).collect(),
+            bias: (0..n).map(|i| 0.1 * i as f32 - 0.1).collect(),
+        };
+        let relu = |node: &str| Op::Relu { node: node.into() };
+        let reshape = Op::Reshape {
+            node: "flat".into(),
+            shape: vec![1, 3],
+        };
+        let g = Graph {
+            input_shape: vec![1, 3],
+            output_shape: vec![1, 3],
+            ops: vec![
+                relu("r0"),
+                dense("fc1", 3),
+                reshape,
+                relu("r1"),
+                relu("r2"),
+                dense("fc2", 3),
+            ],
+        };
+        assert_eq!(layer_sources(&g), vec![0, 3, 4, 5]);
+        let q = QuantizedModel::from_graph(&g, &QuantOptions::default()).unwrap();
+        assert_eq!(q.layers.len(), 4);
+        let x = [0.3, -0.7, 0.9];
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let float = g.trace(&xf);
+        let quant = q.trace(&q.quantize_input(&x).unwrap());
+        for (l, &src) in layer_sources(&g).iter().enumerate() {
+            for (f, &v) in float[src].iter().zip(&quant[l]) {
+                assert!((f - q.dequantize(v)).abs() < 2e-3, "layer {l}: {f} vs {v}");
+            }
+        }
     }
 
     #[test]

@@ -349,6 +349,11 @@ fn circuit_settings(
     })
 }
 
+/// SHA-256 of a file's bytes in hex, as `onnx_sha256` records it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Compiles an ONNX file.
 pub fn compile_model(
     path: &Path,
@@ -372,11 +377,5 @@ pub fn compile_model(
     } else {
         name
     };
-    compile_graph(
-        &graph,
-        &name,
-        &hex::encode(Sha256::digest(&bytes)),
-        opts,
-        plan_opts,
-    )
+    compile_graph(&graph, &name, &sha256_hex(&bytes), opts, plan_opts)
 }

@@ -153,13 +153,22 @@ enum Cmd {
     },
     /// Verify an AMD SEV-SNP attestation report against AMD's pinned roots and a policy.
     TeeVerify(TeeArgs),
-    /// Compare the quantized model (exactly what the circuit proves) with float reference outputs.
+    /// Compare the quantized model (exactly what the circuit proves) with float reference outputs;
+    /// with --per-layer, every layer's float and quantized activations side by side.
     Accuracy {
         #[command(flatten)]
         dir: DirArg,
         /// JSON with `inputs` and `float_outputs` lists (and optional `labels`), like samples.json.
         #[arg(short, long)]
         samples: PathBuf,
+        /// Also report each layer: largest and mean absolute error of its activations against
+        /// the float model's, and the largest error relative to the layer's largest float
+        /// activation. Needs --onnx.
+        #[arg(long, requires = "onnx")]
+        per_layer: bool,
+        /// The ONNX file the folder was compiled from (its SHA-256 must match the settings').
+        #[arg(long)]
+        onnx: Option<PathBuf>,
     },
     /// Compile, set up, prove and verify the bundled example model (digits_mlp), end to end.
     Example {
@@ -443,8 +452,54 @@ fn argmax(v: &[f64]) -> usize {
         .unwrap_or(0)
 }
 
-fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
-    let (_, model) = load_compiled(dir)?;
+/// Error statistics of one layer over all samples.
+#[derive(Default)]
+struct LayerError {
+    max_abs: f64,
+    sum_abs: f64,
+    count: usize,
+    float_max_abs: f64,
+}
+
+/// The float graph of the ONNX file a folder was compiled from, and for each quantized layer the
+/// graph op whose output it is.
+fn float_reference(
+    onnx: &Path,
+    settings: &Settings,
+    model: &veriml_circuits::QuantizedModel,
+) -> Result<(veriml_circuits::Graph, Vec<usize>)> {
+    let bytes = std::fs::read(onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
+    let sha = veriml_circuits::settings::sha256_hex(&bytes);
+    if sha != settings.onnx_sha256 {
+        bail!(
+            "{} (SHA-256 {sha}) is not the ONNX file this folder was compiled from ({})",
+            onnx.display(),
+            settings.onnx_sha256
+        );
+    }
+    let graph = veriml_circuits::import::graph_from_onnx_bytes(&bytes, onnx)?;
+    let sources = veriml_circuits::quantize::layer_sources(&graph);
+    if sources.len() != model.layers.len() {
+        bail!(
+            "{} gives {} layers, the compiled model has {}",
+            onnx.display(),
+            sources.len(),
+            model.layers.len()
+        );
+    }
+    Ok((graph, sources))
+}
+
+fn accuracy(
+    ui: &Ui,
+    dir: &Path,
+    samples: &Path,
+    per_layer_onnx: Option<&Path>,
+) -> Result<serde_json::Value> {
+    let (settings, model) = load_compiled(dir)?;
+    let reference = per_layer_onnx
+        .map(|p| float_reference(p, &settings, &model))
+        .transpose()?;
     let what = samples.display().to_string();
     let v: serde_json::Value = serde_json::from_str(&read_text(samples)?)
         .with_context(|| format!("{what} is not JSON"))?;
@@ -462,12 +517,13 @@ fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
         );
     }
     let (mut max_err, mut agree, mut correct) = (0f64, 0usize, 0usize);
+    let mut layer_err: Vec<LayerError> = model.layers.iter().map(|_| Default::default()).collect();
     for (i, (x, want)) in inputs.iter().zip(&floats).enumerate() {
-        let q = model.forward(
-            &model
-                .quantize_input(x)
-                .with_context(|| format!("sample {i}"))?,
-        );
+        let codes = model
+            .quantize_input(x)
+            .with_context(|| format!("sample {i}"))?;
+        let trace = model.trace(&codes);
+        let q = trace.last().cloned().unwrap_or_default();
         let got: Vec<f64> = q.iter().map(|&v| model.dequantize(v)).collect();
         if got.len() != want.len() {
             bail!(
@@ -483,6 +539,77 @@ fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
         if let Some(l) = &labels {
             correct += usize::from(l.get(i).copied() == Some(argmax(&got) as u64));
         }
+        if let Some((graph, sources)) = &reference {
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let float = graph.trace(&xf);
+            for ((e, &src), quant) in layer_err.iter_mut().zip(sources).zip(&trace) {
+                for (&f, &qv) in float[src].iter().zip(quant) {
+                    let d = (f - model.dequantize(qv)).abs();
+                    e.max_abs = e.max_abs.max(d);
+                    e.sum_abs += d;
+                    e.count += 1;
+                    e.float_max_abs = e.float_max_abs.max(f.abs());
+                }
+            }
+        }
+    }
+    let layers: Vec<serde_json::Value> = match &reference {
+        None => Vec::new(),
+        Some(_) => model
+            .layers
+            .iter()
+            .zip(&layer_err)
+            .enumerate()
+            .map(|(i, (l, e))| {
+                let (node, op, outputs) = match l {
+                    veriml_circuits::quantize::QLayer::Dense {
+                        node,
+                        outputs,
+                        relu,
+                        ..
+                    } => (node, if *relu { "dense+relu" } else { "dense" }, *outputs),
+                    veriml_circuits::quantize::QLayer::Relu { node, len, .. } => {
+                        (node, "relu", *len)
+                    }
+                };
+                json!({
+                    "layer": i,
+                    "node": node,
+                    "op": op,
+                    "outputs": outputs,
+                    "max_abs_error": e.max_abs,
+                    "mean_abs_error": e.sum_abs / e.count.max(1) as f64,
+                    "relative_error": if e.float_max_abs > 0.0 { e.max_abs / e.float_max_abs } else { 0.0 },
+                    "float_max_abs": e.float_max_abs,
+                })
+            })
+            .collect(),
+    };
+    if !layers.is_empty() {
+        ui.say(&format!(
+            "{:>5}  {:<24} {:<10} {:>7}  {:>12}  {:>12}  {:>10}  {:>11}",
+            "layer",
+            "node",
+            "op",
+            "outputs",
+            "max abs err",
+            "mean abs err",
+            "rel err",
+            "float |max|"
+        ));
+        for l in &layers {
+            ui.say(&format!(
+                "{:>5}  {:<24} {:<10} {:>7}  {:>12.6}  {:>12.6}  {:>10.2e}  {:>11.4}",
+                l["layer"].as_u64().unwrap_or_default(),
+                l["node"].as_str().unwrap_or_default(),
+                l["op"].as_str().unwrap_or_default(),
+                l["outputs"].as_u64().unwrap_or_default(),
+                l["max_abs_error"].as_f64().unwrap_or_default(),
+                l["mean_abs_error"].as_f64().unwrap_or_default(),
+                l["relative_error"].as_f64().unwrap_or_default(),
+                l["float_max_abs"].as_f64().unwrap_or_default(),
+            ));
+        }
     }
     ui.say(&format!(
         "{} samples: largest absolute output error {max_err:.6}, top-1 agreement with float {agree}/{}{}",
@@ -493,12 +620,16 @@ fn accuracy(ui: &Ui, dir: &Path, samples: &Path) -> Result<serde_json::Value> {
             .map(|_| format!(", correct labels {correct}/{}", inputs.len()))
             .unwrap_or_default()
     ));
-    Ok(json!({
+    let mut out = json!({
         "samples": inputs.len(),
         "max_abs_error": max_err,
         "top1_agreement": agree,
         "label_correct": labels.map(|_| correct),
-    }))
+    });
+    if reference.is_some() {
+        out["layers"] = serde_json::Value::Array(layers);
+    }
+    Ok(out)
 }
 
 fn create_evm_verifier(
@@ -737,7 +868,17 @@ fn run(cli: Cli) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Cmd::Accuracy { dir, samples } => accuracy(&ui, &dir.dir, &samples)?,
+        Cmd::Accuracy {
+            dir,
+            samples,
+            per_layer,
+            onnx,
+        } => accuracy(
+            &ui,
+            &dir.dir,
+            &samples,
+            onnx.as_deref().filter(|_| per_layer),
+        )?,
         Cmd::TeeVerify(args) => tee_verify(&ui, &args)?,
         Cmd::CreateEvmVerifier { dir, solc } => {
             create_evm_verifier(&ui, &dir.dir, &solc, cli.allow_insecure_srs)?

@@ -107,6 +107,35 @@ fn shared_mlps_compile_prove_and_verify_from_the_cli() {
             .fold(0f64, f64::max);
         println!("{model}: max abs error of the proven output {err:.6}");
         assert!(err < 0.0014, "{model}: proven output off by {err}");
+        // per layer: the float model's activations against the quantized ones; the last layer
+        // is the output, whose error the samples' float outputs also measure
+        let samples = fixture(model, "samples.json");
+        let a = json(&veriml(&[
+            "--json",
+            "accuracy",
+            "-d",
+            s(d),
+            "-s",
+            s(&samples),
+            "--per-layer",
+            "--onnx",
+            s(&onnx),
+        ]));
+        let layers = a["layers"].as_array().unwrap();
+        let depth = if model == "tiny_mlp" { 3 } else { 2 };
+        assert_eq!(layers.len(), depth, "{model}: {a}");
+        for l in layers {
+            let rel = l["relative_error"].as_f64().unwrap();
+            assert!(rel > 0.0 && rel < 1e-3, "{model}: {l}");
+            assert!(l["mean_abs_error"].as_f64().unwrap() <= l["max_abs_error"].as_f64().unwrap());
+        }
+        let last = layers[depth - 1]["max_abs_error"].as_f64().unwrap();
+        let overall = a["max_abs_error"].as_f64().unwrap();
+        assert!(
+            (last - overall).abs() < 1e-5,
+            "{model}: {last} vs {overall}"
+        );
+        assert_eq!(a["top1_agreement"], 64);
         let m = json(&veriml(&[
             "--json",
             "mock",
@@ -134,6 +163,55 @@ fn shared_mlps_compile_prove_and_verify_from_the_cli() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
     }
+}
+
+#[test]
+fn per_layer_accuracy_needs_the_folders_own_onnx() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json(&veriml(&[
+        "--json",
+        "compile",
+        s(&fixture("tiny_mlp", "model.onnx")),
+        "-d",
+        s(d),
+        "--input-range",
+        "0,1",
+    ]));
+    let samples = fixture("tiny_mlp", "samples.json");
+    let out = veriml(&[
+        "accuracy",
+        "-d",
+        s(d),
+        "-s",
+        s(&samples),
+        "--per-layer",
+        "--onnx",
+        s(&fixture("digits_mlp", "model.onnx")),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not the ONNX file this folder was compiled from"),
+        "{err}"
+    );
+    // the text report has a row per layer
+    let out = veriml(&[
+        "accuracy",
+        "-d",
+        s(d),
+        "-s",
+        s(&samples),
+        "--per-layer",
+        "--onnx",
+        s(&fixture("tiny_mlp", "model.onnx")),
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("max abs err") && text.contains("dense+relu"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,0 +1,184 @@
+//! Columns, the challenge and the gates (every constraint of degree at most 3).
+
+use super::*;
+
+/// Columns, challenge and gates of the circuit.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    pub(crate) a: Column<Advice>,
+    /// High bytes (two bytes per row only).
+    pub(crate) b: Option<Column<Advice>>,
+    pub(crate) c: Column<Advice>,
+    pub(crate) s: Column<Advice>,
+    pub(crate) h: Column<Advice>,
+    /// Inverses of the high bytes (two bytes per row only).
+    pub(crate) g: Option<Column<Advice>>,
+    pub(crate) w: Vec<Column<Fixed>>,
+    pub(crate) q_run: Column<Fixed>,
+    pub(crate) q_rc: Column<Fixed>,
+    pub(crate) q_tab: Column<Fixed>,
+    pub(crate) q_blk: Column<Fixed>,
+    pub(crate) q_z: Column<Fixed>,
+    pub(crate) q_x: Column<Fixed>,
+    pub(crate) gamma: Challenge,
+    pub(crate) shape: ColumnShape,
+}
+
+pub(crate) fn c(v: u64) -> Expression<Fr> {
+    Expression::Constant(Fr::from(v))
+}
+
+pub(crate) fn k(v: Fr) -> Expression<Fr> {
+    Expression::Constant(v)
+}
+
+/// For a selector taking the values 0, 1, 2: expressions that are 1 on value 1 (resp. 2, resp.
+/// either) and 0 elsewhere (degree 2).
+pub(crate) fn select(q: Expression<Fr>) -> [Expression<Fr>; 3] {
+    let half = k(Fr::from(2).invert().unwrap());
+    [
+        q.clone() * (c(2) - q.clone()),
+        q.clone() * (q.clone() - c(1)) * half.clone(),
+        q.clone() * (c(3) - q) * half,
+    ]
+}
+
+impl ModelConfig {
+    /// Declares the columns and gates for a shape.
+    pub fn configure(meta: &mut ConstraintSystem<Fr>, shape: ColumnShape) -> Self {
+        let wide = shape.row_bytes == 2;
+        let a = meta.advice_column_in(FirstPhase);
+        let b = wide.then(|| meta.advice_column_in(FirstPhase));
+        let c_ = meta.advice_column_in(FirstPhase);
+        let gamma = meta.challenge_usable_after(FirstPhase);
+        let [s, h] = [(); 2].map(|_| meta.advice_column_in(SecondPhase));
+        let g = wide.then(|| meta.advice_column_in(SecondPhase));
+        let w: Vec<_> = (0..shape.weight_columns.max(1))
+            .map(|_| meta.fixed_column())
+            .collect();
+        let [q_run, q_rc, q_tab, q_blk, q_z, q_x] = [(); 6].map(|_| meta.fixed_column());
+        let instance: Column<Instance> = meta.instance_column();
+
+        // Σ_f γ^f w_f by Horner's rule
+        let comb = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| {
+            let gm = m.query_challenge(gamma);
+            let mut e = m.query_fixed(*w.last().expect("w"), Rotation::cur());
+            for wc in w.iter().rev().skip(1) {
+                e = e * gm.clone() + m.query_fixed(*wc, Rotation::cur());
+            }
+            e
+        };
+
+        meta.create_gate("running sum and output words", |m| {
+            let [_, tie, any] = select(m.query_fixed(q_run, Rotation::cur()));
+            let l = comb(m);
+            let (cur, next) = (
+                m.query_advice(s, Rotation::cur()),
+                m.query_advice(s, Rotation::next()),
+            );
+            let x = m.query_advice(a, Rotation::cur());
+            let hv = m.query_advice(h, Rotation::cur());
+            let inverses = match g {
+                Some(g) => hv.clone() + m.query_advice(g, Rotation::cur()),
+                None => hv.clone(),
+            };
+            let rc = m.query_fixed(q_rc, Rotation::cur());
+            let tab = m.query_fixed(q_tab, Rotation::cur());
+            let word = m.query_advice(a, Rotation::cur());
+            let inst = m.query_instance(instance, Rotation::cur());
+            vec![
+                any * (next - cur) - x * l - rc * inverses + tab * hv,
+                tie * (word - inst),
+            ]
+        });
+
+        meta.create_gate("byte inverses", |m| {
+            let q = m.query_fixed(q_rc, Rotation::cur());
+            let gm = m.query_challenge(gamma);
+            let x = m.query_advice(a, Rotation::cur());
+            let hv = m.query_advice(h, Rotation::cur());
+            match (b, g) {
+                (Some(b), Some(g)) => {
+                    let hi = m.query_advice(b, Rotation::cur());
+                    let lo = x - hi.clone() * c(TABLE_SIZE as u64);
+                    vec![
+                        q.clone() * (hv * (gm.clone() + lo) - c(1)),
+                        q * (m.query_advice(g, Rotation::cur()) * (gm + hi) - c(1)),
+                    ]
+                }
+                _ => vec![q * (hv * (gm + x) - c(1))],
+            }
+        });
+
+        meta.create_gate("table", |m| {
+            let q = m.query_fixed(q_tab, Rotation::cur());
+            let gm = m.query_challenge(gamma);
+            let t = m.query_fixed(w[0], Rotation::cur());
+            vec![
+                q.clone()
+                    * (m.query_advice(h, Rotation::cur()) * (gm + t)
+                        - m.query_advice(c_, Rotation::cur())),
+                q * m.query_advice(a, Rotation::cur()),
+            ]
+        });
+
+        let out_bits = shape.relu_parts();
+        meta.create_gate("rounding", |m| {
+            let q = m.query_fixed(q_blk, Rotation::cur());
+            let rows = out_bits.len() as i32;
+            let mut value = |first: i32| {
+                (0..out_bits.len()).fold(c(0), |acc, t| {
+                    acc + m.query_advice(a, Rotation(first + t as i32))
+                        * k(shape.factor(&out_bits, t))
+                })
+            };
+            let p = value(0);
+            let n = value(rows);
+            vec![q * p * n]
+        });
+
+        meta.create_gate("ends and zeros", |m| {
+            let [sum, zero, _] = select(m.query_fixed(q_z, Rotation::cur()));
+            let l = comb(m);
+            let x = m.query_advice(a, Rotation::cur());
+            let low = match b {
+                Some(b) => x - m.query_advice(b, Rotation::cur()) * c(TABLE_SIZE as u64),
+                None => x,
+            };
+            vec![
+                sum * (m.query_advice(s, Rotation::cur()) + l),
+                zero.clone() * m.query_advice(c_, Rotation::cur()),
+                zero * low,
+            ]
+        });
+
+        let stride = shape.stride() as i32;
+        meta.create_gate("input words", |m| {
+            let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
+            let rest = m.query_advice(a, Rotation::cur())
+                + m.query_advice(c_, Rotation(stride)) * k(pow2(shape.row_bits()));
+            vec![
+                acc * (m.query_advice(c_, Rotation::cur()) - rest.clone()),
+                word * (m.query_instance(instance, Rotation::cur()) - rest),
+            ]
+        });
+
+        ModelConfig {
+            a,
+            b,
+            c: c_,
+            s,
+            h,
+            g,
+            w,
+            q_run,
+            q_rc,
+            q_tab,
+            q_blk,
+            q_z,
+            q_x,
+            gamma,
+            shape,
+        }
+    }
+}

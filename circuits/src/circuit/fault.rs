@@ -1,0 +1,55 @@
+//! Deliberate wrong witnesses for the soundness tests.
+
+use super::*;
+
+/// Which witness cell a [`Fault`] changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FaultTarget {
+    /// A cell of the second-phase running sum.
+    RunningSum,
+    /// A byte inverse `h` of a checked row.
+    ByteInverse,
+    /// The high byte `b` of a checked row.
+    HighByte,
+    /// The (first part of the) positive part `p` of a rounded output.
+    RescalePos,
+    /// The negative part `n` of a rounded output.
+    RescaleNeg,
+    /// The remainder `r` of a rounding.
+    RescaleRem,
+    /// Quotient one higher and remainder one divisor lower, the rest of the forward pass
+    /// following: only the range check on the remainder stops it.
+    RescaleShiftQuotient,
+    /// `p` and `n` both one higher (the rounded value unchanged, a ReLU output one higher), the
+    /// rest of the forward pass and the public output following: only `p·n = 0` stops it.
+    RescaleBothParts,
+    /// A packed model input part.
+    PackedInput,
+    /// An accumulator cell of the input layout.
+    InputAccumulator,
+    /// An output word cell.
+    PublicWord,
+    /// A table multiplicity.
+    Multiplicity,
+    /// A model input moved by one slot unit into its neighbour, the rest of the forward pass
+    /// following: the packed word is unchanged, only the range check of the input stops it.
+    InputCarry,
+    /// An unused input slot of the last word set to one, its word following: only the
+    /// zero-sum equation of the unused slots stops it.
+    PaddingInput,
+    /// The low byte of a one-byte row in the two-byte layout set to one (`a = 256·v + 1`).
+    SmallLowByte,
+    /// A model input set to the code one above the largest (an input just above the declared
+    /// range), the rest of the forward pass and the public words following: only the range
+    /// check of the input stops it.
+    InputAboveRange,
+}
+
+/// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo
+/// their number) is increased by one (see [`FaultTarget`] for the compound faults). A circuit
+/// with a fault must never verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub target: FaultTarget,
+    pub index: usize,
+}

@@ -1,0 +1,371 @@
+//! The rows of a circuit (sources, selectors, fixed weights), the statement digest, row counts and
+//! the planner that picks the shape and `k`.
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    P,
+    N,
+    R,
+}
+
+/// What a row's `a` cell holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Src {
+    Zero,
+    /// Part `t` of packed input `i`.
+    Input {
+        i: usize,
+        t: usize,
+    },
+    /// Part `t` of `p`, `n` or `r` of output `o` of layer `l`.
+    Block {
+        l: usize,
+        o: usize,
+        part: Part,
+        t: usize,
+    },
+    /// Output word `k`.
+    OutWord(usize),
+    /// Table row `t` (`a = 0`, `c` = multiplicity).
+    Table(usize),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RowSpec {
+    pub(crate) src: Src,
+    /// Range-checked (`q_rc`).
+    pub(crate) checked: bool,
+    /// An 8-bit part (`a = 256·v`, `b = v`).
+    pub(crate) small: bool,
+    pub(crate) q_run: u8,
+    pub(crate) q_x: u8,
+    pub(crate) q_z: u8,
+    pub(crate) q_blk: bool,
+    /// Nonzero weights `(slot, value)`.
+    pub(crate) w: Vec<(usize, Fr)>,
+}
+
+impl RowSpec {
+    pub(crate) fn new(src: Src) -> Self {
+        RowSpec {
+            src,
+            checked: false,
+            small: false,
+            q_run: 1,
+            q_x: 0,
+            q_z: 0,
+            q_blk: false,
+            w: Vec::new(),
+        }
+    }
+    pub(crate) fn add(&mut self, slot: usize, v: Fr) {
+        match self.w.iter_mut().find(|e| e.0 == slot) {
+            Some(e) => e.1 += v,
+            None => self.w.push((slot, v)),
+        }
+    }
+}
+
+/// The rows of a circuit: sources, selectors and weights (the same for every input).
+pub(crate) struct Layout {
+    pub(crate) rows: Vec<RowSpec>,
+    pub(crate) packing: Packing,
+    pub(crate) layers: Vec<CLayer>,
+}
+
+impl Layout {
+    /// The layout of a model; `digest` goes in the statement-digest cell (any value will do
+    /// where only the rows are counted).
+    pub(crate) fn build(
+        model: &QuantizedModel,
+        shape: &ColumnShape,
+        digest: Fr,
+    ) -> Result<Self, CompileError> {
+        let layers = circuit_layers(model);
+        let (expected, slots) = ColumnShape::derive(model, &layers, shape.row_bytes)?;
+        if expected != *shape {
+            return Err(CompileError::Format {
+                what: "settings",
+                detail: "the circuit shape does not match the model".into(),
+            });
+        }
+        let packing = Packing::new(&PublicLayout::of_model(model, *shape));
+        let in_parts = shape.in_parts();
+        let per = packing.inputs_per_word;
+        let (j_in, n_in, stride) = (shape.input_words, model.input_len(), shape.stride());
+        let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * stride + i / per;
+        // the public layout: layer m holds part m of every input word, then (first layer only)
+        // the output words
+        let mut rows = Vec::new();
+        for r in 0..shape.input_rows() {
+            let (m, j) = (r / stride, r % stride);
+            let mut row;
+            if j < j_in {
+                let i = j * per + m / in_parts;
+                row = RowSpec::new(if i < n_in {
+                    Src::Input { i, t: m % in_parts }
+                } else {
+                    Src::Zero
+                });
+                if let (Src::Zero, Some((slot, mu))) = (row.src, slots.padding) {
+                    row.add(slot, mu);
+                }
+                row.checked = true;
+                row.q_x = if m == 0 { 2 } else { 1 };
+            } else if m == 0 {
+                row = RowSpec::new(Src::OutWord(j - j_in));
+                row.q_run = 2;
+            } else {
+                row = RowSpec::new(Src::Zero);
+            }
+            rows.push(row);
+        }
+        // the accumulators of the last layer read `c = 0` one stride below
+        for _ in 0..j_in {
+            let mut row = RowSpec::new(Src::Zero);
+            row.q_z = 2;
+            rows.push(row);
+        }
+        let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
+        for (l, layer) in layers.iter().enumerate() {
+            let out_bits = shape.parts(layer.limbs);
+            let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
+            let mut starts = Vec::with_capacity(layer.outputs);
+            for o in 0..layer.outputs {
+                let mut at = [0; 3];
+                for (pi, (part, bits)) in [
+                    (Part::P, &out_bits),
+                    (Part::N, &out_bits),
+                    (Part::R, &rem_bits),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    at[pi] = rows.len();
+                    for (t, &b) in bits.iter().enumerate() {
+                        let mut row = RowSpec::new(Src::Block { l, o, part, t });
+                        row.checked = true;
+                        row.small = shape.small(b);
+                        // a one-byte row of a two-byte layout: its low byte must be zero
+                        row.q_z = if row.small { 2 } else { 0 };
+                        row.q_blk = layer.relu && part == Part::P && t == 0;
+                        rows.push(row);
+                    }
+                }
+                starts.push(at);
+            }
+            blocks.push(starts);
+        }
+        for t in 0..TABLE_SIZE {
+            let mut row = RowSpec::new(Src::Table(t));
+            row.w.push((0, Fr::from(t as u64)));
+            rows.push(row);
+        }
+
+        // coefficients
+        let mut consts = vec![Fr::zero(); slots.count];
+        let add_value =
+            |rows: &mut Vec<RowSpec>, start: usize, bits: &[u32], slot: usize, c: Fr| {
+                for t in 0..bits.len() {
+                    rows[start + t].add(slot, c * shape.factor(bits, t));
+                }
+            };
+        for (li, layer) in layers.iter().enumerate() {
+            let d = pow2(layer.shift);
+            let out_bits = shape.parts(layer.limbs);
+            let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
+            let in_bits = (li > 0).then(|| shape.parts(layers[li - 1].limbs));
+            for o in 0..layer.outputs {
+                let (slot, mu) = slots.layer[li][o];
+                consts[slot] += mu * fr_from_i128(layer.bias[o]);
+                for j in 0..layer.inputs {
+                    let w = layer.w(o, j);
+                    if w == 0 {
+                        continue;
+                    }
+                    let coef = mu * fr_from_i128(w as i128);
+                    match &in_bits {
+                        None => {
+                            for t in 0..in_parts {
+                                rows[in_row(j, t)]
+                                    .add(slot, coef * pow2(shape.row_bits() * t as u32));
+                            }
+                        }
+                        Some(bits) => {
+                            let [p0, n0, _] = blocks[li - 1][j];
+                            add_value(&mut rows, p0, bits, slot, coef);
+                            if layer.signed_inputs {
+                                add_value(&mut rows, n0, bits, slot, -coef);
+                            }
+                        }
+                    }
+                }
+                let [p0, n0, r0] = blocks[li][o];
+                add_value(&mut rows, p0, &out_bits, slot, -mu * d);
+                add_value(&mut rows, n0, &out_bits, slot, mu * d);
+                add_value(&mut rows, r0, &rem_bits, slot, -mu);
+            }
+        }
+        let last = layers.len() - 1;
+        let out_bits = shape.parts(layers[last].limbs);
+        for (m, &(k, off)) in packing.outputs.iter().enumerate() {
+            let slot = slots.words[k - packing.input_words];
+            let coef = pow2(off);
+            let [p0, n0, _] = blocks[last][m];
+            add_value(&mut rows, p0, &out_bits, slot, -coef);
+            if !layers[last].relu {
+                add_value(&mut rows, n0, &out_bits, slot, coef);
+            }
+            consts[slot] -= coef * fr_from_i128(shape.out_offset());
+        }
+        for (k, &slot) in slots.words.iter().enumerate() {
+            rows[j_in + k].add(slot, Fr::one());
+        }
+        // the closing row: the sum must end at minus its weights
+        let mut end = RowSpec::new(Src::Zero);
+        end.q_run = 0;
+        end.q_z = 1;
+        for (slot, v) in consts.iter().enumerate() {
+            let first = rows[0]
+                .w
+                .iter()
+                .find(|e| e.0 == slot)
+                .map_or(Fr::zero(), |e| e.1);
+            if *v + first != Fr::zero() {
+                end.w.push((slot, *v + first));
+            }
+        }
+        rows[0].q_z = 1;
+        rows.push(end);
+        // the statement digest in a fixed cell that no gate reads: the verifying key commits
+        // to the whole compiled model (input range, code width, scales, shapes), not only to
+        // the weights the other fixed cells hold
+        let mut digest_row = RowSpec::new(Src::Zero);
+        digest_row.q_run = 0;
+        digest_row.w.push((0, digest));
+        rows.push(digest_row);
+        Ok(Layout {
+            rows,
+            packing,
+            layers,
+        })
+    }
+}
+
+/// The model's SHA-256 ([`QuantizedModel::sha256`]) as a field element (its first 31 bytes,
+/// little-endian, so it is always below the modulus). The circuit puts it in a fixed cell.
+pub fn statement_digest(model: &QuantizedModel) -> Fr {
+    let bytes = hex::decode(model.sha256()).expect("hex digest");
+    let mut repr = [0u8; 32];
+    repr[..31].copy_from_slice(&bytes[..31]);
+    Fr::from_repr(repr).expect("31 bytes are below the modulus")
+}
+
+/// Rows a model needs, for a given shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCount {
+    /// Rows used, the closing row included.
+    pub used: usize,
+    /// Public inputs (packed words).
+    pub instances: usize,
+    /// Rows halo2 keeps for blinding at the end of the table.
+    pub reserved: usize,
+}
+
+impl RowCount {
+    pub fn rows(&self) -> usize {
+        self.used
+    }
+    /// Smallest `k` whose table fits all rows plus the blinding rows.
+    pub fn k(&self) -> u32 {
+        let need = self.used + self.reserved;
+        let mut k = MIN_K;
+        while (1usize << k) < need {
+            k += 1;
+        }
+        k
+    }
+}
+
+/// Counts rows without assigning anything (the layout [`ModelCircuit::synthesize`] uses).
+/// Counts from the shape alone, without the coefficients (a thousandth of the time for
+/// mnist_mlp); synthesis asserts that the layout has exactly these rows.
+pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount, CompileError> {
+    let layers = circuit_layers(model);
+    if ColumnShape::derive(model, &layers, shape.row_bytes)?.0 != shape {
+        return Err(CompileError::Format {
+            what: "settings",
+            detail: "the circuit shape does not match the model".into(),
+        });
+    }
+    let mut cs = ConstraintSystem::<Fr>::default();
+    ModelConfig::configure(&mut cs, shape);
+    Ok(RowCount {
+        used: rows_of(&layers, &shape),
+        instances: shape.input_words + shape.output_words,
+        reserved: cs.minimum_rows(),
+    })
+}
+
+/// Rows of [`Layout::build`]: the public layout and the zero rows below it, `p`, `n` and `r` of
+/// every output, the table, the closing row and the digest row.
+pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
+    let blocks: usize = layers
+        .iter()
+        .map(|l| {
+            let value = shape.parts(l.limbs).len();
+            let rem = shape.parts((l.shift / LIMB_BITS) as usize).len();
+            l.outputs * (2 * value + rem)
+        })
+        .sum();
+    shape.input_rows() + shape.input_words + blocks + TABLE_SIZE + 2
+}
+
+/// A column shape, its row count and the `k` it gives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub shape: ColumnShape,
+    pub rows: RowCount,
+    pub k: u32,
+}
+
+/// Plans the circuit of a model: its shape (one weight column per slot), rows and `k`.
+/// Refuses models needing more than `max_weight_columns` slots: each weight column is one more
+/// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code).
+pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, CompileError> {
+    // two bytes per row halve the rows; one byte per row saves two advice columns (for the
+    // prover two commitments, for the EVM verifier about 14,000 gas): taken when `k` allows
+    let mut best: Option<Plan> = None;
+    for row_bytes in [2, 1] {
+        let p = plan_with(model, max_weight_columns, row_bytes)?;
+        if best.as_ref().is_none_or(|b| p.k <= b.k) {
+            best = Some(p);
+        }
+    }
+    Ok(best.expect("two plans"))
+}
+
+/// Plans the circuit with a given number of bytes per checked row.
+pub fn plan_with(
+    model: &QuantizedModel,
+    max_weight_columns: usize,
+    row_bytes: usize,
+) -> Result<Plan, CompileError> {
+    let shape = ColumnShape::for_model(model, row_bytes)?;
+    let cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
+    if shape.weight_columns > cap {
+        return Err(CompileError::Structure {
+            node: "graph".into(),
+            detail: format!(
+                "the model needs {} weight columns (Freivalds slots), more than the {cap} allowed; \
+                 raise --max-weight-columns (at most {MAX_WEIGHT_COLUMNS})",
+                shape.weight_columns
+            ),
+        });
+    }
+    let rows = count_rows(model, shape)?;
+    let k = rows.k();
+    Ok(Plan { shape, rows, k })
+}

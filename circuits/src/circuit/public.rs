@@ -1,0 +1,136 @@
+//! The public words: input codes and outputs packed into few field elements, and back.
+
+use super::*;
+
+/// What the public words hold: the numbers of inputs (codes) and outputs and the slot sizes
+/// of the shape. Known to a verifier from the settings alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicLayout {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub shape: ColumnShape,
+}
+
+impl PublicLayout {
+    pub fn of_model(model: &QuantizedModel, shape: ColumnShape) -> Self {
+        PublicLayout {
+            inputs: model.input_len(),
+            outputs: model.output_len(),
+            shape,
+        }
+    }
+}
+
+/// Where each public value goes: `(word, bit offset)` for the inputs, then the outputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packing {
+    pub inputs: Vec<(usize, u32)>,
+    pub outputs: Vec<(usize, u32)>,
+    pub input_words: usize,
+    pub output_words: usize,
+    /// Inputs per word (the last word may hold fewer).
+    pub inputs_per_word: usize,
+}
+
+impl Packing {
+    pub fn new(layout: &PublicLayout) -> Self {
+        let place = |n: usize, slot: u32, first: usize| -> (Vec<(usize, u32)>, usize) {
+            let per = (WORD_BITS / slot).max(1) as usize;
+            let v = (0..n)
+                .map(|i| (first + i / per, (i % per) as u32 * slot))
+                .collect();
+            (v, n.div_ceil(per))
+        };
+        let (inputs, input_words) = place(layout.inputs, layout.shape.in_slot(), 0);
+        let (outputs, output_words) = place(layout.outputs, layout.shape.out_slot(), input_words);
+        Packing {
+            inputs,
+            outputs,
+            input_words,
+            output_words,
+            inputs_per_word: (WORD_BITS / layout.shape.in_slot()).max(1) as usize,
+        }
+    }
+    pub fn words(&self) -> usize {
+        self.input_words + self.output_words
+    }
+}
+
+/// Packs input codes `u` and outputs into words.
+pub(crate) fn pack_values(
+    pk: &Packing,
+    shape: &ColumnShape,
+    u: &[i128],
+    outputs: &[i128],
+) -> Vec<Fr> {
+    let mut words = vec![Fr::zero(); pk.words()];
+    for (&(w, off), &v) in pk.inputs.iter().zip(u) {
+        words[w] += fr_from_i128(v) * pow2(off);
+    }
+    for (&(w, off), &y) in pk.outputs.iter().zip(outputs) {
+        words[w] += fr_from_i128(y + shape.out_offset()) * pow2(off);
+    }
+    words
+}
+
+/// Packs input codes and a quantized output into the public words.
+pub fn pack_public(
+    model: &QuantizedModel,
+    shape: &ColumnShape,
+    input: &[i64],
+    output: &[i64],
+) -> Vec<Fr> {
+    let u: Vec<i128> = input.iter().map(|&x| x as i128).collect();
+    let y: Vec<i128> = output.iter().map(|&v| v as i128).collect();
+    let layout = PublicLayout::of_model(model, *shape);
+    pack_values(&Packing::new(&layout), shape, &u, &y)
+}
+
+/// Unpacks public words into the input codes and the quantized output; `None` if they are not a
+/// packing of values that fit their slots (wrong count, or a bit outside every slot).
+pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, Vec<i64>)> {
+    let shape = layout.shape;
+    let pk = Packing::new(layout);
+    if words.len() != pk.words() {
+        return None;
+    }
+    // the words as little-endian 256-bit integers
+    let ints: Vec<[u8; 32]> = words
+        .iter()
+        .map(|w| {
+            let r = w.to_repr();
+            let mut b = [0u8; 32];
+            b.copy_from_slice(r.as_ref());
+            b
+        })
+        .collect();
+    let mut used = vec![[0u8; 32]; words.len()];
+    let mut take = |w: usize, off: u32, bits: u32| -> i128 {
+        let mut v = 0i128;
+        for i in 0..bits {
+            let bit = off + i;
+            let (byte, shift) = ((bit / 8) as usize, bit % 8);
+            used[w][byte] |= 1 << shift;
+            if ints[w][byte] >> shift & 1 == 1 {
+                v |= 1 << i;
+            }
+        }
+        v
+    };
+    let inputs: Vec<i64> = pk
+        .inputs
+        .iter()
+        .map(|&(w, off)| take(w, off, shape.in_slot()) as i64)
+        .collect();
+    let outputs: Vec<i64> = pk
+        .outputs
+        .iter()
+        .map(|&(w, off)| (take(w, off, shape.out_slot()) - shape.out_offset()) as i64)
+        .collect();
+    for (w, u) in ints.iter().zip(&used) {
+        if w.iter().zip(u).any(|(b, m)| b & !m != 0) {
+            return None;
+        }
+    }
+    Some((inputs, outputs))
+}

@@ -1,0 +1,177 @@
+//! The column shape of a circuit (its halo2 `Params`), and how values are cut into checked rows.
+
+use super::*;
+
+/// The circuit's `Params`: everything the gates depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnShape {
+    /// `F`: fixed weight columns, one per Freivalds slot.
+    pub weight_columns: usize,
+    /// Bytes of each part `p`, `n` of a model output (and of an output's public slot).
+    pub out_limbs: usize,
+    /// Bytes of each part `p`, `n` of every ReLU layer's output (the rounding gate's layout).
+    pub relu_limbs: usize,
+    /// Bytes of a packed model input.
+    pub in_limbs: usize,
+    /// Bytes per checked row: 2 (columns `b` and `g` hold the high byte and its inverse) or 1.
+    pub row_bytes: usize,
+    /// `J`: input words.
+    pub input_words: usize,
+    /// Output words (rows of the public layout's first layer after the input words).
+    pub output_words: usize,
+    /// Parts per input word: the public layout has `input_layers` layers of
+    /// `input_words + output_words` rows.
+    pub input_layers: usize,
+}
+
+impl Default for ColumnShape {
+    fn default() -> Self {
+        ColumnShape {
+            weight_columns: 1,
+            out_limbs: 2,
+            relu_limbs: 2,
+            in_limbs: 2,
+            row_bytes: 2,
+            input_words: 1,
+            output_words: 1,
+            input_layers: 1,
+        }
+    }
+}
+
+/// `2^bits` as a field element.
+pub(crate) fn pow2(bits: u32) -> Fr {
+    let mut r = Fr::one();
+    let mut left = bits;
+    while left > 0 {
+        let step = left.min(63);
+        r *= Fr::from(1u64 << step);
+        left -= step;
+    }
+    r
+}
+
+pub(crate) fn limbs_for(bits: u32) -> usize {
+    (bits.div_ceil(LIMB_BITS) as usize).max(1)
+}
+
+pub(crate) fn bits_for(max: i128) -> u32 {
+    (128 - max.unsigned_abs().leading_zeros()).max(1)
+}
+
+/// Splits `v` into parts of the given sizes; the top part keeps whatever is left, so a value
+/// too large for its parts shows up as a top part out of range.
+pub(crate) fn split(v: i128, bits: &[u32]) -> Vec<i128> {
+    let mut out = Vec::with_capacity(bits.len());
+    let mut off = 0;
+    for (t, &b) in bits.iter().enumerate() {
+        let part = v >> off;
+        out.push(if t + 1 == bits.len() {
+            part
+        } else {
+            part & ((1i128 << b) - 1)
+        });
+        off += b;
+    }
+    out
+}
+
+impl ColumnShape {
+    /// `a, c, s, h`, and `b, g` with two bytes per row.
+    pub fn advice_columns(&self) -> usize {
+        2 + 2 * self.row_bytes
+    }
+    /// Bits of one full checked row.
+    pub(crate) fn row_bits(&self) -> u32 {
+        LIMB_BITS * self.row_bytes as u32
+    }
+    /// Bits of each checked row of a value of `limbs` bytes: full rows, and with two bytes per
+    /// row a last 8-bit row if the byte count is odd.
+    pub(crate) fn parts(&self, limbs: usize) -> Vec<u32> {
+        let mut v = vec![self.row_bits(); limbs / self.row_bytes];
+        if limbs % self.row_bytes == 1 {
+            v.push(LIMB_BITS);
+        }
+        v
+    }
+    /// A two-byte row holding one byte (`a = 256·v`, `b = v`).
+    pub(crate) fn small(&self, bits: u32) -> bool {
+        self.row_bytes == 2 && bits == LIMB_BITS
+    }
+    /// What row `t` of a value contributes per unit of its `a`.
+    pub(crate) fn factor(&self, bits: &[u32], t: usize) -> Fr {
+        let f = pow2(bits[..t].iter().sum());
+        if self.small(bits[t]) {
+            static INV_256: std::sync::OnceLock<Fr> = std::sync::OnceLock::new();
+            f * INV_256.get_or_init(|| Fr::from(256).invert().unwrap())
+        } else {
+            f
+        }
+    }
+    /// Fixed columns: weights and six selectors.
+    pub fn fixed_columns(&self) -> usize {
+        self.weight_columns + 6
+    }
+    pub(crate) fn relu_parts(&self) -> Vec<u32> {
+        self.parts(self.relu_limbs)
+    }
+    /// Rows of one packed input (full rows each).
+    pub(crate) fn in_parts(&self) -> usize {
+        self.in_limbs.div_ceil(self.row_bytes)
+    }
+    pub(crate) fn in_slot(&self) -> u32 {
+        self.row_bits() * self.in_parts() as u32
+    }
+    pub(crate) fn out_slot(&self) -> u32 {
+        LIMB_BITS * self.out_limbs as u32 + 1
+    }
+    pub(crate) fn out_offset(&self) -> i128 {
+        1i128 << (LIMB_BITS * self.out_limbs as u32)
+    }
+    /// `S`: rows of one layer of the public layout (its stride).
+    pub(crate) fn stride(&self) -> usize {
+        self.input_words + self.output_words
+    }
+    /// Rows of the public layout.
+    pub(crate) fn input_rows(&self) -> usize {
+        self.stride() * self.input_layers
+    }
+    /// Input rows of the public layout that hold no input (the last word's unused slots).
+    pub(crate) fn padding_rows(&self, model: &QuantizedModel) -> usize {
+        self.input_words * self.input_layers - model.input_len() * self.in_parts()
+    }
+
+    /// The shape of a model with `row_bytes` bytes per checked row: byte counts from the
+    /// quantizer's bounds, the input layout from the public packing and one weight column per
+    /// Freivalds slot.
+    pub fn for_model(model: &QuantizedModel, row_bytes: usize) -> Result<Self, CompileError> {
+        Ok(Self::derive(model, &circuit_layers(model), row_bytes)?.0)
+    }
+
+    /// The shape and the slot assignment it comes from.
+    pub(crate) fn derive(
+        model: &QuantizedModel,
+        layers: &[CLayer],
+        row_bytes: usize,
+    ) -> Result<(Self, Slots), CompileError> {
+        let mut shape = ColumnShape {
+            weight_columns: 1,
+            out_limbs: layers.last().map_or(1, |l| l.limbs),
+            relu_limbs: relu_limbs(layers),
+            // input codes have a multiple of 16 bits: whole rows in either layout, so the
+            // range checks bound a code by exactly its largest value
+            in_limbs: (model.input_bits / LIMB_BITS) as usize,
+            row_bytes: row_bytes.clamp(1, 2),
+            input_words: 1,
+            output_words: 1,
+            input_layers: 1,
+        };
+        let pk = Packing::new(&PublicLayout::of_model(model, shape));
+        shape.input_words = pk.input_words;
+        shape.output_words = pk.output_words;
+        shape.input_layers = pk.inputs_per_word * shape.in_parts();
+        let slots = Slots::assign(layers, &shape, pk.output_words, shape.padding_rows(model))?;
+        shape.weight_columns = slots.count;
+        Ok((shape, slots))
+    }
+}

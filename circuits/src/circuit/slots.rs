@@ -1,0 +1,196 @@
+//! Dense layers as the circuit sees them, and their equations packed into Freivalds slots (the
+//! integer bounds that make the packing carry-free are argued in the module documentation above).
+
+use super::*;
+
+/// A dense layer as the circuit sees it: the stand-alone ReLU becomes an identity layer with
+/// weight `2^8` and the rounding half is folded into the bias. The first layer reads the input
+/// codes (the quantizer folded their offset and step into its weights).
+pub(crate) struct CLayer {
+    pub(crate) inputs: usize,
+    pub(crate) outputs: usize,
+    pub(crate) weights: Vec<i64>,
+    pub(crate) bias: Vec<i128>,
+    pub(crate) shift: u32,
+    pub(crate) relu: bool,
+    /// The inputs are identity outputs `p − n`: each takes two rows (`p`, then `n` negated).
+    pub(crate) signed_inputs: bool,
+    /// Bytes of each part `p`, `n` of an output (the same for every ReLU layer).
+    pub(crate) limbs: usize,
+}
+
+impl CLayer {
+    pub(crate) fn w(&self, o: usize, j: usize) -> i64 {
+        self.weights[o * self.inputs + j]
+    }
+}
+
+/// The byte count of every ReLU layer's parts: the largest any of them needs.
+pub(crate) fn relu_limbs(layers: &[CLayer]) -> usize {
+    layers
+        .iter()
+        .filter(|l| l.relu)
+        .map(|l| l.limbs)
+        .max()
+        .unwrap_or(1)
+}
+
+pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
+    let mut out: Vec<CLayer> = model
+        .layers
+        .iter()
+        .map(|l| match l {
+            QLayer::Dense {
+                inputs,
+                outputs,
+                weights,
+                bias,
+                shift,
+                relu,
+                out_bits,
+                ..
+            } => CLayer {
+                inputs: *inputs,
+                outputs: *outputs,
+                weights: weights.clone(),
+                bias: bias
+                    .iter()
+                    .map(|&b| b as i128 + if *shift > 0 { 1i128 << (shift - 1) } else { 0 })
+                    .collect(),
+                shift: *shift,
+                relu: *relu,
+                signed_inputs: false,
+                limbs: limbs_for(*out_bits),
+            },
+            QLayer::Relu { len, out_bits, .. } => {
+                let mut weights = vec![0i64; len * len];
+                for j in 0..*len {
+                    weights[j * len + j] = 1 << LIMB_BITS;
+                }
+                CLayer {
+                    inputs: *len,
+                    outputs: *len,
+                    weights,
+                    bias: vec![1i128 << (LIMB_BITS - 1); *len],
+                    shift: LIMB_BITS,
+                    relu: true,
+                    signed_inputs: false,
+                    limbs: limbs_for(*out_bits),
+                }
+            }
+        })
+        .collect();
+    // a stand-alone ReLU splits its input into p and n: n is as large as the input's negative
+    // side (the previous layer's pre-activation bound; the first layer is always dense)
+    let mut prev_bits = model.input_bits;
+    for (l, q) in out.iter_mut().zip(&model.layers) {
+        let bits = match q {
+            QLayer::Dense { out_bits, .. } => *out_bits,
+            QLayer::Relu { out_bits, .. } => {
+                l.limbs = l.limbs.max(limbs_for(prev_bits));
+                *out_bits
+            }
+        };
+        prev_bits = bits;
+    }
+    let relu = relu_limbs(&out);
+    for l in out.iter_mut().filter(|l| l.relu) {
+        l.limbs = relu;
+    }
+    for i in 1..out.len() {
+        out[i].signed_inputs = !out[i - 1].relu;
+    }
+    out
+}
+
+/// The largest `|x|` the range checks allow for the inputs of layer `li`: a packed input, or
+/// the previous layer's `p` (ReLU) or `p − n` (identity).
+pub(crate) fn layer_source_bound(layers: &[CLayer], li: usize, shape: &ColumnShape) -> i128 {
+    if li == 0 {
+        (1i128 << shape.in_slot()) - 1
+    } else {
+        (1i128 << (LIMB_BITS * layers[li - 1].limbs as u32)) - 1
+    }
+}
+
+/// Which Freivalds slot, at which bit offset, checks each equation.
+#[derive(Clone, Debug)]
+pub(crate) struct Slots {
+    pub(crate) count: usize,
+    /// Per layer and output: the slot and `2^offset`.
+    pub(crate) layer: Vec<Vec<(usize, Fr)>>,
+    /// The slot of each output word (one each: a word fills a field element).
+    pub(crate) words: Vec<usize>,
+    /// The slot and `2^offset` of `Σ (unused input slots) = 0`, if the last word has any.
+    pub(crate) padding: Option<(usize, Fr)>,
+}
+
+impl Slots {
+    /// Packs equations greedily into slots of at most [`SLOT_BITS`] bits. An equation's width
+    /// is the bound of `|e_o|` over every witness the range checks let through (not only
+    /// honest ones), plus a sign bit.
+    pub(crate) fn assign(
+        layers: &[CLayer],
+        shape: &ColumnShape,
+        output_words: usize,
+        padding_rows: usize,
+    ) -> Result<Self, CompileError> {
+        let (mut count, mut used) = (0usize, SLOT_BITS);
+        let mut layer = Vec::with_capacity(layers.len());
+        for (li, l) in layers.iter().enumerate() {
+            let x = layer_source_bound(layers, li, shape);
+            let out_max = (1i128 << (LIMB_BITS * l.limbs as u32)) - 1;
+            let overflow = || CompileError::Quantization {
+                layer: li,
+                detail: "the bound of a layer equation overflows 127 bits".into(),
+            };
+            let d = 1i128 << l.shift;
+            let own = d
+                .checked_mul(out_max)
+                .and_then(|v| v.checked_add(d))
+                .ok_or_else(overflow)?;
+            let mut v = Vec::with_capacity(l.outputs);
+            for o in 0..l.outputs {
+                let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
+                bound = bound.checked_add(own).ok_or_else(overflow)?;
+                for j in 0..l.inputs {
+                    let t = (l.w(o, j) as i128)
+                        .abs()
+                        .checked_mul(x)
+                        .ok_or_else(overflow)?;
+                    bound = bound.checked_add(t).ok_or_else(overflow)?;
+                }
+                let bits = bits_for(bound) + 1;
+                if bits > SLOT_BITS {
+                    return Err(overflow());
+                }
+                if used + bits > SLOT_BITS {
+                    count += 1;
+                    used = 0;
+                }
+                v.push((count - 1, pow2(used)));
+                used += bits;
+            }
+            layer.push(v);
+        }
+        // the unused input slots are range checked, so they are all zero if their sum is
+        let mut padding = None;
+        if padding_rows > 0 {
+            let bound = padding_rows as i128 * ((1i128 << shape.row_bits()) - 1);
+            let bits = bits_for(bound) + 1;
+            if used + bits > SLOT_BITS {
+                count += 1;
+                used = 0;
+            }
+            padding = Some((count - 1, pow2(used)));
+        }
+        let words = (count..count + output_words).collect();
+        count += output_words;
+        Ok(Slots {
+            count,
+            layer,
+            words,
+            padding,
+        })
+    }
+}

@@ -1,0 +1,359 @@
+//! The witness: the integer forward pass with its rounding parts, then the cell values of both
+//! phases (faults injected where the tests ask).
+
+use super::*;
+
+/// Witness values of one output's rounding.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct BlockVals {
+    pub(crate) p: i128,
+    pub(crate) n: i128,
+    pub(crate) r: i128,
+}
+
+/// The integer witness: packed inputs, each layer's rounding parts and the model output.
+pub(crate) struct Witness {
+    pub(crate) u: Vec<i128>,
+    pub(crate) blocks: Vec<Vec<BlockVals>>,
+    pub(crate) outputs: Vec<i128>,
+}
+
+pub(crate) fn witness(
+    layers: &[CLayer],
+    shape: &ColumnShape,
+    input: &[i64],
+    fault: Option<Fault>,
+) -> Witness {
+    let mut u: Vec<i128> = input.iter().map(|&v| v as i128).collect();
+    // inputs per word, as the public layout has them
+    let per = shape.input_layers / shape.in_parts();
+    let hit = |target: FaultTarget, total: usize| match fault {
+        Some(f) if f.target == target && total > 0 => Some(f.index % total),
+        _ => None,
+    };
+    if let Some(i) = hit(FaultTarget::InputAboveRange, u.len()) {
+        // one above the largest code: an input just outside the declared range
+        u[i] = 1i128 << shape.in_slot();
+    }
+    if let Some(i) = hit(FaultTarget::InputCarry, u.len().saturating_sub(1)) {
+        // the next slot of the same word, if it can give one unit
+        if (i + 1) % per != 0 && u[i + 1] > 0 {
+            u[i] += 1i128 << shape.in_slot();
+            u[i + 1] -= 1;
+        }
+    }
+    let total_blocks: usize = layers.iter().map(|l| l.outputs).sum();
+    let shifted = hit(FaultTarget::RescaleShiftQuotient, total_blocks);
+    let both = hit(FaultTarget::RescaleBothParts, total_blocks);
+    let mut x = u.clone();
+    let mut blocks = Vec::with_capacity(layers.len());
+    let mut seen = 0;
+    for l in layers {
+        let b: Vec<BlockVals> = (0..l.outputs)
+            .map(|o| {
+                let z = (0..l.inputs).fold(l.bias[o], |acc, j| acc + l.w(o, j) as i128 * x[j]);
+                let mut q = z.div_euclid(1i128 << l.shift);
+                let mut r = z - (q << l.shift);
+                let mut extra = 0;
+                if shifted == Some(seen) {
+                    q += 1;
+                    r -= 1i128 << l.shift;
+                }
+                if both == Some(seen) {
+                    extra = 1;
+                }
+                seen += 1;
+                BlockVals {
+                    p: q.max(0) + extra,
+                    n: (-q).max(0) + extra,
+                    r,
+                }
+            })
+            .collect();
+        x = b
+            .iter()
+            .map(|v| if l.relu { v.p } else { v.p - v.n })
+            .collect();
+        blocks.push(b);
+    }
+    Witness {
+        u,
+        blocks,
+        outputs: x,
+    }
+}
+
+/// Inverts every nonzero element in place with one field inversion.
+pub(crate) fn batch_invert(v: &mut [Fr]) {
+    let mut prefix = Vec::with_capacity(v.len());
+    let mut acc = Fr::one();
+    for x in v.iter() {
+        prefix.push(acc);
+        if !bool::from(x.is_zero()) {
+            acc *= x;
+        }
+    }
+    let mut inv = acc.invert().unwrap_or(Fr::zero());
+    for (x, p) in v.iter_mut().zip(prefix).rev() {
+        if !bool::from(x.is_zero()) {
+            let xi = inv * p;
+            inv *= *x;
+            *x = xi;
+        }
+    }
+}
+
+/// First-phase cell values of every row.
+pub(crate) struct Cells {
+    pub(crate) a: Vec<Fr>,
+    pub(crate) b: Vec<Fr>,
+    pub(crate) c: Vec<Fr>,
+}
+
+pub(crate) fn first_phase(
+    layout: &Layout,
+    shape: &ColumnShape,
+    wit: &Witness,
+    fault: Option<Fault>,
+) -> Cells {
+    let rows = &layout.rows;
+    let n = rows.len();
+    let (mut a, mut b, mut c) = (
+        vec![Fr::zero(); n],
+        vec![Fr::zero(); n],
+        vec![Fr::zero(); n],
+    );
+    let in_bits = vec![shape.row_bits(); shape.in_parts()];
+    let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
+    for (r, row) in rows.iter().enumerate() {
+        let v = match row.src {
+            Src::Zero | Src::Table(_) => 0,
+            Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
+            Src::Block { l, o, part, t } => {
+                let bv = wit.blocks[l][o];
+                let out_bits = shape.parts(layout.layers[l].limbs);
+                match part {
+                    Part::P => split(bv.p, &out_bits)[t],
+                    Part::N => split(bv.n, &out_bits)[t],
+                    Part::R => {
+                        let rem = shape.parts((layout.layers[l].shift / LIMB_BITS) as usize);
+                        split(bv.r, &rem)[t]
+                    }
+                }
+            }
+            Src::OutWord(k) => {
+                a[r] = words[layout.packing.input_words + k];
+                continue;
+            }
+        };
+        if row.small {
+            a[r] = fr_from_i128(v << LIMB_BITS);
+            b[r] = fr_from_i128(v);
+        } else {
+            a[r] = fr_from_i128(v);
+            if shape.row_bytes == 2 {
+                b[r] = fr_from_i128(v >> LIMB_BITS);
+            }
+        }
+    }
+    let (j_in, stride, region) = (shape.input_words, shape.stride(), shape.input_rows());
+    // the `index`-th row (modulo their number) a fault may change
+    let pick = |target: FaultTarget, pred: &dyn Fn(usize, &RowSpec) -> bool| -> Option<usize> {
+        let f = fault.filter(|f| f.target == target)?;
+        let hits: Vec<usize> = (0..n).filter(|&r| pred(r, &rows[r])).collect();
+        (!hits.is_empty()).then(|| hits[f.index % hits.len()])
+    };
+    let in_layout = |r: usize| r < region && r % stride < j_in;
+    let accumulator = |r: usize| r >= stride && in_layout(r);
+    // before the accumulators and multiplicities, which follow it
+    if let Some(r) = pick(FaultTarget::PaddingInput, &|r, row| {
+        in_layout(r) && row.src == Src::Zero
+    }) {
+        a[r] += Fr::one();
+    }
+    // input accumulators, from the last part of each word up (the first part's accumulator is
+    // the word itself, which the gate reads from the instance column instead)
+    for r in (0..region).rev().filter(|&r| in_layout(r)) {
+        let below = if r + stride < region {
+            c[r + stride]
+        } else {
+            Fr::zero()
+        };
+        c[r] = a[r] + pow2(shape.row_bits()) * below;
+    }
+    // multiplicities of both bytes of every checked row
+    let table_start = rows
+        .iter()
+        .position(|r| matches!(r.src, Src::Table(_)))
+        .expect("a table");
+    let mut counts = [0u64; TABLE_SIZE];
+    for (r, row) in rows.iter().enumerate() {
+        if !row.checked {
+            continue;
+        }
+        let lo = a[r] - b[r] * Fr::from(TABLE_SIZE as u64);
+        for byte in [lo, b[r]].into_iter().take(shape.row_bytes) {
+            if let Some(v) = fr_to_i128(&byte).filter(|v| (0..TABLE_SIZE as i128).contains(v)) {
+                counts[v as usize] += 1;
+            }
+        }
+    }
+    for (t, &m) in counts.iter().enumerate() {
+        c[table_start + t] = Fr::from(m);
+    }
+    let mut cells = Cells { a, b, c };
+    let first_part = |want: Part| move |_: usize, row: &RowSpec| matches!(row.src, Src::Block { part, t: 0, .. } if part == want);
+    let one = Fr::one();
+    let wide = shape.row_bytes == 2;
+    // (target, rows it may hit, column: 0 a, 1 b, 2 c, amount)
+    type Pred<'p> = Box<dyn Fn(usize, &RowSpec) -> bool + 'p>;
+    let cell_faults: [(FaultTarget, Pred, usize, Fr); 9] = [
+        // with one byte per row the byte itself, out of the table
+        (
+            FaultTarget::HighByte,
+            Box::new(|_, row| row.checked),
+            if wide { 1 } else { 0 },
+            if wide {
+                one
+            } else {
+                Fr::from(TABLE_SIZE as u64)
+            },
+        ),
+        (
+            FaultTarget::RescalePos,
+            Box::new(first_part(Part::P)),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::RescaleNeg,
+            Box::new(first_part(Part::N)),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::RescaleRem,
+            Box::new(first_part(Part::R)),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::PackedInput,
+            Box::new(|_, row| matches!(row.src, Src::Input { .. })),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::InputAccumulator,
+            Box::new(|r, _| accumulator(r)),
+            2,
+            one,
+        ),
+        (
+            FaultTarget::PublicWord,
+            Box::new(|_, row| matches!(row.src, Src::OutWord(_))),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::Multiplicity,
+            Box::new(|_, row| matches!(row.src, Src::Table(_))),
+            2,
+            one,
+        ),
+        (
+            FaultTarget::SmallLowByte,
+            Box::new(|_, row| row.small),
+            0,
+            one,
+        ),
+    ];
+    for (target, pred, col, amount) in cell_faults {
+        if let Some(r) = pick(target, &*pred) {
+            let column = match col {
+                0 => &mut cells.a,
+                1 => &mut cells.b,
+                _ => &mut cells.c,
+            };
+            column[r] += amount;
+        }
+    }
+    cells
+}
+
+/// Second-phase cell values: byte inverses `h`, `g` and the running sum `s`.
+pub(crate) fn second_phase(
+    layout: &Layout,
+    wide: bool,
+    cells: &Cells,
+    gamma: Fr,
+    fault: Option<Fault>,
+) -> [Vec<Fr>; 3] {
+    let rows = &layout.rows;
+    let n = rows.len();
+    let mut h = vec![Fr::zero(); n];
+    let mut g = vec![Fr::zero(); n];
+    for (r, row) in rows.iter().enumerate() {
+        if row.checked {
+            h[r] = gamma + cells.a[r] - cells.b[r] * Fr::from(TABLE_SIZE as u64);
+            if wide {
+                g[r] = gamma + cells.b[r];
+            }
+        } else if let Src::Table(t) = row.src {
+            h[r] = gamma + Fr::from(t as u64);
+        }
+    }
+    batch_invert(&mut h);
+    batch_invert(&mut g);
+    for (r, row) in rows.iter().enumerate() {
+        if matches!(row.src, Src::Table(_)) {
+            h[r] *= cells.c[r];
+        }
+    }
+    if let Some(
+        f @ Fault {
+            target: FaultTarget::ByteInverse,
+            ..
+        },
+    ) = fault
+    {
+        let checked: Vec<usize> = (0..n).filter(|&r| rows[r].checked).collect();
+        h[checked[f.index % checked.len()]] += Fr::one();
+    }
+    let max_slot = rows
+        .iter()
+        .flat_map(|r| r.w.iter().map(|e| e.0))
+        .max()
+        .unwrap_or(0);
+    let mut powers = vec![Fr::one(); max_slot + 1];
+    for i in 1..powers.len() {
+        powers[i] = powers[i - 1] * gamma;
+    }
+    let comb = |row: &RowSpec| {
+        row.w
+            .iter()
+            .fold(Fr::zero(), |acc, &(f, v)| acc + powers[f] * v)
+    };
+    let mut s = vec![Fr::zero(); n];
+    s[0] = -comb(&rows[0]);
+    for r in 0..n - 1 {
+        let mut next = s[r] + cells.a[r] * comb(&rows[r]);
+        if rows[r].checked {
+            next += h[r] + g[r];
+        }
+        if matches!(rows[r].src, Src::Table(_)) {
+            next -= h[r];
+        }
+        s[r + 1] = next;
+    }
+    if let Some(
+        f @ Fault {
+            target: FaultTarget::RunningSum,
+            ..
+        },
+    ) = fault
+    {
+        s[f.index % n] += Fr::one();
+    }
+    [h, g, s]
+}

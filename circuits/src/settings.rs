@@ -176,7 +176,7 @@ impl Settings {
         // the circuit's shape follows from the model; an edited settings file must not reach
         // the prover as a halo2 synthesis error
         let shape = self.circuit.shape;
-        let planned = ColumnShape::for_model(model, shape.row_bytes)?;
+        let planned = ColumnShape::for_model(model, shape.row_bytes, shape.weight_columns)?;
         if planned != shape {
             return differ(
                 "circuit.shape",

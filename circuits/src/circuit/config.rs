@@ -20,6 +20,10 @@ pub struct ModelConfig {
     pub(crate) q_blk: Column<Fixed>,
     pub(crate) q_z: Column<Fixed>,
     pub(crate) q_x: Column<Fixed>,
+    /// With pages: the page power `γ^(F·page)` of each row (second phase).
+    pub(crate) t: Option<Column<Advice>>,
+    /// With pages: 1 where the next row is in the same page, 2 where it starts the next.
+    pub(crate) q_pg: Option<Column<Fixed>>,
     pub(crate) gamma: Challenge,
     pub(crate) shape: ColumnShape,
 }
@@ -58,6 +62,15 @@ impl ModelConfig {
             .collect();
         let [q_run, q_rc, q_tab, q_blk, q_z, q_x] = [(); 6].map(|_| meta.fixed_column());
         let instance: Column<Instance> = meta.instance_column();
+        // pages: copies of `a` in other pages are tied by copy constraints, constant rows hold 1
+        let paged = shape.paged();
+        let t = paged.then(|| meta.advice_column_in(SecondPhase));
+        let q_pg = paged.then(|| meta.fixed_column());
+        if paged {
+            meta.enable_equality(a);
+            let constants = meta.fixed_column();
+            meta.enable_constant(constants);
+        }
 
         // Σ_f γ^f w_f by Horner's rule
         let comb = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| {
@@ -86,11 +99,32 @@ impl ModelConfig {
             let tab = m.query_fixed(q_tab, Rotation::cur());
             let word = m.query_advice(a, Rotation::cur());
             let inst = m.query_instance(instance, Rotation::cur());
+            let term = match t {
+                Some(t) => x * m.query_advice(t, Rotation::cur()) * l,
+                None => x * l,
+            };
             vec![
-                any * (next - cur) - x * l - rc * inverses + tab * hv,
+                any * (next - cur) - term - rc * inverses + tab * hv,
                 tie * (word - inst),
             ]
         });
+
+        if let (Some(t), Some(q_pg)) = (t, q_pg) {
+            // t' = t in a page, t' = t·γ^F into the next (γ^F is a product of challenges)
+            meta.create_gate("page powers", |m| {
+                let [same, up, _] = select(m.query_fixed(q_pg, Rotation::cur()));
+                let gm = m.query_challenge(gamma);
+                let step = (1..shape.weight_columns).fold(gm.clone(), |e, _| e * gm.clone());
+                let (cur, next) = (
+                    m.query_advice(t, Rotation::cur()),
+                    m.query_advice(t, Rotation::next()),
+                );
+                vec![
+                    same * (next.clone() - cur.clone()),
+                    up * (next - cur * step),
+                ]
+            });
+        }
 
         meta.create_gate("byte inverses", |m| {
             let q = m.query_fixed(q_rc, Rotation::cur());
@@ -157,10 +191,15 @@ impl ModelConfig {
             let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
             let rest = m.query_advice(a, Rotation::cur())
                 + m.query_advice(c_, Rotation(stride)) * k(pow2(shape.row_bits()));
-            vec![
+            let mut out = vec![
                 acc * (m.query_advice(c_, Rotation::cur()) - rest.clone()),
-                word * (m.query_instance(instance, Rotation::cur()) - rest),
-            ]
+                word.clone() * (m.query_instance(instance, Rotation::cur()) - rest),
+            ];
+            // the input-word rows open page 0: t = 1
+            if let Some(t) = t {
+                out.push(word * (m.query_advice(t, Rotation::cur()) - c(1)));
+            }
+            out
         });
 
         ModelConfig {
@@ -177,6 +216,8 @@ impl ModelConfig {
             q_blk,
             q_z,
             q_x,
+            t,
+            q_pg,
             gamma,
             shape,
         }

@@ -43,6 +43,13 @@ pub enum FaultTarget {
     /// range), the rest of the forward pass and the public words following: only the range
     /// check of the input stops it.
     InputAboveRange,
+    /// A copy row (a value repeated in another page) one higher than its source: only the copy
+    /// constraint stops it.
+    CopyRow,
+    /// The constant row of a page holding 2 instead of 1.
+    ConstantRow,
+    /// A page power `t` one higher.
+    PagePower,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

@@ -30,6 +30,10 @@ pub(crate) enum Src {
     OutWord(usize),
     /// Table row `t` (`a = 0`, `c` = multiplicity).
     Table(usize),
+    /// A copy of the row at this index (in another page; a copy constraint ties them).
+    Copy(usize),
+    /// The constant 1 (a constants-column copy): carries a page's constant terms.
+    One,
 }
 
 #[derive(Clone, Debug)]
@@ -43,8 +47,11 @@ pub(crate) struct RowSpec {
     pub(crate) q_x: u8,
     pub(crate) q_z: u8,
     pub(crate) q_blk: bool,
-    /// Nonzero weights `(slot, value)`.
+    /// Nonzero weights `(slot, value)` while the layout is built; `(column, value)` of the row's
+    /// page once it is paged.
     pub(crate) w: Vec<(usize, Fr)>,
+    /// The page whose slots this row's weights are in (`t = γ^(F·page)`).
+    pub(crate) page: usize,
 }
 
 impl RowSpec {
@@ -58,9 +65,15 @@ impl RowSpec {
             q_z: 0,
             q_blk: false,
             w: Vec::new(),
+            page: 0,
         }
     }
     pub(crate) fn add(&mut self, slot: usize, v: Fr) {
+        // coefficients mostly arrive in slot order: the last entry first
+        if let Some(e) = self.w.last_mut().filter(|e| e.0 == slot) {
+            e.1 += v;
+            return;
+        }
         match self.w.iter_mut().find(|e| e.0 == slot) {
             Some(e) => e.1 += v,
             None => self.w.push((slot, v)),
@@ -84,7 +97,8 @@ impl Layout {
         digest: Fr,
     ) -> Result<Self, CompileError> {
         let layers = circuit_layers(model);
-        let (expected, slots) = ColumnShape::derive(model, &layers, shape.row_bytes)?;
+        let (expected, slots) =
+            ColumnShape::derive(model, &layers, shape.row_bytes, shape.weight_columns)?;
         if expected != *shape {
             return Err(CompileError::Format {
                 what: "settings",
@@ -128,6 +142,9 @@ impl Layout {
             row.q_z = 2;
             rows.push(row);
         }
+        // rows that gates tie by rotation stay together, in the page of their own equation: the
+        // public layout (page 0), and each output's block
+        let mut units: Vec<(usize, usize, usize)> = vec![(0, rows.len(), 0)];
         let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
         for (l, layer) in layers.iter().enumerate() {
             let out_bits = shape.parts(layer.limbs);
@@ -144,6 +161,10 @@ impl Layout {
                 .enumerate()
                 {
                     at[pi] = rows.len();
+                    if pi == 0 {
+                        let page = slots.layer[l][o].0 / shape.weight_columns;
+                        units.push((rows.len(), 0, page));
+                    }
                     for (t, &b) in bits.iter().enumerate() {
                         let mut row = RowSpec::new(Src::Block { l, o, part, t });
                         row.checked = true;
@@ -154,14 +175,11 @@ impl Layout {
                         rows.push(row);
                     }
                 }
+                let unit = units.last_mut().expect("the block's unit");
+                unit.1 = rows.len() - unit.0;
                 starts.push(at);
             }
             blocks.push(starts);
-        }
-        for t in 0..TABLE_SIZE {
-            let mut row = RowSpec::new(Src::Table(t));
-            row.w.push((0, Fr::from(t as u64)));
-            rows.push(row);
         }
 
         // coefficients
@@ -223,11 +241,20 @@ impl Layout {
         for (k, &slot) in slots.words.iter().enumerate() {
             rows[j_in + k].add(slot, Fr::one());
         }
-        // the closing row: the sum must end at minus its weights
+        let mut rows = paginate(rows, &units, &consts, shape);
+        for t in 0..TABLE_SIZE {
+            let mut row = RowSpec::new(Src::Table(t));
+            row.w.push((0, Fr::from(t as u64)));
+            row.page = shape.pages - 1;
+            rows.push(row);
+        }
+        // the closing row: the sum must end at minus its weights (page 0's constants; the other
+        // pages' are on their constant rows)
         let mut end = RowSpec::new(Src::Zero);
         end.q_run = 0;
         end.q_z = 1;
-        for (slot, v) in consts.iter().enumerate() {
+        end.page = shape.pages - 1;
+        for (slot, v) in consts.iter().enumerate().take(shape.weight_columns) {
             let first = rows[0]
                 .w
                 .iter()
@@ -244,6 +271,7 @@ impl Layout {
         // the weights the other fixed cells hold
         let mut digest_row = RowSpec::new(Src::Zero);
         digest_row.q_run = 0;
+        digest_row.page = shape.pages - 1;
         digest_row.w.push((0, digest));
         rows.push(digest_row);
         Ok(Layout {
@@ -252,6 +280,90 @@ impl Layout {
             layers,
         })
     }
+}
+
+/// Lays the rows out page by page (`F` slots a page). Each unit (rows tied by rotations) stays
+/// whole in its home page and keeps the weights of that page's slots; for every other page a
+/// row has weights in, a copy row in that page carries them. Pages after the first get a row
+/// holding 1 for their constant terms (page 0's are the closing row's). With one page this
+/// changes nothing. Weights become `(column, value)`.
+fn paginate(
+    rows: Vec<RowSpec>,
+    units: &[(usize, usize, usize)],
+    consts: &[Fr],
+    shape: &ColumnShape,
+) -> Vec<RowSpec> {
+    let f = shape.weight_columns;
+    let mut homes: Vec<Vec<RowSpec>> = vec![Vec::new(); shape.pages];
+    let mut copies: Vec<Vec<RowSpec>> = vec![Vec::new(); shape.pages];
+    // where each original row lands: (page, index among the page's home rows)
+    let mut placed = vec![(0usize, 0usize); rows.len()];
+    let mut rows: Vec<Option<RowSpec>> = rows.into_iter().map(Some).collect();
+    for &(start, len, home) in units {
+        for (r, slot) in rows.iter_mut().enumerate().skip(start).take(len) {
+            let mut row = slot.take().expect("each row in one unit");
+            let mut own = Vec::new();
+            let mut others: Vec<(usize, Vec<(usize, Fr)>)> = Vec::new();
+            for (slot, v) in row.w.drain(..) {
+                let (page, col) = (slot / f, slot % f);
+                if page == home {
+                    own.push((col, v));
+                } else {
+                    match others.iter_mut().find(|o| o.0 == page) {
+                        Some(o) => o.1.push((col, v)),
+                        None => others.push((page, vec![(col, v)])),
+                    }
+                }
+            }
+            row.w = own;
+            row.page = home;
+            placed[r] = (home, homes[home].len());
+            homes[home].push(row);
+            for (page, w) in others {
+                let mut copy = RowSpec::new(Src::Copy(r));
+                copy.w = w;
+                copy.page = page;
+                copies[page].push(copy);
+            }
+        }
+    }
+    debug_assert!(rows.iter().all(Option::is_none), "every row is in a unit");
+    let mut start_of = vec![0usize; shape.pages];
+    let mut out: Vec<RowSpec> = Vec::new();
+    for (page, (home, copy)) in homes.into_iter().zip(copies).enumerate() {
+        start_of[page] = out.len();
+        let empty = home.is_empty() && copy.is_empty();
+        out.extend(home);
+        out.extend(copy);
+        let constants: Vec<(usize, Fr)> = (page > 0)
+            .then(|| {
+                consts[(page * f).min(consts.len())..((page + 1) * f).min(consts.len())]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| !bool::from(v.is_zero()))
+                    .map(|(col, v)| (col, *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !constants.is_empty() || empty {
+            let mut row = RowSpec::new(if constants.is_empty() {
+                Src::Zero
+            } else {
+                Src::One
+            });
+            row.w = constants;
+            row.page = page;
+            out.push(row);
+        }
+    }
+    // copies name their source by its final index
+    for row in out.iter_mut() {
+        if let Src::Copy(r) = row.src {
+            let (page, i) = placed[r];
+            row.src = Src::Copy(start_of[page] + i);
+        }
+    }
+    out
 }
 
 /// The model's SHA-256 ([`QuantizedModel::sha256`]) as a field element (its first 31 bytes,
@@ -294,7 +406,7 @@ impl RowCount {
 /// mnist_mlp); synthesis asserts that the layout has exactly these rows.
 pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount, CompileError> {
     let layers = circuit_layers(model);
-    if ColumnShape::derive(model, &layers, shape.row_bytes)?.0 != shape {
+    if ColumnShape::derive(model, &layers, shape.row_bytes, shape.weight_columns)?.0 != shape {
         return Err(CompileError::Format {
             what: "settings",
             detail: "the circuit shape does not match the model".into(),
@@ -302,15 +414,21 @@ pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount
     }
     let mut cs = ConstraintSystem::<Fr>::default();
     ModelConfig::configure(&mut cs, shape);
+    // with pages the copies depend on which slots each value feeds: build the layout
+    let used = if shape.paged() {
+        Layout::build(model, &shape, Fr::zero())?.rows.len()
+    } else {
+        rows_of(&layers, &shape)
+    };
     Ok(RowCount {
-        used: rows_of(&layers, &shape),
+        used,
         instances: shape.input_words + shape.output_words,
         reserved: cs.minimum_rows(),
     })
 }
 
-/// Rows of [`Layout::build`]: the public layout and the zero rows below it, `p`, `n` and `r` of
-/// every output, the table, the closing row and the digest row.
+/// Rows of [`Layout::build`] with one page: the public layout and the zero rows below it, `p`,
+/// `n` and `r` of every output, the table, the closing row and the digest row.
 pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
     let blocks: usize = layers
         .iter()
@@ -331,9 +449,10 @@ pub struct Plan {
     pub k: u32,
 }
 
-/// Plans the circuit of a model: its shape (one weight column per slot), rows and `k`.
-/// Refuses models needing more than `max_weight_columns` slots: each weight column is one more
-/// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code).
+/// Plans the circuit of a model: its shape (one weight column per slot, pages of
+/// `max_weight_columns` slots beyond that), rows and `k`. Each weight column is one more
+/// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code); pages cost rows
+/// (copies of the values that feed them) and a few fixed columns, whatever the width.
 pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, CompileError> {
     // two bytes per row halve the rows; one byte per row saves two advice columns (for the
     // prover two commitments, for the EVM verifier about 14,000 gas): taken when `k` allows
@@ -353,18 +472,7 @@ pub fn plan_with(
     max_weight_columns: usize,
     row_bytes: usize,
 ) -> Result<Plan, CompileError> {
-    let shape = ColumnShape::for_model(model, row_bytes)?;
-    let cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
-    if shape.weight_columns > cap {
-        return Err(CompileError::Structure {
-            node: "graph".into(),
-            detail: format!(
-                "the model needs {} weight columns (Freivalds slots), more than the {cap} allowed; \
-                 raise --max-weight-columns (at most {MAX_WEIGHT_COLUMNS})",
-                shape.weight_columns
-            ),
-        });
-    }
+    let shape = ColumnShape::for_model(model, row_bytes, max_weight_columns)?;
     let rows = count_rows(model, shape)?;
     let k = rows.k();
     Ok(Plan { shape, rows, k })

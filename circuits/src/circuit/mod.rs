@@ -252,7 +252,7 @@ impl Circuit<Fr> for ModelCircuit {
         debug_assert_eq!(shape, cfg.shape);
         let layout =
             Layout::build(&self.model, &shape, self.digest).map_err(|_| Error::Synthesis)?;
-        debug_assert_eq!(layout.rows.len(), rows_of(&layout.layers, &shape));
+        debug_assert!(shape.paged() || layout.rows.len() == rows_of(&layout.layers, &shape));
         let cells = self.input.as_ref().map(|input| {
             let wit = witness(&layout.layers, &shape, input, self.fault);
             first_phase(&layout, &shape, &wit, self.fault)
@@ -278,6 +278,14 @@ impl Circuit<Fr> for ModelCircuit {
                     }
                 }
                 let n = layout.rows.len();
+                if let Some(q_pg) = cfg.q_pg {
+                    // the transition to the next row: same page, or the next one
+                    for r in 0..n - 1 {
+                        let up = layout.rows[r + 1].page == layout.rows[r].page + 1;
+                        region.assign_fixed(q_pg, r, Fr::from(if up { 2 } else { 1 }));
+                    }
+                }
+                let mut a_cells = Vec::with_capacity(n);
                 for (col, pick) in [(Some(cfg.a), 0), (cfg.b, 1), (Some(cfg.c), 2)] {
                     let Some(col) = col else { continue };
                     for r in 0..n {
@@ -285,17 +293,28 @@ impl Circuit<Fr> for ModelCircuit {
                             Some(cs) => Value::known([&cs.a, &cs.b, &cs.c][pick][r]),
                             None => Value::unknown(),
                         };
-                        region.assign_advice(col, r, v);
+                        let cell = region.assign_advice(col, r, v).cell();
+                        if pick == 0 {
+                            a_cells.push(cell);
+                        }
+                    }
+                }
+                if shape.paged() {
+                    for (r, row) in layout.rows.iter().enumerate() {
+                        match row.src {
+                            Src::Copy(from) => region.constrain_equal(a_cells[from], a_cells[r]),
+                            Src::One => region.constrain_constant(a_cells[r], Fr::one())?,
+                            _ => {}
+                        }
                     }
                 }
                 region.next_phase();
                 let gamma = region.get_challenge(cfg.gamma);
                 let second = match &cells {
-                    Some(cs) => gamma
-                        .map(|gm| second_phase(&layout, shape.row_bytes == 2, cs, gm, self.fault)),
+                    Some(cs) => gamma.map(|gm| second_phase(&layout, &shape, cs, gm, self.fault)),
                     None => Value::unknown(),
                 };
-                for (col, pick) in [(Some(cfg.h), 0), (cfg.g, 1), (Some(cfg.s), 2)] {
+                for (col, pick) in [(Some(cfg.h), 0), (cfg.g, 1), (Some(cfg.s), 2), (cfg.t, 3)] {
                     let Some(col) = col else { continue };
                     for r in 0..n {
                         region.assign_advice(col, r, second.as_ref().map(|v| v[pick][r]));

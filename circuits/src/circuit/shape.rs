@@ -5,8 +5,12 @@ use super::*;
 /// The circuit's `Params`: everything the gates depend on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnShape {
-    /// `F`: fixed weight columns, one per Freivalds slot.
+    /// `F`: fixed weight columns: one per Freivalds slot of a page.
     pub weight_columns: usize,
+    /// `P`: pages of `F` slots. With more than one page, the circuit has a page-power column
+    /// `t`, copy constraints on `a` and a constants column (see the module documentation).
+    #[serde(default = "one_page")]
+    pub pages: usize,
     /// Bytes of each part `p`, `n` of a model output (and of an output's public slot).
     pub out_limbs: usize,
     /// Bytes of each part `p`, `n` of every ReLU layer's output (the rounding gate's layout).
@@ -28,6 +32,7 @@ impl Default for ColumnShape {
     fn default() -> Self {
         ColumnShape {
             weight_columns: 1,
+            pages: 1,
             out_limbs: 2,
             relu_limbs: 2,
             in_limbs: 2,
@@ -37,6 +42,10 @@ impl Default for ColumnShape {
             input_layers: 1,
         }
     }
+}
+
+fn one_page() -> usize {
+    1
 }
 
 /// `2^bits` as a field element.
@@ -77,9 +86,9 @@ pub(crate) fn split(v: i128, bits: &[u32]) -> Vec<i128> {
 }
 
 impl ColumnShape {
-    /// `a, c, s, h`, and `b, g` with two bytes per row.
+    /// `a, c, s, h`, `b, g` with two bytes per row, and the page powers `t` with pages.
     pub fn advice_columns(&self) -> usize {
-        2 + 2 * self.row_bytes
+        2 + 2 * self.row_bytes + usize::from(self.paged())
     }
     /// Bits of one full checked row.
     pub(crate) fn row_bits(&self) -> u32 {
@@ -108,9 +117,14 @@ impl ColumnShape {
             f
         }
     }
-    /// Fixed columns: weights and six selectors.
+    /// Fixed columns: weights and six selectors; with pages, the page selector and the
+    /// constants column.
     pub fn fixed_columns(&self) -> usize {
-        self.weight_columns + 6
+        self.weight_columns + 6 + 2 * usize::from(self.paged())
+    }
+    /// More than one page of slots.
+    pub fn paged(&self) -> bool {
+        self.pages > 1
     }
     pub(crate) fn relu_parts(&self) -> Vec<u32> {
         self.parts(self.relu_limbs)
@@ -141,11 +155,16 @@ impl ColumnShape {
         self.input_words * self.input_layers - model.input_len() * self.in_parts()
     }
 
-    /// The shape of a model with `row_bytes` bytes per checked row: byte counts from the
-    /// quantizer's bounds, the input layout from the public packing and one weight column per
-    /// Freivalds slot.
-    pub fn for_model(model: &QuantizedModel, row_bytes: usize) -> Result<Self, CompileError> {
-        Ok(Self::derive(model, &circuit_layers(model), row_bytes)?.0)
+    /// The shape of a model with `row_bytes` bytes per checked row and at most `max_columns`
+    /// weight columns: byte counts from the quantizer's bounds, the input layout from the public
+    /// packing, one weight column per Freivalds slot while they fit, pages of `max_columns`
+    /// slots beyond.
+    pub fn for_model(
+        model: &QuantizedModel,
+        row_bytes: usize,
+        max_columns: usize,
+    ) -> Result<Self, CompileError> {
+        Ok(Self::derive(model, &circuit_layers(model), row_bytes, max_columns)?.0)
     }
 
     /// The shape and the slot assignment it comes from.
@@ -153,9 +172,11 @@ impl ColumnShape {
         model: &QuantizedModel,
         layers: &[CLayer],
         row_bytes: usize,
+        max_columns: usize,
     ) -> Result<(Self, Slots), CompileError> {
         let mut shape = ColumnShape {
             weight_columns: 1,
+            pages: 1,
             out_limbs: layers.last().map_or(1, |l| l.limbs),
             relu_limbs: relu_limbs(layers),
             // input codes have a multiple of 16 bits: whole rows in either layout, so the
@@ -171,7 +192,9 @@ impl ColumnShape {
         shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
         let slots = Slots::assign(layers, &shape, pk.output_words, shape.padding_rows(model))?;
-        shape.weight_columns = slots.count;
+        let cap = max_columns.clamp(1, MAX_WEIGHT_COLUMNS);
+        shape.weight_columns = slots.count.min(cap);
+        shape.pages = slots.count.div_ceil(shape.weight_columns);
         Ok((shape, slots))
     }
 }

@@ -127,7 +127,9 @@ pub(crate) fn first_phase(
     let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
-            Src::Zero | Src::Table(_) => 0,
+            // copies are filled once every fault is in (they follow their source)
+            Src::Zero | Src::Table(_) | Src::Copy(_) => 0,
+            Src::One => 1,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
             Src::Block { l, o, part, t } => {
                 let bv = wit.blocks[l][o];
@@ -278,17 +280,37 @@ pub(crate) fn first_phase(
             column[r] += amount;
         }
     }
+    for (r, row) in rows.iter().enumerate() {
+        if let Src::Copy(from) = row.src {
+            cells.a[r] = cells.a[from];
+        }
+    }
+    let is_copy = |_: usize, row: &RowSpec| matches!(row.src, Src::Copy(_));
+    let is_one = |_: usize, row: &RowSpec| row.src == Src::One;
+    for (target, pred) in [
+        (
+            FaultTarget::CopyRow,
+            &is_copy as &dyn Fn(usize, &RowSpec) -> bool,
+        ),
+        (FaultTarget::ConstantRow, &is_one),
+    ] {
+        if let Some(r) = pick(target, pred) {
+            cells.a[r] += one;
+        }
+    }
     cells
 }
 
-/// Second-phase cell values: byte inverses `h`, `g` and the running sum `s`.
+/// Second-phase cell values: byte inverses `h`, `g`, the running sum `s` and the page powers
+/// `t = γ^(F·page)`.
 pub(crate) fn second_phase(
     layout: &Layout,
-    wide: bool,
+    shape: &ColumnShape,
     cells: &Cells,
     gamma: Fr,
     fault: Option<Fault>,
-) -> [Vec<Fr>; 3] {
+) -> [Vec<Fr>; 4] {
+    let wide = shape.row_bytes == 2;
     let rows = &layout.rows;
     let n = rows.len();
     let mut h = vec![Fr::zero(); n];
@@ -334,10 +356,28 @@ pub(crate) fn second_phase(
             .iter()
             .fold(Fr::zero(), |acc, &(f, v)| acc + powers[f] * v)
     };
+    let step = powers
+        .get(shape.weight_columns)
+        .copied()
+        .unwrap_or_else(|| gamma.pow_vartime([shape.weight_columns as u64]));
+    let mut page_power = vec![Fr::one(); shape.pages];
+    for p in 1..shape.pages {
+        page_power[p] = page_power[p - 1] * step;
+    }
+    let mut t: Vec<Fr> = rows.iter().map(|row| page_power[row.page]).collect();
+    if let Some(
+        f @ Fault {
+            target: FaultTarget::PagePower,
+            ..
+        },
+    ) = fault
+    {
+        t[f.index % n] += Fr::one();
+    }
     let mut s = vec![Fr::zero(); n];
     s[0] = -comb(&rows[0]);
     for r in 0..n - 1 {
-        let mut next = s[r] + cells.a[r] * comb(&rows[r]);
+        let mut next = s[r] + cells.a[r] * t[r] * comb(&rows[r]);
         if rows[r].checked {
             next += h[r] + g[r];
         }
@@ -355,5 +395,5 @@ pub(crate) fn second_phase(
     {
         s[f.index % n] += Fr::one();
     }
-    [h, g, s]
+    [h, g, s, t]
 }

@@ -488,8 +488,8 @@ fn paged_circuits_are_complete_and_sound() {
                 let x: Vec<f64> = (0..6)
                     .map(|i| if mask >> i & 1 == 1 { 1.0 } else { -1.0 })
                     .collect();
-                let c =
-                    ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap()).unwrap();
+                let c = ModelCircuit::with_input(q.clone(), shape, q.quantize_input(&x).unwrap())
+                    .unwrap();
                 assert!(check(k, &c, c.instances().unwrap()), "corner {mask:06b}");
             }
             for target in [

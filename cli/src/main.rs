@@ -61,9 +61,10 @@ struct CompileOpts {
     /// outside it can be proven, and the verifying key commits to it.
     #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
     input_range: (f64, f64),
-    /// Most fixed weight columns the circuit may have. The circuit needs one per Freivalds slot
-    /// (a slot checks several outputs at once); each costs the EVM verifier a commitment
-    /// (about 7,000 gas and 300 bytes of code), so compilation stops above this cap.
+    /// Most fixed weight columns the circuit may have: one per Freivalds slot (a slot checks
+    /// several outputs at once) while they fit, then pages of this many slots (wider models
+    /// cost rows, not columns). Each column costs the EVM verifier a commitment (about 7,000
+    /// gas and 300 bytes of code).
     #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
     max_weight_columns: usize,
 }
@@ -287,6 +288,7 @@ fn settings_summary(s: &Settings) -> serde_json::Value {
         "advice_columns": s.circuit.advice_columns,
         "fixed_columns": s.circuit.fixed_columns,
         "weight_columns": s.circuit.shape.weight_columns,
+        "pages": s.circuit.shape.pages,
         "macs": s.circuit.macs,
         "public_inputs": s.circuit.num_instances,
         "model_sha256": s.model_sha256,
@@ -820,12 +822,13 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Compile { model, dir, opts } => {
             let s = compile(&ui, &model, &dir.dir, &opts)?;
             ui.say(&format!(
-                "compiled {} -> {} (k = {}, {} rows, {} weight columns, {} public words, {} MACs)",
+                "compiled {} -> {} (k = {}, {} rows, {} weight columns x {} pages, {} public words, {} MACs)",
                 model.display(),
                 dir.dir.display(),
                 s.circuit.k,
                 s.circuit.rows_used,
                 s.circuit.shape.weight_columns,
+                s.circuit.shape.pages,
                 s.circuit.num_instances,
                 s.circuit.macs
             ));

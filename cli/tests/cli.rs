@@ -239,32 +239,87 @@ fn unsupported_op_fails_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("nonexistent.onnx"));
-    // a weight-column cap below what the model needs names both numbers and the flag
-    let out = veriml(&[
+}
+
+/// A weight-column cap below the model's slots pages the circuit instead of refusing it: the
+/// paged circuit proves and verifies natively and in the EVM.
+#[test]
+fn a_column_cap_pages_the_circuit_and_it_verifies_on_chain() {
+    let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = json(&veriml(&[
         "--json",
         "compile",
         s(&fixture("tiny_mlp", "model.onnx")),
         "-d",
-        s(dir.path()),
+        s(d),
         "--input-range",
         "0,1",
         "--max-weight-columns",
         "6",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let e = v["error"].as_str().unwrap();
-    // the error names how many the model needs, and the option that allows more
-    let needs: usize = e
-        .split("needs ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{e}"));
-    assert!(
-        needs > 6 && e.contains("weight columns") && e.contains("--max-weight-columns"),
-        "{e}"
-    );
+    ]));
+    assert_eq!(c["weight_columns"], 6, "{c}");
+    assert!(c["pages"].as_u64().unwrap() > 1, "{c}");
+    json(&veriml(&[
+        "--json",
+        "setup",
+        "-d",
+        s(d),
+        "--insecure-dev-srs",
+    ]));
+    let input = fixture("tiny_mlp", "input.json");
+    let p = json(&veriml(&[
+        "--json",
+        "prove",
+        "-d",
+        s(d),
+        "--input",
+        s(&input),
+    ]));
+    let v = json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "verify",
+        "-d",
+        s(d),
+    ]));
+    assert_eq!(v["output"], p["output"]);
+    json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "create-evm-verifier",
+        "-d",
+        s(d),
+        "--solc",
+        s(&solc),
+    ]));
+    let e = json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "verify-evm",
+        "-d",
+        s(d),
+    ]));
+    assert_eq!(e["verified"], true);
+    println!("paged tiny_mlp: {c}\nEVM verify gas {}", e["gas_used"]);
+    let mut proof: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("proof.json")).unwrap()).unwrap();
+    let mut b = hex::decode(proof["proof"].as_str().unwrap()).unwrap();
+    b[200] ^= 1;
+    proof["proof"] = serde_json::Value::String(hex::encode(b));
+    std::fs::write(d.join("bad.json"), proof.to_string()).unwrap();
+    for cmd in ["verify", "verify-evm"] {
+        let out = veriml(&[
+            cmd,
+            "--allow-insecure-srs",
+            "-d",
+            s(d),
+            "--proof",
+            s(&d.join("bad.json")),
+        ]);
+        assert!(!out.status.success(), "{cmd} accepted a flipped byte");
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! The circuit is built to be cheap twice: for the prover (few columns, low degree, few rows)
 //! and for the EVM verifier (few commitments, few public inputs). Every constraint has degree
 //! at most 3, so the quotient is computed on a domain only twice the table and split in two
-//! pieces; there are no lookup arguments and no copy constraints.
+//! pieces; there are no lookup arguments, and no copy constraints unless the model is wider than
+//! one page of slots (below).
 //!
 //! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`);
 //! `b` and `g` only in the two-byte layout (below).
@@ -19,6 +20,21 @@
 //! its coefficient in each slot (its weights in the next layer, `−d` in its own equation...),
 //! so the running sum is `s' = s + a·Σ_f γ^f w_f`: one row per value, whatever the number of
 //! outputs reading it, and no copies.
+//!
+//! **Pages: any width with a fixed number of columns.** When a model has more slots than its
+//! `F` weight columns (the planner's cap), slots are numbered globally and page `p` holds
+//! slots `pF..(p+1)F`, weighted `γ^(pF + f)`. A second-phase column `t` holds `γ^(pF)` of each
+//! row's page: `t = 1` on the input-word rows (page 0 starts the layout), and a 3-valued
+//! fixed column `q_pg` makes `t' = t` (same page) or `t' = t·γ^F` (next page) on every
+//! transition of the layout, so `t` is fixed on every row the sum reads. The running sum adds
+//! `a·t·Σ_f γ^f w_f`: the polynomial part is `Σ_slots γ^slot·E_slot`, of degree `F·P − 1`. Rows
+//! are laid out page by page (`t` only moves up). A value whose coefficients fall in several
+//! pages keeps its own rows (range checked, in the page of its own equation, whole with the
+//! rows the rounding and input gates reach by rotation) and gets a *copy row* in each other
+//! page, tied to its row by halo2's copy constraints on `a`; a copy needs no range check, it
+//! equals a checked cell. Constant terms of pages after the first sit on a row whose `a` is
+//! tied to the constant 1 (a constants column). A model with one page has none of `t`,
+//! `q_pg`, copies or constants: its circuit is the narrow one exactly.
 //!
 //! **Range checks by logarithmic derivatives, in the same sum.** A checked row holds a value
 //! `a < 2^16` and its high byte `b`; the second-phase cells `h = 1/(γ + a − 256·b)` and
@@ -43,17 +59,20 @@
 //! `N` and passes with probability at most `(F − 1 + d)/r ≤ (F + 2n + 256)/r` over `γ` (a
 //! `γ` equal to some `−v` leaves the prover no inverse, which only hurts the prover). For
 //! `k ≤ 24`, `F ≤ 64` that is below `2^-228`, before the usual terms of the PLONK argument,
-//! KZG and the Fiat–Shamir transcript.
+//! KZG and the Fiat–Shamir transcript. With pages, `F·P` takes the place of `F` (the number of
+//! slots, at most `2^24`: still below `2^-227`), and the copy constraints add halo2's
+//! permutation-argument error.
 //!
 //! | gate | rows | constraint |
 //! |---|---|---|
-//! | running sum | `q_run ≠ 0` | `s' = s + a·Σ_f γ^f w_f + q_rc·(h + g) − q_tab·h` |
+//! | running sum | `q_run ≠ 0` | `s' = s + a·[t·]Σ_f γ^f w_f + q_rc·(h + g) − q_tab·h` |
 //! | byte inverses | `q_rc` | `h·(γ + a − 256·b) = 1`, `g·(γ + b) = 1` |
 //! | table | `q_tab` | `h·(γ + w_0) = c` (`w_0` = the table value), `a = 0` |
 //! | rounding | `q_blk` | `p·n = 0` for a ReLU output (`p`, `n` in the rows below) |
 //! | ends, zeros | `q_z = 1` / `2` | `s = −Σ_f γ^f w_f` / `c = 0` and `a − 256·b = 0` |
 //! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+S]` / `instance = a + 2^16·c[+S]` |
 //! | outputs | `q_run = 2` | `a = instance` |
+//! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
 //!
 //! A ReLU output is `p` (hence `p·n = 0`); an identity output is read as `p − n` by its
 //! consumer and its public slot, so it needs no such gate.

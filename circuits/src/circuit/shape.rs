@@ -9,7 +9,6 @@ pub struct ColumnShape {
     pub weight_columns: usize,
     /// `P`: pages of `F` slots. With more than one page, the circuit has a page-power column
     /// `t`, copy constraints on `a` and a constants column (see the module documentation).
-    #[serde(default = "one_page")]
     pub pages: usize,
     /// Bytes of each part `p`, `n` of a model output (and of an output's public slot).
     pub out_limbs: usize,
@@ -42,10 +41,6 @@ impl Default for ColumnShape {
             input_layers: 1,
         }
     }
-}
-
-fn one_page() -> usize {
-    1
 }
 
 /// `2^bits` as a field element.

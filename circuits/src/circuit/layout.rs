@@ -335,16 +335,16 @@ fn paginate(
         let empty = home.is_empty() && copy.is_empty();
         out.extend(home);
         out.extend(copy);
-        let constants: Vec<(usize, Fr)> = (page > 0)
-            .then(|| {
-                consts[(page * f).min(consts.len())..((page + 1) * f).min(consts.len())]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| !bool::from(v.is_zero()))
-                    .map(|(col, v)| (col, *v))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let constants: Vec<(usize, Fr)> = if page == 0 {
+            Vec::new()
+        } else {
+            consts[(page * f).min(consts.len())..((page + 1) * f).min(consts.len())]
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !bool::from(v.is_zero()))
+                .map(|(col, v)| (col, *v))
+                .collect()
+        };
         if !constants.is_empty() || empty {
             let mut row = RowSpec::new(if constants.is_empty() {
                 Src::Zero

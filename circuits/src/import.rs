@@ -3,9 +3,12 @@
 //! The model is loaded with `tract-onnx`, made typed and decluttered, then walked in
 //! topological order. Nodes are matched by their op *type* (not by name):
 //! - chains of affine operations on the single activation tensor (`EinSum` with a constant
-//!   operand, which is what `Gemm`/`MatMul` become; `Add`/`Sub`/`Mul`/`Div` by a constant; axis
-//!   changes and reshapes) are collapsed into one [`Op::Dense`] whose matrix and bias are
-//!   read off by evaluating the chain on the zero vector and the unit vectors;
+//!   operand, which is what `Gemm`/`MatMul` become; `Conv` with constant kernels; sum and
+//!   average pooling, sum reductions; padding, slices and concatenation with constants;
+//!   `Add`/`Sub`/`Mul`/`Div` by a constant; axis changes and reshapes) are collapsed into one
+//!   [`Op::Dense`] whose matrix and bias are read off by evaluating the chain on the zero vector
+//!   and the unit vectors (a convolution becomes its sparse Toeplitz matrix: the circuit skips
+//!   zero weights and pages its outputs, so its rows grow with the feature maps, not MACs);
 //! - `Max` with a constant zero (what `Relu` becomes) is [`Op::Relu`].
 //!
 //! Anything else is an [`CompileError::UnsupportedOp`] naming the op and its node.
@@ -15,15 +18,18 @@ use crate::graph::{Graph, Op};
 use std::path::Path;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::{
+    array::{Pad, Slice, TypedConcat},
     binary::TypedBinOp,
     change_axes::AxisOp,
+    cnn::{Conv, SumPool},
     einsum::EinSum,
     konst::Const,
     math::{Add, Div, Max, Mul, Sub},
+    nn::{Reduce, Reducer},
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Add/Sub/Mul/Div by constants, Relu, Flatten and Reshape; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Relu, Flatten, Reshape and Transpose; this operation needs its own circuit chip";
 
 type Model = TypedModel;
 
@@ -77,7 +83,18 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
             detail: "the node combines two computed tensors; VeriML handles chains with one activation tensor and constant weights".into(),
         });
     }
-    if node.op_is::<EinSum>() || node.op_is::<AxisOp>() {
+    // linear in the activation (constant weights, selections, sums): folded into a dense layer
+    let linear = node.op_is::<EinSum>()
+        || node.op_is::<AxisOp>()
+        || node.op_is::<Conv>()
+        || node.op_is::<SumPool>()
+        || node.op_is::<Pad>()
+        || node.op_is::<Slice>()
+        || node.op_is::<TypedConcat>()
+        || node
+            .op_as::<Reduce>()
+            .is_some_and(|r| matches!(r.reducer, Reducer::Sum));
+    if linear {
         return Ok(Kind::Affine);
     }
     if let Some(bin) = node.op_as::<TypedBinOp>() {

@@ -520,3 +520,38 @@ fn paged_circuits_are_complete_and_sound() {
         }
     }
 }
+
+/// Convolutional models (strided, dilated, depthwise convolutions with batch normalization and
+/// pooling, folded into dense layers; one of them paged): the honest witness proves, and the
+/// compound cheats (a rounding shifted by one divisor, an input carried into its neighbour, a
+/// ReLU output with both parts raised, a copy across pages) are rejected.
+#[test]
+fn convolutional_models_prove_and_reject_cheats() {
+    for model in ["conv_zoo/strided_dilated", "conv_zoo/depthwise_bn"] {
+        let (settings, compiled) = compile(model);
+        let q = Arc::new(compiled.model);
+        let (shape, k) = (settings.circuit.shape, settings.circuit.k);
+        let x = q.quantize_input(&samples(model).inputs[1]).unwrap();
+        let c = ModelCircuit::with_input(q.clone(), shape, x).unwrap();
+        assert!(check(k, &c, c.instances().unwrap()), "{model}");
+        let mut targets = vec![
+            FaultTarget::RescaleShiftQuotient,
+            FaultTarget::RescaleBothParts,
+            FaultTarget::InputCarry,
+            FaultTarget::InputAboveRange,
+        ];
+        if shape.paged() {
+            targets.extend([FaultTarget::CopyRow, FaultTarget::PagePower]);
+        }
+        for target in targets {
+            for index in [0, 7, 30] {
+                let bad = c.clone().with_fault(Fault { target, index });
+                let claimed = bad.instances().unwrap();
+                assert!(
+                    !check(k, &bad, claimed),
+                    "{model}: {target:?} {index} accepted"
+                );
+            }
+        }
+    }
+}

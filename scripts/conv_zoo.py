@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Writes the small convolutional test models of fixtures/models/conv_zoo: each an ONNX file and
+samples.json with float outputs from ONNX's own reference evaluator (independent of tract and of
+VeriML). Needs `onnx` and `numpy`.
+
+    python3 scripts/conv_zoo.py [--out fixtures/models/conv_zoo]
+"""
+import argparse
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def model(name, in_shape, layers, out_len, seed):
+    """layers: (op_type, attrs, params) with params {input_index: array}; the activation is input 0."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, prev = [], [], "input"
+    for i, (op, attrs, params) in enumerate(layers):
+        inputs = [prev]
+        for j, arr in enumerate(params):
+            pname = f"p{i}_{j}"
+            inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), pname))
+            inputs.append(pname)
+        out = "output" if i == len(layers) - 1 else f"t{i}"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"/{op.lower()}{i}", **attrs))
+        prev = out
+    g = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, out_len])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    return m, rng
+
+
+def r(rng, *shape, scale=0.5):
+    return rng.normal(0.0, scale, size=shape)
+
+
+def zoo():
+    out = {}
+    # strided, padded and dilated convolutions, then global average pooling and a dense head
+    rng = np.random.default_rng(1)
+    out["strided_dilated"] = model("strided_dilated", [1, 1, 9, 9], [
+        ("Conv", {"strides": [2, 2], "pads": [1, 1, 1, 1]}, [r(rng, 3, 1, 3, 3), r(rng, 3, scale=0.1)]),
+        ("Relu", {}, []),
+        ("Conv", {"dilations": [2, 2]}, [r(rng, 2, 3, 2, 2), r(rng, 2, scale=0.1)]),
+        ("Relu", {}, []),
+        ("GlobalAveragePool", {}, []),
+        ("Flatten", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 4, 2), r(rng, 4, scale=0.1)]),
+    ], 4, 1)
+    # depthwise convolution (group = channels, multiplier 2) with batch normalization,
+    # average pooling, reflect padding
+    rng = np.random.default_rng(2)
+    out["depthwise_bn"] = model("depthwise_bn", [1, 2, 8, 8], [
+        ("Pad", {"mode": "reflect"}, [np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64)]),
+        ("Conv", {"group": 2}, [r(rng, 4, 1, 3, 3), r(rng, 4, scale=0.1)]),
+        ("BatchNormalization", {"epsilon": 1e-5},
+         [1.0 + r(rng, 4, scale=0.1), r(rng, 4, scale=0.1), r(rng, 4, scale=0.1), 1.0 + np.abs(r(rng, 4, scale=0.2))]),
+        ("Relu", {}, []),
+        ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}, []),
+        ("Flatten", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 3, 64, scale=0.2), r(rng, 3, scale=0.1)]),
+    ], 3, 2)
+    return out
+
+
+def fix_int_inits(m):
+    # Pad's pads input must be int64: rebuild that initializer
+    for init in m.graph.initializer:
+        for node in m.graph.node:
+            if node.op_type == "Pad" and init.name == node.input[1]:
+                arr = numpy_helper.to_array(init).astype(np.int64)
+                init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    return m
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "fixtures", "models", "conv_zoo"))
+    a = ap.parse_args()
+    for name, (m, rng) in zoo().items():
+        m = fix_int_inits(m)
+        d = os.path.join(a.out, name)
+        os.makedirs(d, exist_ok=True)
+        onnx.save(m, os.path.join(d, "model.onnx"))
+        shape = [dim.dim_value for dim in m.graph.input[0].type.tensor_type.shape.dim]
+        ev = ReferenceEvaluator(m)
+        xs = rng.uniform(0.0, 1.0, size=[4] + shape).astype(np.float32)
+        outs = [ev.run(None, {"input": x})[0].reshape(-1).astype(np.float64).tolist() for x in xs]
+        with open(os.path.join(d, "samples.json"), "w") as f:
+            json.dump({"inputs": [x.reshape(-1).tolist() for x in xs], "float_outputs": outs}, f)
+        print(f"{d}: {shape} -> {len(outs[0])} outputs")
+
+
+if __name__ == "__main__":
+    main()

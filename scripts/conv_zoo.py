@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the small convolutional test models of fixtures/models/conv_zoo: each an ONNX file and
+"""Writes the small test models of fixtures/models/conv_zoo: each an ONNX file and
 samples.json with float outputs from ONNX's own reference evaluator (independent of tract and of
 VeriML). Needs `onnx` and `numpy`.
 
@@ -71,6 +71,24 @@ def zoo():
         ("Flatten", {}, []),
         ("Gemm", {"transB": 1}, [r(rng, 3, 64, scale=0.2), r(rng, 3, scale=0.1)]),
     ], 3, 2)
+    # max pooling with padding and strides on signed values (no ReLU before it), then a ReLU
+    # and max pooling again on non-negative values
+    rng = np.random.default_rng(3)
+    out["maxpool"] = model("maxpool", [1, 2, 7, 7], [
+        ("Conv", {}, [r(rng, 3, 2, 2, 2), r(rng, 3, scale=0.1)]),
+        ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, []),
+        ("Relu", {}, []),
+        ("MaxPool", {"kernel_shape": [2, 2], "strides": [1, 1]}, []),
+        ("Flatten", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 3, 12, scale=0.3), r(rng, 3, scale=0.1)]),
+    ], 3, 3)
+    # an operation without a chip yet (a typed error naming it and its node)
+    rng = np.random.default_rng(4)
+    out["sigmoid"] = model("sigmoid", [1, 4], [
+        ("Gemm", {"transB": 1}, [r(rng, 3, 4), r(rng, 3, scale=0.1)]),
+        ("Sigmoid", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 2, 3), r(rng, 2, scale=0.1)]),
+    ], 2, 4)
     return out
 
 

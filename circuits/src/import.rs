@@ -9,7 +9,9 @@
 //!   [`Op::Dense`] whose matrix and bias are read off by evaluating the chain on the zero vector
 //!   and the unit vectors (a convolution becomes its sparse Toeplitz matrix: the circuit skips
 //!   zero weights and pages its outputs, so its rows grow with the feature maps, not MACs);
-//! - `Max` with a constant zero (what `Relu` becomes) is [`Op::Relu`].
+//! - `Max` with a constant zero (what `Relu` becomes) is [`Op::Relu`];
+//! - `MaxPool` becomes ReLU layers taking maxima of pairs (windows found by probing the op),
+//!   exact in the quantized model; consecutive dense ops are composed into one.
 //!
 //! Anything else is an [`CompileError::UnsupportedOp`] naming the op and its node.
 
@@ -21,7 +23,7 @@ use tract_onnx::tract_core::ops::{
     array::{Pad, Slice, TypedConcat},
     binary::TypedBinOp,
     change_axes::AxisOp,
-    cnn::{Conv, SumPool},
+    cnn::{Conv, MaxPool, SumPool},
     einsum::EinSum,
     konst::Const,
     math::{Add, Div, Max, Mul, Sub},
@@ -69,6 +71,7 @@ fn const_of(model: &Model, outlet: OutletId) -> Option<Arc<Tensor>> {
 enum Kind {
     Affine,
     Relu,
+    MaxPool,
 }
 
 fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, CompileError> {
@@ -96,6 +99,12 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
             .is_some_and(|r| matches!(r.reducer, Reducer::Sum));
     if linear {
         return Ok(Kind::Affine);
+    }
+    if node
+        .op_as::<MaxPool>()
+        .is_some_and(|m| m.with_index_outputs.is_none())
+    {
+        return Ok(Kind::MaxPool);
     }
     if let Some(bin) = node.op_as::<TypedBinOp>() {
         let m = &bin.0;
@@ -207,6 +216,179 @@ fn dense_of_chain(
     })
 }
 
+/// The window of every output of a max-pooling node, found by probing the op itself on unit
+/// vectors (an input is in an output's window iff a lone 1 there makes that output 1), so
+/// kernel, strides, dilations and padding need no geometry of our own.
+fn pool_windows(
+    model: &Model,
+    node: &TypedNode,
+    in_shape: &[usize],
+) -> Result<Vec<Vec<usize>>, CompileError> {
+    let n_in: usize = in_shape.iter().product();
+    let chain = [(node.id, 0)];
+    let err = |e: String| CompileError::Structure {
+        node: node.name.clone(),
+        detail: e,
+    };
+    let mut windows: Vec<Vec<usize>> = Vec::new();
+    for i in 0..n_in {
+        let mut v = vec![0f32; n_in];
+        v[i] = 1.0;
+        let t = tract_ndarray::ArrayD::from_shape_vec(in_shape.to_vec(), v)
+            .map_err(|e| err(e.to_string()))?
+            .into_tensor();
+        let out = to_f32_vec(&eval_chain(model, &chain, t)?, &node.name)?;
+        if windows.is_empty() {
+            windows = vec![Vec::new(); out.len()];
+        }
+        for (o, &y) in out.iter().enumerate() {
+            if y > 0.5 {
+                windows[o].push(i);
+            }
+        }
+    }
+    if windows.iter().any(Vec::is_empty) {
+        return Err(err("an output of the pooling window sees no input".into()));
+    }
+    Ok(windows)
+}
+
+/// Max pooling as ReLU layers: each round takes the maximum of pairs, `max(a, b) = a + relu(b − a)`
+/// when the inputs are non-negative (after a ReLU), else `relu(a) − relu(−a) + relu(b − a)`;
+/// windows are padded to one power of two by repeating a member. Every weight is ±1, so the
+/// quantized maximum is exact; the last linear map is left for [`fuse_dense`].
+fn max_pool_ops(node: &str, windows: &[Vec<usize>], n_in: usize, nonneg: bool) -> Vec<Op> {
+    // each output's candidates as sparse linear forms over the current vector
+    // every window padded to the same power of two (edge windows of a padded pool are smaller)
+    let size = windows
+        .iter()
+        .map(Vec::len)
+        .max()
+        .unwrap_or(1)
+        .next_power_of_two();
+    let mut cands: Vec<Vec<Vec<(usize, f32)>>> = windows
+        .iter()
+        .map(|w| {
+            let mut c: Vec<Vec<(usize, f32)>> = w.iter().map(|&i| vec![(i, 1.0)]).collect();
+            c.resize(size, c[0].clone());
+            c
+        })
+        .collect();
+    let mut ops = Vec::new();
+    let mut width = n_in;
+    let dense = |rows: &[Vec<(usize, f32)>], width: usize, name: String| {
+        let mut weights = vec![0f32; rows.len() * width];
+        for (o, row) in rows.iter().enumerate() {
+            for &(i, v) in row {
+                weights[o * width + i] += v;
+            }
+        }
+        Op::Dense {
+            node: name,
+            inputs: width,
+            outputs: rows.len(),
+            weights,
+            bias: vec![0.0; rows.len()],
+        }
+    };
+    let neg = |f: &[(usize, f32)]| f.iter().map(|&(i, v)| (i, -v)).collect::<Vec<_>>();
+    let mut round = 0;
+    while cands.iter().any(|c| c.len() > 1) {
+        let mut rows: Vec<Vec<(usize, f32)>> = Vec::new();
+        let mut next = Vec::with_capacity(cands.len());
+        for c in &cands {
+            let mut out = Vec::with_capacity(c.len() / 2);
+            for pair in c.chunks(2) {
+                let (a, b) = (&pair[0], &pair[1]);
+                let mut diff = b.clone();
+                diff.extend(neg(a));
+                let at = rows.len();
+                if nonneg {
+                    rows.push(a.clone());
+                    rows.push(diff);
+                    out.push(vec![(at, 1.0), (at + 1, 1.0)]);
+                } else {
+                    rows.push(a.clone());
+                    rows.push(neg(a));
+                    rows.push(diff);
+                    out.push(vec![(at, 1.0), (at + 1, -1.0), (at + 2, 1.0)]);
+                }
+            }
+            next.push(out);
+        }
+        ops.push(dense(&rows, width, format!("{node}/round{round}")));
+        ops.push(Op::Relu {
+            node: format!("{node}/round{round}/relu"),
+        });
+        width = rows.len();
+        cands = next;
+        round += 1;
+    }
+    let last: Vec<Vec<(usize, f32)>> = cands.into_iter().map(|mut c| c.remove(0)).collect();
+    ops.push(dense(&last, width, node.to_string()));
+    ops
+}
+
+/// Composes consecutive dense ops (reshapes between them move no data) into one.
+fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let prev = out
+            .iter()
+            .rposition(|o| !matches!(o, Op::Reshape { .. }))
+            .filter(|&i| matches!(out[i], Op::Dense { .. }));
+        match (op, prev) {
+            (
+                Op::Dense {
+                    node,
+                    outputs,
+                    weights: w2,
+                    bias: b2,
+                    ..
+                },
+                Some(i),
+            ) => {
+                let Op::Dense {
+                    inputs,
+                    outputs: mid,
+                    weights: w1,
+                    bias: b1,
+                    ..
+                } = &out[i]
+                else {
+                    unreachable!("checked dense")
+                };
+                let (inputs, mid) = (*inputs, *mid);
+                let mut weights = vec![0f32; outputs * inputs];
+                let mut bias = b2.clone();
+                for o in 0..outputs {
+                    for m in 0..mid {
+                        let v = w2[o * mid + m];
+                        if v == 0.0 {
+                            continue;
+                        }
+                        bias[o] += v * b1[m];
+                        let row = &w1[m * inputs..(m + 1) * inputs];
+                        for (acc, &x) in weights[o * inputs..(o + 1) * inputs].iter_mut().zip(row) {
+                            *acc += v * x;
+                        }
+                    }
+                }
+                out.truncate(i);
+                out.push(Op::Dense {
+                    node,
+                    inputs,
+                    outputs,
+                    weights,
+                    bias,
+                });
+            }
+            (op, _) => out.push(op),
+        }
+    }
+    out
+}
+
 /// Reduces a loaded, typed and decluttered tract model to the project's [`Graph`].
 fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
     let inputs = model.input_outlets().map_err(|e| CompileError::Structure {
@@ -305,11 +487,29 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                     node: node.name.clone(),
                 });
             }
+            Kind::MaxPool => {
+                flush(&mut chain, &mut ops, &chain_in_shape)?;
+                let windows = pool_windows(model, node, &current_shape)?;
+                // after a ReLU (reshapes aside) every value is non-negative
+                let nonneg = matches!(
+                    ops.iter()
+                        .rev()
+                        .find(|op| !matches!(op, Op::Reshape { .. })),
+                    Some(Op::Relu { .. })
+                );
+                ops.extend(max_pool_ops(
+                    &node.name,
+                    &windows,
+                    current_shape.iter().product(),
+                    nonneg,
+                ));
+            }
         }
         current = OutletId::new(id, 0);
         current_shape = out_shape;
     }
     flush(&mut chain, &mut ops, &chain_in_shape)?;
+    let ops = fuse_dense(ops);
     if current != outputs[0] {
         return Err(CompileError::Structure {
             node: model.node(outputs[0].node).name.clone(),

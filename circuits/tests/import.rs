@@ -53,10 +53,13 @@ fn import_matches_onnx_float_outputs() {
 /// (lenet28), and the quantized model stays close with the same top-1 on every sample.
 #[test]
 fn convolutions_and_pooling_match_the_reference_outputs() {
-    for model in [
-        "conv_zoo/strided_dilated",
-        "conv_zoo/depthwise_bn",
-        "lenet28",
+    // largest output error allowed: EZKL 23.0.5's at its default calibration for digits_cnn
+    for (model, bound) in [
+        ("conv_zoo/strided_dilated", 2e-4),
+        ("conv_zoo/depthwise_bn", 2e-4),
+        ("conv_zoo/maxpool", 2e-4),
+        ("lenet28", 2e-4),
+        ("digits_cnn", 0.0064),
     ] {
         let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
         let s = samples(model);
@@ -68,7 +71,7 @@ fn convolutions_and_pooling_match_the_reference_outputs() {
         }
         let (err, agree, n) = accuracy(model);
         assert_eq!(agree, n, "{model}");
-        assert!(err < 2e-4, "{model}: max abs error {err}");
+        assert!(err < bound, "{model}: max abs error {err}");
     }
 }
 
@@ -91,20 +94,20 @@ fn tiny_and_mnist_quantized_errors_are_small() {
 #[test]
 fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
     let e = veriml_circuits::compile_model(
-        &fixture("digits_cnn", "model.onnx"),
+        &fixture("conv_zoo/sigmoid", "model.onnx"),
         &opts(),
         &Default::default(),
     )
     .unwrap_err();
     match &e {
         CompileError::UnsupportedOp { op, node, needed } => {
-            assert!(op.contains("MaxPool"), "op {op}");
-            assert!(!node.is_empty());
+            assert!(op.contains("Sigmoid"), "op {op}");
+            assert!(node.contains("sigmoid1"), "node {node}");
             assert!(needed.contains("Gemm"));
         }
         other => panic!("expected UnsupportedOp, got {other:?}"),
     }
-    assert!(e.to_string().contains("MaxPool"));
+    assert!(e.to_string().contains("Sigmoid"));
 }
 
 #[test]

@@ -527,7 +527,11 @@ fn paged_circuits_are_complete_and_sound() {
 /// ReLU output with both parts raised, a copy across pages) are rejected.
 #[test]
 fn convolutional_models_prove_and_reject_cheats() {
-    for model in ["conv_zoo/strided_dilated", "conv_zoo/depthwise_bn"] {
+    for model in [
+        "conv_zoo/strided_dilated",
+        "conv_zoo/depthwise_bn",
+        "conv_zoo/maxpool",
+    ] {
         let (settings, compiled) = compile(model);
         let q = Arc::new(compiled.model);
         let (shape, k) = (settings.circuit.shape, settings.circuit.k);

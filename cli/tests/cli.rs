@@ -219,14 +219,14 @@ fn unsupported_op_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = veriml(&[
         "compile",
-        s(&fixture("digits_cnn", "model.onnx")),
+        s(&fixture("conv_zoo/sigmoid", "model.onnx")),
         "-d",
         s(dir.path()),
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unsupported operation") && err.contains("MaxPool"),
+        err.contains("unsupported operation") && err.contains("Sigmoid"),
         "{err}"
     );
     let out = veriml(&[
@@ -241,24 +241,31 @@ fn unsupported_op_fails_with_a_clear_message() {
     assert!(v["error"].as_str().unwrap().contains("nonexistent.onnx"));
 }
 
-/// The shared LeNet-style CNN (Conv, ReLU, AveragePool, Gemm; 784 inputs): its convolutions are
-/// folded into paged dense layers; with 8 weight columns its verifier fits EIP-170, and the proof
-/// verifies natively and in the EVM.
+/// The shared CNNs: lenet28 (Conv, ReLU, AveragePool, Gemm; 784 inputs) and digits_cnn (two
+/// convolutions, max and average pooling): convolutions are folded into paged dense layers and
+/// max pooling into exact ReLU layers; with few weight columns their verifiers fit EIP-170, and
+/// the proofs verify natively and in the EVM.
 #[test]
-fn lenet28_proves_and_verifies_on_chain() {
+fn shared_cnns_prove_and_verify_on_chain() {
+    for (model, columns) in [("lenet28", "8"), ("digits_cnn", "16")] {
+        cnn_on_chain(model, columns);
+    }
+}
+
+fn cnn_on_chain(model: &str, columns: &str) {
     let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let c = json(&veriml(&[
         "--json",
         "compile",
-        s(&fixture("lenet28", "model.onnx")),
+        s(&fixture(model, "model.onnx")),
         "-d",
         s(d),
         "--input-range",
         "0,1",
         "--max-weight-columns",
-        "8",
+        columns,
     ]));
     assert!(c["pages"].as_u64().unwrap() > 1, "{c}");
     json(&veriml(&[
@@ -268,7 +275,7 @@ fn lenet28_proves_and_verifies_on_chain() {
         s(d),
         "--insecure-dev-srs",
     ]));
-    let input = fixture("lenet28", "input.json");
+    let input = fixture(model, "input.json");
     let p = json(&veriml(&[
         "--json",
         "prove",
@@ -304,7 +311,7 @@ fn lenet28_proves_and_verifies_on_chain() {
     ]));
     assert_eq!(g["verified"], true);
     println!(
-        "lenet28: {c}\nprove {}, verifier {e}, EVM verify gas {}",
+        "{model}: {c}\nprove {}, verifier {e}, EVM verify gas {}",
         p["prove_seconds"], g["gas_used"]
     );
 }

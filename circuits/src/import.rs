@@ -329,14 +329,30 @@ fn max_pool_ops(node: &str, windows: &[Vec<usize>], n_in: usize, nonneg: bool) -
     ops
 }
 
+/// Most multiply-adds [`fuse_dense`] spends composing two dense ops; above it they stay apart
+/// (the second reads the first's output as an identity layer).
+const FUSE_BUDGET: usize = 1 << 30;
+
 /// Composes consecutive dense ops (reshapes between them move no data) into one.
 fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
     let mut out: Vec<Op> = Vec::with_capacity(ops.len());
     for op in ops {
+        let size = |o: &Op| match o {
+            Op::Dense {
+                inputs, outputs, ..
+            } => Some((*inputs, *outputs)),
+            _ => None,
+        };
+        let cheap = |i: usize| match (size(&out[i]), size(&op)) {
+            (Some((inputs, mid)), Some((_, outputs))) => {
+                inputs.saturating_mul(mid).saturating_mul(outputs) <= FUSE_BUDGET
+            }
+            _ => false,
+        };
         let prev = out
             .iter()
             .rposition(|o| !matches!(o, Op::Reshape { .. }))
-            .filter(|&i| matches!(out[i], Op::Dense { .. }));
+            .filter(|&i| matches!(out[i], Op::Dense { .. }) && cheap(i));
         match (op, prev) {
             (
                 Op::Dense {

@@ -82,6 +82,17 @@ def zoo():
         ("Flatten", {}, []),
         ("Gemm", {"transB": 1}, [r(rng, 3, 12, scale=0.3), r(rng, 3, scale=0.1)]),
     ], 3, 3)
+    # piecewise-linear activations: LeakyRelu, Clip (ReLU6-like, from -0.5 to 1.5), HardSigmoid
+    rng = np.random.default_rng(5)
+    out["piecewise"] = model("piecewise", [1, 6], [
+        ("Gemm", {"transB": 1}, [r(rng, 8, 6, scale=1.0), r(rng, 8, scale=0.3)]),
+        ("LeakyRelu", {"alpha": 0.1}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 8, 8, scale=1.0), r(rng, 8, scale=0.3)]),
+        ("Clip", {}, [np.array(-0.5, dtype=np.float32), np.array(1.5, dtype=np.float32)]),
+        ("Gemm", {"transB": 1}, [r(rng, 6, 8, scale=1.0), r(rng, 6, scale=0.3)]),
+        ("HardSigmoid", {"alpha": 0.3, "beta": 0.5}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 3, 6), r(rng, 3, scale=0.1)]),
+    ], 3, 5)
     # an operation without a chip yet (a typed error naming it and its node)
     rng = np.random.default_rng(4)
     out["sigmoid"] = model("sigmoid", [1, 4], [

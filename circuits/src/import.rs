@@ -11,7 +11,9 @@
 //!   zero weights and pages its outputs, so its rows grow with the feature maps, not MACs);
 //! - `Max` with a constant zero (what `Relu` becomes) is [`Op::Relu`];
 //! - `MaxPool` becomes ReLU layers taking maxima of pairs (windows found by probing the op),
-//!   exact in the quantized model; consecutive dense ops are composed into one.
+//!   exact in the quantized model; `Max`/`Min` with constants (what `Clip`, ReLU6 and
+//!   `HardSigmoid` become) and `LeakyRelu` become one ReLU between two dense ops; consecutive
+//!   dense ops are composed into one.
 //!
 //! Anything else is an [`CompileError::UnsupportedOp`] naming the op and its node.
 
@@ -25,13 +27,14 @@ use tract_onnx::tract_core::ops::{
     change_axes::AxisOp,
     cnn::{Conv, MaxPool, SumPool},
     einsum::EinSum,
+    element_wise::ElementWiseOp,
     konst::Const,
-    math::{Add, Div, Max, Mul, Sub},
-    nn::{Reduce, Reducer},
+    math::{Add, Div, Max, Min, Mul, Sub},
+    nn::{LeakyRelu, Reduce, Reducer},
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Relu, Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, Flatten, Reshape and Transpose; this operation needs its own circuit chip";
 
 type Model = TypedModel;
 
@@ -72,6 +75,12 @@ enum Kind {
     Affine,
     Relu,
     MaxPool,
+    /// `max(x, c)` with a constant `c` (not all zero).
+    MaxConst,
+    /// `min(x, c)` with a constant `c`.
+    MinConst,
+    /// `x` if positive, else `alpha·x`.
+    Leaky(f32),
 }
 
 fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, CompileError> {
@@ -122,11 +131,18 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
                             .unwrap_or(false)
                     })
                     .unwrap_or(false);
-                if zero {
-                    return Ok(Kind::Relu);
-                }
+                return Ok(if zero { Kind::Relu } else { Kind::MaxConst });
             }
         }
+        if m.is::<Min>() {
+            return Ok(Kind::MinConst);
+        }
+    }
+    if let Some(leaky) = node
+        .op_as::<ElementWiseOp>()
+        .and_then(|e| e.0.downcast_ref::<LeakyRelu>())
+    {
+        return Ok(Kind::Leaky(leaky.alpha));
     }
     Err(unsupported(node))
 }
@@ -333,6 +349,105 @@ fn max_pool_ops(node: &str, windows: &[Vec<usize>], n_in: usize, nonneg: bool) -
 /// (the second reads the first's output as an identity layer).
 const FUSE_BUDGET: usize = 1 << 30;
 
+/// A piecewise-linear element-wise op, written with ReLUs.
+enum Piece {
+    /// `max(x, c) = c + relu(x − c)`.
+    Max(Vec<f32>),
+    /// `min(x, c) = c − relu(c − x)`.
+    Min(Vec<f32>),
+    /// `relu(x) − alpha·relu(−x)`.
+    Leaky(f32),
+}
+
+/// The output of a node on an input filled with `value` (a max or min with a constant then gives
+/// the constant, broadcast to the activation's shape).
+fn extreme(
+    model: &Model,
+    node: &TypedNode,
+    shape: &[usize],
+    value: f32,
+) -> Result<Vec<f32>, CompileError> {
+    let n: usize = shape.iter().product();
+    let t = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), vec![value; n])
+        .map_err(|e| CompileError::Structure {
+            node: node.name.clone(),
+            detail: e.to_string(),
+        })?
+        .into_tensor();
+    let out = to_f32_vec(&eval_chain(model, &[(node.id, 0)], t)?, &node.name)?;
+    if out.len() != n || out.iter().any(|v| !v.is_finite()) {
+        return Err(CompileError::Structure {
+            node: node.name.clone(),
+            detail: "the constant of this max or min does not broadcast to the activation".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// Dense ops around one ReLU computing a piecewise-linear op on `n` values; [`fuse_dense`]
+/// composes the outer ones with their neighbours.
+fn piecewise_ops(node: &str, piece: &Piece, n: usize) -> Vec<Op> {
+    // rows of a dense op, each a list of (input, weight), with biases
+    let dense = |name: String, inputs: usize, rows: Vec<(Vec<(usize, f32)>, f32)>| {
+        let mut weights = vec![0f32; rows.len() * inputs];
+        let mut bias = Vec::with_capacity(rows.len());
+        for (o, (row, b)) in rows.iter().enumerate() {
+            for &(i, v) in row {
+                weights[o * inputs + i] += v;
+            }
+            bias.push(*b);
+        }
+        Op::Dense {
+            node: name,
+            inputs,
+            outputs: rows.len(),
+            weights,
+            bias,
+        }
+    };
+    let relu = Op::Relu {
+        node: format!("{node}/relu"),
+    };
+    let pre = format!("{node}/in");
+    match piece {
+        Piece::Max(c) => vec![
+            dense(pre, n, (0..n).map(|i| (vec![(i, 1.0)], -c[i])).collect()),
+            relu,
+            dense(
+                node.into(),
+                n,
+                (0..n).map(|i| (vec![(i, 1.0)], c[i])).collect(),
+            ),
+        ],
+        Piece::Min(c) => vec![
+            dense(pre, n, (0..n).map(|i| (vec![(i, -1.0)], c[i])).collect()),
+            relu,
+            dense(
+                node.into(),
+                n,
+                (0..n).map(|i| (vec![(i, -1.0)], c[i])).collect(),
+            ),
+        ],
+        Piece::Leaky(alpha) => vec![
+            dense(
+                pre,
+                n,
+                (0..2 * n)
+                    .map(|o| (vec![(o % n, if o < n { 1.0 } else { -1.0 })], 0.0))
+                    .collect(),
+            ),
+            relu,
+            dense(
+                node.into(),
+                2 * n,
+                (0..n)
+                    .map(|i| (vec![(i, 1.0), (n + i, -alpha)], 0.0))
+                    .collect(),
+            ),
+        ],
+    }
+}
+
 /// Composes consecutive dense ops (reshapes between them move no data) into one.
 fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
     let mut out: Vec<Op> = Vec::with_capacity(ops.len());
@@ -343,9 +458,11 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
             } => Some((*inputs, *outputs)),
             _ => None,
         };
-        let cheap = |i: usize| match (size(&out[i]), size(&op)) {
-            (Some((inputs, mid)), Some((_, outputs))) => {
-                inputs.saturating_mul(mid).saturating_mul(outputs) <= FUSE_BUDGET
+        // the work is the second op's nonzero weights times the first op's inputs
+        let cheap = |i: usize| match (size(&out[i]), &op) {
+            (Some((inputs, _)), Op::Dense { weights, .. }) => {
+                let nonzero = weights.iter().filter(|&&w| w != 0.0).count();
+                inputs.saturating_mul(nonzero) <= FUSE_BUDGET
             }
             _ => false,
         };
@@ -490,7 +607,8 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
             });
         }
         let out_shape = concrete_shape(model, OutletId::new(id, 0))?;
-        match classify(model, node, slots[0])? {
+        let kind = classify(model, node, slots[0])?;
+        match kind {
             Kind::Affine => {
                 if chain.is_empty() {
                     chain_in_shape = current_shape.clone();
@@ -502,6 +620,17 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 ops.push(Op::Relu {
                     node: node.name.clone(),
                 });
+            }
+            Kind::MaxConst | Kind::MinConst | Kind::Leaky(_) => {
+                flush(&mut chain, &mut ops, &chain_in_shape)?;
+                let n: usize = current_shape.iter().product();
+                let piece = match kind {
+                    Kind::Leaky(alpha) => Piece::Leaky(alpha),
+                    // the constant, broadcast to the activation: the node on an extreme input
+                    Kind::MaxConst => Piece::Max(extreme(model, node, &current_shape, -1e30)?),
+                    _ => Piece::Min(extreme(model, node, &current_shape, 1e30)?),
+                };
+                ops.extend(piecewise_ops(&node.name, &piece, n));
             }
             Kind::MaxPool => {
                 flush(&mut chain, &mut ops, &chain_in_shape)?;

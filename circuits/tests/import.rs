@@ -48,7 +48,8 @@ fn import_matches_onnx_float_outputs() {
 }
 
 /// Convolutions (strided, padded, dilated, depthwise), average and global average pooling,
-/// reflect padding and batch normalization are folded into dense layers: the imported float
+/// reflect padding and batch normalization are folded into dense layers, max pooling and the
+/// piecewise-linear activations (LeakyRelu, Clip, HardSigmoid) written with ReLUs: the imported float
 /// graph reproduces ONNX's reference evaluator (conv zoo, `scripts/conv_zoo.py`) and PyTorch
 /// (lenet28), and the quantized model stays close with the same top-1 on every sample.
 #[test]
@@ -58,6 +59,7 @@ fn convolutions_and_pooling_match_the_reference_outputs() {
         ("conv_zoo/strided_dilated", 2e-4),
         ("conv_zoo/depthwise_bn", 2e-4),
         ("conv_zoo/maxpool", 2e-4),
+        ("conv_zoo/piecewise", 2e-4),
         ("lenet28", 2e-4),
         ("digits_cnn", 0.0064),
     ] {

@@ -531,6 +531,7 @@ fn convolutional_models_prove_and_reject_cheats() {
         "conv_zoo/strided_dilated",
         "conv_zoo/depthwise_bn",
         "conv_zoo/maxpool",
+        "conv_zoo/piecewise",
     ] {
         let (settings, compiled) = compile(model);
         let q = Arc::new(compiled.model);

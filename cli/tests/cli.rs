@@ -334,7 +334,7 @@ fn a_column_cap_pages_the_circuit_and_it_verifies_on_chain() {
         "--max-weight-columns",
         "6",
     ]));
-    assert_eq!(c["weight_columns"], 6, "{c}");
+    assert!(c["weight_columns"].as_u64().unwrap() <= 6, "{c}");
     assert!(c["pages"].as_u64().unwrap() > 1, "{c}");
     json(&veriml(&[
         "--json",

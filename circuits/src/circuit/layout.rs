@@ -458,13 +458,27 @@ pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, C
     // prover two commitments, for the EVM verifier about 14,000 gas): taken when `k` allows
     let mut best: Option<Plan> = None;
     for row_bytes in [2, 1] {
-        let p = plan_with(model, max_weight_columns, row_bytes)?;
+        let mut cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
+        let mut p = plan_with(model, cap, row_bytes)?;
+        // a paged circuit with fewer columns a page has more copy rows but less work per row for
+        // the prover and a smaller verifier: take the fewest columns that keep `k`
+        while p.shape.paged() && cap > MIN_PAGE_COLUMNS {
+            cap /= 2;
+            let q = plan_with(model, cap, row_bytes)?;
+            if q.k > p.k {
+                break;
+            }
+            p = q;
+        }
         if best.as_ref().is_none_or(|b| p.k <= b.k) {
             best = Some(p);
         }
     }
     Ok(best.expect("two plans"))
 }
+
+/// The fewest weight columns a page the planner tries.
+pub const MIN_PAGE_COLUMNS: usize = 4;
 
 /// Plans the circuit with a given number of bytes per checked row.
 pub fn plan_with(

@@ -154,6 +154,7 @@ def main():
                   + (f", ezkl prove {ereps[-1]['prove_s']:.2f}s" if py else ""), file=sys.stderr)
         results[m] = {
             "veriml": summarize(vreps) | {"k": vinfo["k"], "weight_columns": vinfo["weight_columns"],
+                                          "pages": vinfo.get("pages", 1),
                                           "accuracy": acc, "reps": vreps},
             "ezkl": (summarize(ereps) | {"k": einfo["logrows"], "accuracy": einfo["accuracy"],
                                          "reps": ereps}) if py else None,
@@ -188,8 +189,8 @@ def render(meta, results):
         "",
         f"{meta['date']}, {meta['machine']}; medians of {meta['reps']} alternating repetitions; SRS: {meta['srs']}.",
         "Times are wall-clock seconds: VeriML's are whole processes (start, load keys, prove, write), EZKL's the",
-        "library call. VeriML runs its default circuit, whose Solidity verifier fits on chain for every model here.",
-        "F = weight columns (Freivalds slots).",
+        "library call. VeriML runs its default circuit (compile with its defaults and `--input-range 0,1`).",
+        "F = weight columns (Freivalds slots) per page, P = pages of slots.",
         "",
         "| model | tool | k | setup s | prove s | verify s | proving key | proof | peak RSS | prove speed-up | RSS vs EZKL |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -203,7 +204,7 @@ def render(meta, results):
             is_v = tool != "EZKL"
             sp = f"{e['prove_s'] / x['prove_s']:.1f}x" if e and is_v else ""
             mem = f"{x['peak_rss'] / e['peak_rss']:.2f}" if e and is_v else ""
-            kk = f"{x['k']} (F={x['weight_columns']})" if is_v else f"{x['k']}"
+            kk = (f"{x['k']} (F={x['weight_columns']}, P={x.get('pages', 1)})" if is_v else f"{x['k']}")
             lines.append(
                 f"| {m} | {tool} | {kk} | {x['setup_s']:.2f} | {x['prove_s']:.2f} | {x['verify_s']:.2f} | "
                 f"{fmt_bytes(x['pk_bytes'])} | {x['proof_bytes']} B | {fmt_bytes(x['peak_rss'])} | {sp} | {mem} |"

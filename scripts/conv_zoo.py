@@ -93,6 +93,31 @@ def zoo():
         ("HardSigmoid", {"alpha": 0.3, "beta": 0.5}, []),
         ("Gemm", {"transB": 1}, [r(rng, 3, 6), r(rng, 3, scale=0.1)]),
     ], 3, 5)
+    # a 1-D convolution with max pooling; a grouped, strided convolution with average pooling that counts
+    # its padding and a transpose before the head; max pooling straight on the (signed) input
+    rng = np.random.default_rng(11)
+    out["conv1d"] = model("conv1d", [1, 2, 16], [
+        ("Conv", {"pads": [1, 1]}, [r(rng, 3, 2, 3), r(rng, 3, scale=0.1)]),
+        ("Relu", {}, []),
+        ("MaxPool", {"kernel_shape": [2], "strides": [2]}, []),
+        ("Flatten", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 4, 24), r(rng, 4, scale=0.1)]),
+    ], 4, 6)
+    out["grouped"] = model("grouped", [1, 4, 6, 6], [
+        ("Conv", {"group": 2, "pads": [1, 1, 1, 1], "strides": [2, 2]},
+         [r(rng, 4, 2, 3, 3), r(rng, 4, scale=0.1)]),
+        ("Relu", {}, []),
+        ("AveragePool", {"kernel_shape": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}, []),
+        ("Transpose", {"perm": [0, 2, 3, 1]}, []),
+        ("Flatten", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 5, 64), r(rng, 5, scale=0.1)]),
+    ], 5, 7)
+    out["input_maxpool"] = model("input_maxpool", [1, 1, 6, 6], [
+        ("MaxPool", {"kernel_shape": [3, 3], "strides": [3, 3]}, []),
+        ("Flatten", {}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 2, 4), r(rng, 2, scale=0.1)]),
+        ("LeakyRelu", {"alpha": 0.2}, []),
+    ], 2, 8)
     # an operation without a chip yet (a typed error naming it and its node)
     rng = np.random.default_rng(4)
     out["sigmoid"] = model("sigmoid", [1, 4], [

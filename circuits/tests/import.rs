@@ -60,6 +60,9 @@ fn convolutions_and_pooling_match_the_reference_outputs() {
         ("conv_zoo/depthwise_bn", 2e-4),
         ("conv_zoo/maxpool", 2e-4),
         ("conv_zoo/piecewise", 2e-4),
+        ("conv_zoo/conv1d", 5e-4),
+        ("conv_zoo/grouped", 5e-4),
+        ("conv_zoo/input_maxpool", 2e-4),
         ("lenet28", 2e-4),
         ("digits_cnn", 0.0064),
     ] {

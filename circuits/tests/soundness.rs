@@ -532,6 +532,9 @@ fn convolutional_models_prove_and_reject_cheats() {
         "conv_zoo/depthwise_bn",
         "conv_zoo/maxpool",
         "conv_zoo/piecewise",
+        "conv_zoo/conv1d",
+        "conv_zoo/grouped",
+        "conv_zoo/input_maxpool",
     ] {
         let (settings, compiled) = compile(model);
         let q = Arc::new(compiled.model);

@@ -194,6 +194,35 @@ fn to_f32_vec(t: &Tensor, node: &str) -> Result<Vec<f32>, CompileError> {
         })
 }
 
+/// A tensor of the given shape and values; `node` names it in errors.
+fn tensor_of(shape: &[usize], values: Vec<f32>, node: &str) -> Result<Tensor, CompileError> {
+    tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), values)
+        .map(|a| a.into_tensor())
+        .map_err(|e| CompileError::Structure {
+            node: node.into(),
+            detail: e.to_string(),
+        })
+}
+
+/// Evaluates a chain on each unit vector of `in_shape`, handing `f` the input index and the
+/// output (what a dense layer's columns and a pool's windows are read off).
+fn probe_units(
+    model: &Model,
+    chain: &[(usize, usize)],
+    in_shape: &[usize],
+    node: &str,
+    mut f: impl FnMut(usize, Vec<f32>),
+) -> Result<(), CompileError> {
+    let n_in: usize = in_shape.iter().product();
+    for i in 0..n_in {
+        let mut v = vec![0f32; n_in];
+        v[i] = 1.0;
+        let out = eval_chain(model, chain, tensor_of(in_shape, v, node)?)?;
+        f(i, to_f32_vec(&out, node)?);
+    }
+    Ok(())
+}
+
 /// Collapses an affine chain into a dense layer by evaluating it on 0 and unit vectors.
 fn dense_of_chain(
     model: &Model,
@@ -202,27 +231,15 @@ fn dense_of_chain(
 ) -> Result<Op, CompileError> {
     let name = model.node(chain.last().expect("non-empty").0).name.clone();
     let n_in: usize = in_shape.iter().product();
-    let zero = Tensor::zero::<f32>(in_shape).map_err(|e| CompileError::Structure {
-        node: name.clone(),
-        detail: e.to_string(),
-    })?;
+    let zero = tensor_of(in_shape, vec![0f32; n_in], &name)?;
     let bias = to_f32_vec(&eval_chain(model, chain, zero)?, &name)?;
     let n_out = bias.len();
     let mut weights = vec![0f32; n_out * n_in];
-    for i in 0..n_in {
-        let mut v = vec![0f32; n_in];
-        v[i] = 1.0;
-        let t = tract_ndarray::ArrayD::from_shape_vec(in_shape.to_vec(), v)
-            .map_err(|e| CompileError::Structure {
-                node: name.clone(),
-                detail: e.to_string(),
-            })?
-            .into_tensor();
-        let col = to_f32_vec(&eval_chain(model, chain, t)?, &name)?;
+    probe_units(model, chain, in_shape, &name, |i, col| {
         for o in 0..n_out {
             weights[o * n_in + i] = col[o] - bias[o];
         }
-    }
+    })?;
     Ok(Op::Dense {
         node: name,
         inputs: n_in,
@@ -240,20 +257,8 @@ fn pool_windows(
     node: &TypedNode,
     in_shape: &[usize],
 ) -> Result<Vec<Vec<usize>>, CompileError> {
-    let n_in: usize = in_shape.iter().product();
-    let chain = [(node.id, 0)];
-    let err = |e: String| CompileError::Structure {
-        node: node.name.clone(),
-        detail: e,
-    };
     let mut windows: Vec<Vec<usize>> = Vec::new();
-    for i in 0..n_in {
-        let mut v = vec![0f32; n_in];
-        v[i] = 1.0;
-        let t = tract_ndarray::ArrayD::from_shape_vec(in_shape.to_vec(), v)
-            .map_err(|e| err(e.to_string()))?
-            .into_tensor();
-        let out = to_f32_vec(&eval_chain(model, &chain, t)?, &node.name)?;
+    probe_units(model, &[(node.id, 0)], in_shape, &node.name, |i, out| {
         if windows.is_empty() {
             windows = vec![Vec::new(); out.len()];
         }
@@ -262,9 +267,12 @@ fn pool_windows(
                 windows[o].push(i);
             }
         }
-    }
+    })?;
     if windows.iter().any(Vec::is_empty) {
-        return Err(err("an output of the pooling window sees no input".into()));
+        return Err(CompileError::Structure {
+            node: node.name.clone(),
+            detail: "an output of the pooling window sees no input".into(),
+        });
     }
     Ok(windows)
 }
@@ -292,20 +300,10 @@ fn max_pool_ops(node: &str, windows: &[Vec<usize>], n_in: usize, nonneg: bool) -
         .collect();
     let mut ops = Vec::new();
     let mut width = n_in;
+    // a round's rows have no biases
     let dense = |rows: &[Vec<(usize, f32)>], width: usize, name: String| {
-        let mut weights = vec![0f32; rows.len() * width];
-        for (o, row) in rows.iter().enumerate() {
-            for &(i, v) in row {
-                weights[o * width + i] += v;
-            }
-        }
-        Op::Dense {
-            node: name,
-            inputs: width,
-            outputs: rows.len(),
-            weights,
-            bias: vec![0.0; rows.len()],
-        }
+        let rows: Vec<_> = rows.iter().map(|r| (r.clone(), 0.0)).collect();
+        sparse_dense(name, width, &rows)
     };
     let neg = |f: &[(usize, f32)]| f.iter().map(|&(i, v)| (i, -v)).collect::<Vec<_>>();
     let mut round = 0;
@@ -345,9 +343,22 @@ fn max_pool_ops(node: &str, windows: &[Vec<usize>], n_in: usize, nonneg: bool) -
     ops
 }
 
-/// Most multiply-adds [`fuse_dense`] spends composing two dense ops; above it they stay apart
-/// (the second reads the first's output as an identity layer).
-const FUSE_BUDGET: usize = 1 << 30;
+/// A dense op from sparse rows: each `(row, bias)` with the row as `(input, weight)` pairs.
+fn sparse_dense(node: String, inputs: usize, rows: &[(Vec<(usize, f32)>, f32)]) -> Op {
+    let mut weights = vec![0f32; rows.len() * inputs];
+    for (o, (row, _)) in rows.iter().enumerate() {
+        for &(i, v) in row {
+            weights[o * inputs + i] += v;
+        }
+    }
+    Op::Dense {
+        node,
+        inputs,
+        outputs: rows.len(),
+        weights,
+        bias: rows.iter().map(|r| r.1).collect(),
+    }
+}
 
 /// A piecewise-linear element-wise op, written with ReLUs.
 enum Piece {
@@ -368,12 +379,7 @@ fn extreme(
     value: f32,
 ) -> Result<Vec<f32>, CompileError> {
     let n: usize = shape.iter().product();
-    let t = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), vec![value; n])
-        .map_err(|e| CompileError::Structure {
-            node: node.name.clone(),
-            detail: e.to_string(),
-        })?
-        .into_tensor();
+    let t = tensor_of(shape, vec![value; n], &node.name)?;
     let out = to_f32_vec(&eval_chain(model, &[(node.id, 0)], t)?, &node.name)?;
     if out.len() != n || out.iter().any(|v| !v.is_finite()) {
         return Err(CompileError::Structure {
@@ -387,23 +393,8 @@ fn extreme(
 /// Dense ops around one ReLU computing a piecewise-linear op on `n` values; [`fuse_dense`]
 /// composes the outer ones with their neighbours.
 fn piecewise_ops(node: &str, piece: &Piece, n: usize) -> Vec<Op> {
-    // rows of a dense op, each a list of (input, weight), with biases
     let dense = |name: String, inputs: usize, rows: Vec<(Vec<(usize, f32)>, f32)>| {
-        let mut weights = vec![0f32; rows.len() * inputs];
-        let mut bias = Vec::with_capacity(rows.len());
-        for (o, (row, b)) in rows.iter().enumerate() {
-            for &(i, v) in row {
-                weights[o * inputs + i] += v;
-            }
-            bias.push(*b);
-        }
-        Op::Dense {
-            node: name,
-            inputs,
-            outputs: rows.len(),
-            weights,
-            bias,
-        }
+        sparse_dense(name, inputs, &rows)
     };
     let relu = Op::Relu {
         node: format!("{node}/relu"),
@@ -447,6 +438,10 @@ fn piecewise_ops(node: &str, piece: &Piece, n: usize) -> Vec<Op> {
         ],
     }
 }
+
+/// Most multiply-adds [`fuse_dense`] spends composing two dense ops; above it they stay apart
+/// (the second reads the first's output as an identity layer).
+const FUSE_BUDGET: usize = 1 << 30;
 
 /// Composes consecutive dense ops (reshapes between them move no data) into one.
 fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {

@@ -97,14 +97,7 @@ impl Layout {
         digest: Fr,
     ) -> Result<Self, CompileError> {
         let layers = circuit_layers(model);
-        let (expected, slots) =
-            ColumnShape::derive(model, &layers, shape.row_bytes, shape.weight_columns)?;
-        if expected != *shape {
-            return Err(CompileError::Format {
-                what: "settings",
-                detail: "the circuit shape does not match the model".into(),
-            });
-        }
+        let slots = checked_slots(model, &layers, shape)?;
         let packing = Packing::new(&PublicLayout::of_model(model, *shape));
         let in_parts = shape.in_parts();
         let per = packing.inputs_per_word;
@@ -401,25 +394,37 @@ impl RowCount {
     }
 }
 
-/// Counts rows without assigning anything (the layout [`ModelCircuit::synthesize`] uses).
-/// Counts from the shape alone, without the coefficients (a thousandth of the time for
-/// mnist_mlp); synthesis asserts that the layout has exactly these rows.
-pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount, CompileError> {
-    let layers = circuit_layers(model);
-    if ColumnShape::derive(model, &layers, shape.row_bytes, shape.weight_columns)?.0 != shape {
+/// The slot assignment of a model, refusing a shape that is not the one the model derives.
+fn checked_slots(
+    model: &QuantizedModel,
+    layers: &[CLayer],
+    shape: &ColumnShape,
+) -> Result<Slots, CompileError> {
+    let (expected, slots) =
+        ColumnShape::derive(model, layers, shape.row_bytes, shape.weight_columns)?;
+    if expected != *shape {
         return Err(CompileError::Format {
             what: "settings",
             detail: "the circuit shape does not match the model".into(),
         });
     }
-    let mut cs = ConstraintSystem::<Fr>::default();
-    ModelConfig::configure(&mut cs, shape);
-    // with pages the copies depend on which slots each value feeds: build the layout
+    Ok(slots)
+}
+
+/// Counts the rows of the layout [`ModelCircuit::synthesize`] uses without assigning anything.
+/// With one page it counts from the shape alone, without the coefficients (a thousandth of the
+/// time for mnist_mlp; synthesis asserts that the layout has exactly these rows); with pages
+/// the copies depend on which slots each value feeds, so it builds the layout.
+pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount, CompileError> {
     let used = if shape.paged() {
         Layout::build(model, &shape, Fr::zero())?.rows.len()
     } else {
+        let layers = circuit_layers(model);
+        checked_slots(model, &layers, &shape)?;
         rows_of(&layers, &shape)
     };
+    let mut cs = ConstraintSystem::<Fr>::default();
+    ModelConfig::configure(&mut cs, shape);
     Ok(RowCount {
         used,
         instances: shape.input_words + shape.output_words,

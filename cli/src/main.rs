@@ -365,9 +365,9 @@ pub(crate) fn checked_evm_proof(
 ) -> Result<(Settings, ProofFile, Vec<Fr>)> {
     let (settings, _) = load_compiled(dir)?;
     let proof = ProofFile::from_json(&read_text(proof_path)?, proof_path)?;
-    let (_, header, _) = load_vk_and_srs(dir, &settings, allow_insecure)?;
-    pipeline::check_proof_header(&header, &proof)?;
-    let instances = pipeline::proof_instances(&settings, &proof)?;
+    let (_, header) = pipeline::read_vk(&dir.join("vk.bin"), &settings)?;
+    let srs = load_srs(dir, settings.circuit.k)?;
+    let instances = pipeline::proof_file_words(&header, &srs, &settings, &proof, allow_insecure)?;
     pipeline::check_readable(&settings, &proof, &instances)?;
     Ok((settings, proof, instances))
 }

@@ -323,7 +323,7 @@ pub fn verify_raw(
 }
 
 /// The public words of a proof file for `settings`: the model's count, each a canonical scalar.
-pub fn proof_instances(settings: &Settings, proof: &ProofFile) -> Result<Vec<Fr>, ProverError> {
+fn proof_instances(settings: &Settings, proof: &ProofFile) -> Result<Vec<Fr>, ProverError> {
     let n = settings.circuit.num_instances;
     if proof.instances.len() != n {
         return Err(ProverError::Rejected(format!(
@@ -375,7 +375,7 @@ pub fn check_readable(
 }
 
 /// Checks that a proof file belongs to a verifying key (settings and model hashes).
-pub fn check_proof_header(header: &KeyHeader, proof: &ProofFile) -> Result<(), ProverError> {
+fn check_proof_header(header: &KeyHeader, proof: &ProofFile) -> Result<(), ProverError> {
     if proof.settings_sha256 != header.settings_sha256 || proof.model_sha256 != header.model_sha256
     {
         return Err(ProverError::Mismatch {
@@ -384,6 +384,23 @@ pub fn check_proof_header(header: &KeyHeader, proof: &ProofFile) -> Result<(), P
         });
     }
     Ok(())
+}
+
+/// What a proof file is checked for before any cryptography, natively or on the EVM: the key
+/// belongs to the settings, the SRS is the key's own (a development one only when allowed), the
+/// file belongs to the key, and its public words are the model's count of canonical scalars,
+/// which it returns. The readable values are checked against them by [`check_readable`].
+pub fn proof_file_words(
+    header: &KeyHeader,
+    srs: &Srs,
+    settings: &Settings,
+    proof: &ProofFile,
+    allow_insecure_srs: bool,
+) -> Result<Vec<Fr>, ProverError> {
+    check_header(header, settings, "verifying key")?;
+    check_srs(header, srs, allow_insecure_srs)?;
+    check_proof_header(header, proof)?;
+    proof_instances(settings, proof)
 }
 
 /// Verifies a proof file against a verifying key and its SRS (refused if it is a development
@@ -396,10 +413,7 @@ pub fn verify(
     proof: &ProofFile,
     allow_insecure_srs: bool,
 ) -> Result<Vec<Fr>, ProverError> {
-    check_header(header, settings, "verifying key")?;
-    check_srs(header, srs, allow_insecure_srs)?;
-    check_proof_header(header, proof)?;
-    let instances = proof_instances(settings, proof)?;
+    let instances = proof_file_words(header, srs, settings, proof, allow_insecure_srs)?;
     let bytes = hex::decode(proof.proof.trim_start_matches("0x"))
         .map_err(|e| ProverError::Rejected(format!("proof is not hex: {e}")))?;
     verify_raw(&srs.params, vk, &instances, &bytes)?;

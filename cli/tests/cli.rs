@@ -248,14 +248,21 @@ fn unsupported_op_fails_with_a_clear_message() {
 #[test]
 fn shared_cnns_prove_and_verify_on_chain() {
     for (model, columns) in [("lenet28", "8"), ("digits_cnn", "16")] {
-        cnn_on_chain(model, columns);
+        let dir = tempfile::tempdir().unwrap();
+        let [c, p, e, g] = paged_through_the_evm(dir.path(), model, columns);
+        println!(
+            "{model}: {c}\nprove {}, verifier {e}, EVM verify gas {}",
+            p["prove_seconds"], g["gas_used"]
+        );
     }
 }
 
-fn cnn_on_chain(model: &str, columns: &str) {
+/// Compiles a fixture model into `d` with at most `columns` weight columns (asserted to page the
+/// circuit), sets it up with a development SRS, proves its input.json and verifies the proof
+/// natively (same output) and in revm (verifier within EIP-170). Returns the JSON answers of
+/// compile, prove, create-evm-verifier and verify-evm.
+fn paged_through_the_evm(d: &Path, model: &str, columns: &str) -> [serde_json::Value; 4] {
     let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let c = json(&veriml(&[
         "--json",
         "compile",
@@ -310,73 +317,17 @@ fn cnn_on_chain(model: &str, columns: &str) {
         s(d),
     ]));
     assert_eq!(g["verified"], true);
-    println!(
-        "{model}: {c}\nprove {}, verifier {e}, EVM verify gas {}",
-        p["prove_seconds"], g["gas_used"]
-    );
+    [c, p, e, g]
 }
 
 /// A weight-column cap below the model's slots pages the circuit instead of refusing it: the
 /// paged circuit proves and verifies natively and in the EVM.
 #[test]
 fn a_column_cap_pages_the_circuit_and_it_verifies_on_chain() {
-    let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let c = json(&veriml(&[
-        "--json",
-        "compile",
-        s(&fixture("tiny_mlp", "model.onnx")),
-        "-d",
-        s(d),
-        "--input-range",
-        "0,1",
-        "--max-weight-columns",
-        "6",
-    ]));
+    let [c, _, _, e] = paged_through_the_evm(d, "tiny_mlp", "6");
     assert!(c["weight_columns"].as_u64().unwrap() <= 6, "{c}");
-    assert!(c["pages"].as_u64().unwrap() > 1, "{c}");
-    json(&veriml(&[
-        "--json",
-        "setup",
-        "-d",
-        s(d),
-        "--insecure-dev-srs",
-    ]));
-    let input = fixture("tiny_mlp", "input.json");
-    let p = json(&veriml(&[
-        "--json",
-        "prove",
-        "-d",
-        s(d),
-        "--input",
-        s(&input),
-    ]));
-    let v = json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "verify",
-        "-d",
-        s(d),
-    ]));
-    assert_eq!(v["output"], p["output"]);
-    json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "create-evm-verifier",
-        "-d",
-        s(d),
-        "--solc",
-        s(&solc),
-    ]));
-    let e = json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "verify-evm",
-        "-d",
-        s(d),
-    ]));
-    assert_eq!(e["verified"], true);
     println!("paged tiny_mlp: {c}\nEVM verify gas {}", e["gas_used"]);
     let mut proof: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("proof.json")).unwrap()).unwrap();

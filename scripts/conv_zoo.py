@@ -45,6 +45,66 @@ def r(rng, *shape, scale=0.5):
     return rng.normal(0.0, scale, size=shape)
 
 
+class Builder:
+    """Builds a graph node by node; each call consumes and replaces the current tensor."""
+
+    def __init__(self, rng):
+        self.rng, self.nodes, self.inits, self.cur, self.n = rng, [], [], "input", 0
+
+    def _name(self, stem):
+        self.n += 1
+        return f"/{stem}{self.n}"
+
+    def _param(self, arr):
+        name = f"p{len(self.inits)}"
+        self.inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name))
+        return name
+
+    def _node(self, op, inputs, **attrs):
+        name = self._name(op.lower())
+        out = f"t{self.n}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def op(self, op, **attrs):
+        self.cur = self._node(op, [self.cur], **attrs)
+
+    def gemm(self, n_out, n_in, scale=0.6):
+        w, b = r(self.rng, n_out, n_in, scale=scale), r(self.rng, n_out, scale=0.1)
+        self.cur = self._node("Gemm", [self.cur, self._param(w), self._param(b)], transB=1)
+
+    def conv(self, c_out, c_in, k, **attrs):
+        w, b = r(self.rng, c_out, c_in, k, k), r(self.rng, c_out, scale=0.1)
+        self.cur = self._node("Conv", [self.cur, self._param(w), self._param(b)], **attrs)
+
+    def gelu(self):
+        x = self.cur
+        t = self._node("Div", [x, self._param(np.array(np.sqrt(2.0)))])
+        t = self._node("Erf", [t])
+        t = self._node("Add", [t, self._param(np.array(1.0))])
+        t = self._node("Mul", [x, t])
+        self.cur = self._node("Mul", [t, self._param(np.array(0.5))])
+
+    def silu(self):
+        x = self.cur
+        self.cur = self._node("Mul", [x, self._node("Sigmoid", [x])])
+
+
+def graph_model(name, in_shape, out_len, seed, build, rng):
+    b = Builder(rng)
+    build(b)
+    b.nodes[-1].output[0] = "output"
+    g = helper.make_graph(
+        b.nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, out_len])],
+        b.inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    return m, np.random.default_rng(seed)
+
+
 def zoo():
     out = {}
     # strided, padded and dilated convolutions, then global average pooling and a dense head
@@ -120,11 +180,28 @@ def zoo():
     ], 2, 8)
     # an operation without a chip yet (a typed error naming it and its node)
     rng = np.random.default_rng(4)
-    out["sigmoid"] = model("sigmoid", [1, 4], [
+    out["softmax"] = model("softmax", [1, 4], [
         ("Gemm", {"transB": 1}, [r(rng, 3, 4), r(rng, 3, scale=0.1)]),
-        ("Sigmoid", {}, []),
+        ("Softmax", {"axis": 1}, []),
         ("Gemm", {"transB": 1}, [r(rng, 2, 3), r(rng, 2, scale=0.1)]),
     ], 2, 4)
+    # non-linear functions by table lookup: one-node ops, and GELU and SiLU written out as
+    # PyTorch exports them (the activation read twice)
+    rng = np.random.default_rng(12)
+    out["activations"] = graph_model("activations", [1, 6], 3, 12, lambda b: [
+        b.gemm(8, 6), b.op("Sigmoid"),
+        b.gemm(8, 8), b.op("Tanh"),
+        b.gemm(8, 8), b.gelu(),
+        b.gemm(6, 8), b.op("HardSwish"),
+        b.gemm(5, 6, scale=0.3), b.op("Exp"),
+        b.gemm(3, 5),
+    ], rng)
+    out["silu_cnn"] = graph_model("silu_cnn", [1, 2, 6, 6], 4, 13, lambda b: [
+        b.conv(3, 2, 3, pads=[1, 1, 1, 1]), b.silu(),
+        b.op("AveragePool", kernel_shape=[2, 2], strides=[2, 2]),
+        b.op("Flatten"), b.gemm(6, 27), b.op("Softplus"),
+        b.gemm(4, 6),
+    ], rng)
     return out
 
 

@@ -5,6 +5,31 @@
 //! row-major order, so reshapes do not move data.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// An element-wise function of one variable, sampled where the importer evaluated it: values
+/// at `lo + i·step`; linear interpolation between samples and linear extrapolation beyond them
+/// (exact for the linear tails of GELU, softplus and the like, flat for saturating ones).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
+    pub lo: f64,
+    pub step: f64,
+    pub values: Vec<f64>,
+}
+
+impl Samples {
+    /// The function at `x`.
+    pub fn eval(&self, x: f64) -> f64 {
+        let n = self.values.len();
+        if n == 1 {
+            return self.values[0];
+        }
+        let t = (x - self.lo) / self.step;
+        let i = (t.floor().max(0.0) as usize).min(n - 2);
+        let frac = t - i as f64;
+        self.values[i] + frac * (self.values[i + 1] - self.values[i])
+    }
+}
 
 /// One operation of a float model, in execution order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -23,13 +48,24 @@ pub enum Op {
     Relu { node: String },
     /// A change of shape without moving data (`Flatten`, `Reshape`, squeezes).
     Reshape { node: String, shape: Vec<usize> },
+    /// `y = f(x)` element-wise for a non-linear function (`Sigmoid`, `Tanh`, `Erf`, `Exp`,
+    /// GELU, ...): proven by a lookup table.
+    Elementwise {
+        node: String,
+        /// What it computes, for reports (the ONNX op or pattern).
+        label: String,
+        f: Arc<Samples>,
+    },
 }
 
 impl Op {
     /// The ONNX node name this op came from.
     pub fn node(&self) -> &str {
         match self {
-            Op::Dense { node, .. } | Op::Relu { node } | Op::Reshape { node, .. } => node,
+            Op::Dense { node, .. }
+            | Op::Relu { node }
+            | Op::Reshape { node, .. }
+            | Op::Elementwise { node, .. } => node,
         }
     }
 }
@@ -83,6 +119,7 @@ impl Graph {
                         .collect();
                 }
                 Op::Relu { .. } => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+                Op::Elementwise { f, .. } => x.iter_mut().for_each(|v| *v = f.eval(*v)),
                 Op::Reshape { .. } => {}
             }
             out.push(x.clone());

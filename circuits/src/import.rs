@@ -18,7 +18,8 @@
 //! Anything else is an [`CompileError::UnsupportedOp`] naming the op and its node.
 
 use crate::error::CompileError;
-use crate::graph::{Graph, Op};
+use crate::graph::{Graph, Op, Samples};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::{
@@ -34,7 +35,11 @@ use tract_onnx::tract_core::ops::{
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+
+/// Where an element-wise function is sampled (beyond it, extrapolated linearly) and how finely.
+const SAMPLE_RANGE: f64 = 1024.0;
+const SAMPLE_STEP: f64 = 1.0 / 256.0;
 
 type Model = TypedModel;
 
@@ -517,6 +522,141 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
     out
 }
 
+/// A node that maps each element on its own: a unary element-wise op, or a binary op whose
+/// constant operand is a single number.
+fn elementwise(model: &Model, node: &TypedNode) -> bool {
+    if node.op_is::<ElementWiseOp>() {
+        return true;
+    }
+    node.op_is::<TypedBinOp>()
+        && node
+            .inputs
+            .iter()
+            .all(|o| const_of(model, *o).is_none_or(|t| t.len() == 1))
+}
+
+/// A region of element-wise nodes computing one function of the activation `x`: GELU's
+/// `x·½·(1 + erf(x/√2))`, a sigmoid, `exp` then `log`... Taken greedily in evaluation order from
+/// `start` while each node reads only `x`, the region's own tensors and scalars; it ends at the
+/// last node where a single tensor leaves it. Returns the nodes and the output, if the region
+/// holds a non-linear node.
+fn element_region(
+    model: &Model,
+    order: &[usize],
+    start: usize,
+    x: OutletId,
+) -> Option<(Vec<usize>, OutletId)> {
+    let shape = concrete_shape(model, x).ok()?;
+    let mut inside: HashSet<OutletId> = HashSet::from([x]);
+    let mut nodes: Vec<usize> = Vec::new();
+    let mut best = None;
+    let mut nonlinear = false;
+    for &id in &order[start..] {
+        let node = model.node(id);
+        if node.op_is::<Const>() {
+            continue;
+        }
+        let reads_inside = node
+            .inputs
+            .iter()
+            .all(|o| inside.contains(o) || const_of(model, *o).is_some());
+        let out = OutletId::new(id, 0);
+        if !reads_inside
+            || node.outputs.len() != 1
+            || !elementwise(model, node)
+            || concrete_shape(model, out).ok()? != shape
+        {
+            break;
+        }
+        // a function of one variable, or two activations combined (`x·sigmoid(x)`); a ReLU or
+        // a clip alone stays exact ReLU layers
+        nonlinear |= match node.op_as::<ElementWiseOp>() {
+            Some(e) => !e.0.is::<LeakyRelu>(),
+            None => node.inputs.iter().filter(|o| inside.contains(o)).count() > 1,
+        };
+        nodes.push(id);
+        inside.insert(out);
+        // the tensors still read outside the region
+        let taken: HashSet<usize> = nodes.iter().copied().collect();
+        let leaving: Vec<OutletId> = inside
+            .iter()
+            .filter(|o| {
+                let succ = model.outlet_successors(**o);
+                succ.iter().any(|s| !taken.contains(&s.node))
+                    || model.output_outlets().is_ok_and(|outs| outs.contains(o))
+            })
+            .copied()
+            .collect();
+        if leaving == [out] && nonlinear {
+            best = Some((nodes.clone(), out));
+        }
+    }
+    best
+}
+
+/// Samples the function a region computes at `SAMPLE_RANGE`/`SAMPLE_STEP` points, by
+/// evaluating its nodes.
+fn sample_region(model: &Model, nodes: &[usize], x: OutletId) -> Result<Samples, CompileError> {
+    let name = model.node(*nodes.last().expect("a region")).name.clone();
+    let n = (2.0 * SAMPLE_RANGE / SAMPLE_STEP) as usize + 1;
+    let xs: Vec<f32> = (0..n)
+        .map(|i| (-SAMPLE_RANGE + i as f64 * SAMPLE_STEP) as f32)
+        .collect();
+    let mut values: HashMap<OutletId, TValue> = HashMap::new();
+    values.insert(x, tensor_of(&[n], xs, &name)?.into_tvalue());
+    let mut last = None;
+    for &id in nodes {
+        let node = model.node(id);
+        let inputs: TVec<TValue> = node
+            .inputs
+            .iter()
+            .map(|o| match values.get(o) {
+                Some(v) => v.clone(),
+                None => const_of(model, *o).expect("checked constant").into_tvalue(),
+            })
+            .collect();
+        let out = node
+            .op
+            .eval_out_of_plan(inputs)
+            .map_err(|e| CompileError::Structure {
+                node: node.name.clone(),
+                detail: format!("cannot evaluate: {e}"),
+            })?
+            .ok_or_else(|| unsupported(node))?;
+        let v = out[0].clone();
+        values.insert(OutletId::new(id, 0), v.clone());
+        last = Some(v);
+    }
+    let ys = to_f32_vec(&last.expect("a region").into_tensor(), &name)?;
+    if ys.len() != n {
+        return Err(CompileError::Structure {
+            node: name,
+            detail: "the element-wise function does not keep its input's shape".into(),
+        });
+    }
+    Ok(Samples {
+        lo: -SAMPLE_RANGE,
+        step: SAMPLE_STEP,
+        values: ys.iter().map(|&v| v as f64).collect(),
+    })
+}
+
+/// A name for an element-wise region: its ops, e.g. `Erf·Mul` for GELU.
+fn region_label(model: &Model, nodes: &[usize]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for &id in nodes {
+        let node = model.node(id);
+        let name = match node.op_as::<ElementWiseOp>() {
+            Some(e) => e.0.name(),
+            None => node.op.name().to_string(),
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join("·")
+}
+
 /// Reduces a loaded, typed and decluttered tract model to the project's [`Graph`].
 fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
     let inputs = model.input_outlets().map_err(|e| CompileError::Structure {
@@ -573,10 +713,34 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
         chain.clear();
         Ok(())
     };
-    for &id in &order {
+    let mut taken: HashSet<usize> = HashSet::new();
+    for (pos, &id) in order.iter().enumerate() {
         let node = model.node(id);
-        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+        if node.op_is::<TypedSource>() || node.op_is::<Const>() || taken.contains(&id) {
             continue;
+        }
+        // a non-linear element-wise function of the activation, possibly over several nodes
+        // (GELU reads `x` twice): one table lookup
+        let piecewise = node
+            .op_as::<ElementWiseOp>()
+            .is_some_and(|e| e.0.is::<LeakyRelu>());
+        let candidate = (node.op_is::<ElementWiseOp>() && !piecewise)
+            || model.outlet_successors(current).len() > 1
+            || node.op_is::<TypedBinOp>();
+        if candidate && node.inputs.contains(&current) {
+            if let Some((nodes, out)) = element_region(model, &order, pos, current) {
+                flush(&mut chain, &mut ops, &chain_in_shape)?;
+                let f = sample_region(model, &nodes, current)?;
+                let last = model.node(out.node);
+                ops.push(Op::Elementwise {
+                    node: last.name.clone(),
+                    label: region_label(model, &nodes),
+                    f: Arc::new(f),
+                });
+                taken.extend(nodes);
+                current = out;
+                continue;
+            }
         }
         let slots: Vec<usize> = node
             .inputs

@@ -22,9 +22,10 @@
 //! input range, so any input inside that range can be proven.
 
 use crate::error::CompileError;
-use crate::graph::{Graph, Op};
+use crate::graph::{Graph, Op, Samples};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Identifier of the quantization scheme implemented here.
 pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/range-coded-input/v3";
@@ -41,6 +42,9 @@ pub const INPUT_BITS_STEP: u32 = 16;
 /// Largest input code width.
 pub const MAX_INPUT_BITS: u32 = 48;
 
+/// Largest lookup table of one layer, in bits of its entry count.
+pub const MAX_LOOKUP_BITS: u32 = 20;
+
 /// Options of the quantizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantOptions {
@@ -51,6 +55,10 @@ pub struct QuantOptions {
     /// Range every input value is declared to lie in (`lo < hi`). The proof enforces it: no
     /// input outside it can be proven, whoever builds the witness.
     pub input_range: (f64, f64),
+    /// A layer with a non-linear function proves it with a table of at most about
+    /// `2^lookup_bits` entries covering every value its input can take: more bits, a finer
+    /// input grid (more accurate) and more rows.
+    pub lookup_bits: u32,
 }
 
 impl Default for QuantOptions {
@@ -59,6 +67,7 @@ impl Default for QuantOptions {
             activation_scale_bits: 14,
             weight_precision_bits: 16,
             input_range: (-1.0, 1.0),
+            lookup_bits: 12,
         }
     }
 }
@@ -81,6 +90,10 @@ pub enum QLayer {
         relu: bool,
         /// Every pre-activation value `y` (before the ReLU) satisfies `|y| < 2^out_bits`.
         out_bits: u32,
+        /// A non-linear function applied to the rounded value by table lookup (then `relu`
+        /// is false).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lookup: Option<QLookup>,
     },
     /// Stand-alone ReLU (not preceded by a dense layer).
     Relu {
@@ -88,6 +101,35 @@ pub enum QLayer {
         len: usize,
         out_bits: u32,
     },
+}
+
+/// A lookup table: a layer's output is `table[z − z_min]` for its rounded value `z`, every
+/// value `z` can take (by the interval bounds) having an entry. `z` is at scale `2^(S − grid_shift)`
+/// (the layer's weights carry the extra `2^−grid_shift`), entries at the activation scale `2^S`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QLookup {
+    /// What the table computes (the ONNX op or pattern).
+    pub label: String,
+    pub grid_shift: u32,
+    pub z_min: i64,
+    pub table: Vec<i64>,
+}
+
+impl QLookup {
+    /// The entry for `z` (clamped to the table: only reached for inputs outside the declared
+    /// range, which cannot be proven anyway).
+    pub fn get(&self, z: i128) -> i64 {
+        let i = (z - self.z_min as i128).clamp(0, self.table.len() as i128 - 1);
+        self.table[i as usize]
+    }
+    /// The largest `|entry|`.
+    pub fn max_abs(&self) -> i128 {
+        self.table
+            .iter()
+            .map(|&v| (v as i128).abs())
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A quantized model: what the circuit is built from (the "compiled circuit" file).
@@ -137,24 +179,31 @@ enum FOp {
         node: String,
         src: usize,
     },
+    /// A non-linear element-wise function (always right after a dense op).
+    Act {
+        label: String,
+        f: Arc<Samples>,
+        src: usize,
+    },
 }
 
 impl FOp {
     fn src(&self) -> usize {
         match self {
-            FOp::Dense { src, .. } | FOp::Relu { src, .. } => *src,
+            FOp::Dense { src, .. } | FOp::Relu { src, .. } | FOp::Act { src, .. } => *src,
         }
     }
 }
 
-/// How the quantizer turns float ops into layers: a dense op followed by a ReLU becomes one
-/// layer with the ReLU fused. Yields `(index of the layer's first op, ReLU fused)`.
+/// How the quantizer turns float ops into layers: a dense op followed by a ReLU or a
+/// non-linear function becomes one layer with it fused. Yields `(index of the layer's first
+/// op, activation fused)`.
 fn fused_layers(ops: &[FOp]) -> Vec<(usize, bool)> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < ops.len() {
-        let relu =
-            matches!(ops[i], FOp::Dense { .. }) && matches!(ops.get(i + 1), Some(FOp::Relu { .. }));
+        let relu = matches!(ops[i], FOp::Dense { .. })
+            && matches!(ops.get(i + 1), Some(FOp::Relu { .. } | FOp::Act { .. }));
         out.push((i, relu));
         i += if relu { 2 } else { 1 };
     }
@@ -175,9 +224,11 @@ pub fn layer_sources(graph: &Graph) -> Vec<usize> {
 /// The graph's ops with the input code folded in: the first layer reads codes `u`, so its
 /// weights are multiplied by `step`, one code unit in activation units
 /// (`(hi − lo)·2^S/(2^B − 1)`), and `lo·Σ_j W_oj` is added to its biases. A graph that starts with a ReLU gets a
-/// diagonal first layer doing just that.
+/// diagonal first layer doing just that. A non-linear function not right after a dense op
+/// gets an identity dense layer before it (its table lookup reads a dense layer's rounding).
 fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
     let mut out = Vec::new();
+    let mut width = graph.input_len();
     for (src, op) in graph.ops.iter().enumerate() {
         let first = out.is_empty();
         match op {
@@ -205,24 +256,38 @@ fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
                     bias: b,
                     src,
                 });
+                width = *outputs;
             }
-            Op::Relu { node } => {
-                if first {
-                    let n = graph.input_len();
+            Op::Relu { .. } | Op::Elementwise { .. } => {
+                let after_dense = matches!(out.last(), Some(FOp::Dense { .. }));
+                if first || (matches!(op, Op::Elementwise { .. }) && !after_dense) {
+                    let n = width;
+                    let (scale, offset, name) = if first {
+                        (step, lo, "input".to_string())
+                    } else {
+                        (1.0, 0.0, format!("{}/in", op.node()))
+                    };
                     let mut w = vec![0.0; n * n];
-                    (0..n).for_each(|j| w[j * n + j] = step);
+                    (0..n).for_each(|j| w[j * n + j] = scale);
                     out.push(FOp::Dense {
-                        node: "input".into(),
+                        node: name,
                         inputs: n,
                         outputs: n,
                         weights: w,
-                        bias: vec![lo; n],
+                        bias: vec![offset; n],
                         src,
                     });
                 }
-                out.push(FOp::Relu {
-                    node: node.clone(),
-                    src,
+                out.push(match op {
+                    Op::Elementwise { label, f, .. } => FOp::Act {
+                        label: label.clone(),
+                        f: f.clone(),
+                        src,
+                    },
+                    _ => FOp::Relu {
+                        node: op.node().to_string(),
+                        src,
+                    },
                 });
             }
             Op::Reshape { .. } => {}
@@ -237,6 +302,124 @@ fn input_bits_for(range: (f64, f64), scale_bits: u32) -> u32 {
     let span =
         quantize_value(range.1, scale_bits) as i128 - quantize_value(range.0, scale_bits) as i128;
     bits_for(span.max(1)).div_ceil(INPUT_BITS_STEP) * INPUT_BITS_STEP
+}
+
+/// Quantizes a dense layer's weights (at a scale `2^shift` giving the largest weight
+/// `precision` bits, a multiple of 8) and bias (at `2^(S + shift)`), and bounds each output's
+/// rounded value by interval arithmetic over the inputs' bounds.
+#[allow(clippy::type_complexity)]
+fn quantize_dense(
+    weights: &[f64],
+    bias: &[f64],
+    inputs: usize,
+    bounds: &[(i128, i128)],
+    s: u32,
+    precision: u32,
+) -> (Vec<i64>, Vec<i64>, u32, Vec<(i128, i128)>) {
+    let max_w = weights.iter().fold(0f64, |m, &w| m.max(w.abs()));
+    let mag = if max_w > 0.0 {
+        max_w.log2().ceil() as i64
+    } else {
+        0
+    };
+    // the circuit range-checks the rescaling remainder in whole 8-bit limbs, so the weight
+    // scale is rounded up to a multiple of 8 bits
+    let shift = (precision as i64 - 1 - mag).clamp(1, MAX_SCALE_BITS as i64) as u32;
+    let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
+    let wq: Vec<i64> = weights.iter().map(|&w| quantize_value(w, shift)).collect();
+    let bq: Vec<i64> = bias.iter().map(|&b| quantize_value(b, s + shift)).collect();
+    let zb = (0..bq.len())
+        .map(|o| {
+            let (mut alo, mut ahi) = (bq[o] as i128, bq[o] as i128);
+            for (k, &w) in wq[o * inputs..(o + 1) * inputs].iter().enumerate() {
+                let (l, h) = bounds[k];
+                let (a, b) = (w as i128 * l, w as i128 * h);
+                alo += a.min(b);
+                ahi += a.max(b);
+            }
+            (round_div_pow2(alo, shift), round_div_pow2(ahi, shift))
+        })
+        .collect();
+    (wq, bq, shift, zb)
+}
+
+/// The width of the interval every `W x + b` of a float layer lies in (over all outputs and
+/// the inputs' integer bounds), at scale `2^S`.
+fn float_span(
+    weights: &[f64],
+    bias: &[f64],
+    inputs: usize,
+    bounds: &[(i128, i128)],
+    s: u32,
+) -> f64 {
+    let scale = (s as f64).exp2();
+    let (lo, hi) = (0..bias.len())
+        .map(|o| {
+            let row = &weights[o * inputs..(o + 1) * inputs];
+            row.iter().zip(bounds).fold(
+                (bias[o] * scale, bias[o] * scale),
+                |(lo, hi), (&w, &(l, h))| {
+                    let (a, b) = (w * l as f64, w * h as f64);
+                    (lo + a.min(b), hi + a.max(b))
+                },
+            )
+        })
+        .fold((f64::MAX, f64::MIN), |m, b| (m.0.min(b.0), m.1.max(b.1)));
+    (hi - lo).max(0.0)
+}
+
+/// The smallest grid shift `e` whose grid `2^e` (activation units) covers an interval of width
+/// `span` with at most `2^table_bits` points (a few more for the rounding of the weights).
+fn grid_shift_for(span: f64, table_bits: u32) -> u32 {
+    let points = (table_bits.min(MAX_LOOKUP_BITS) as f64).exp2();
+    let mut e = 0u32;
+    while (span / (e as f64).exp2()).ceil() + 5.0 > points && e < 64 {
+        e += 1;
+    }
+    e
+}
+
+/// The table of a function over the rounded values `z` a layer can take: entry
+/// `round(f(z·2^(e − S))·2^S)`.
+fn lookup_table(
+    label: &str,
+    f: &Samples,
+    zb: &[(i128, i128)],
+    grid_shift: u32,
+    s: u32,
+    table_bits: u32,
+) -> Result<QLookup, String> {
+    let z_min = zb.iter().map(|b| b.0).min().unwrap_or(0);
+    let z_max = zb.iter().map(|b| b.1).max().unwrap_or(0);
+    let len = z_max - z_min + 1;
+    if len > 1i128 << MAX_LOOKUP_BITS.min(table_bits + 1) {
+        return Err(format!(
+            "its function table would need {len} entries (more than 2^{})",
+            MAX_LOOKUP_BITS.min(table_bits + 1)
+        ));
+    }
+    let unit = (grid_shift as f64 - s as f64).exp2();
+    let scale = (s as f64).exp2();
+    let table = (z_min..=z_max)
+        .map(|z| {
+            let y = f.eval(z as f64 * unit) * scale;
+            if y.is_finite() && y.abs() < 2f64.powi(60) {
+                Ok(y.round() as i64)
+            } else {
+                Err(format!(
+                    "{label}({}) = {} is out of the fixed-point range",
+                    z as f64 * unit,
+                    y / scale
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(QLookup {
+        label: label.to_string(),
+        grid_shift,
+        z_min: z_min as i64,
+        table,
+    })
 }
 
 impl QuantizedModel {
@@ -274,7 +457,7 @@ impl QuantizedModel {
         // interval bounds of every current activation, as integers (the codes first)
         let mut bounds: Vec<(i128, i128)> = vec![(0, code_max as i128); n_in];
         let mut layers: Vec<QLayer> = Vec::new();
-        for (i, relu) in fused_layers(&ops) {
+        for (i, fused) in fused_layers(&ops) {
             let idx = layers.len();
             match &ops[i] {
                 FOp::Dense {
@@ -294,46 +477,42 @@ impl QuantizedModel {
                             ),
                         });
                     }
-                    let max_w = weights.iter().fold(0f64, |m, &w| m.max(w.abs()));
                     if !weights.iter().chain(bias.iter()).all(|w| w.is_finite()) {
                         return Err(CompileError::Quantization {
                             layer: idx,
                             detail: format!("node `{node}` has a NaN or infinite parameter"),
                         });
                     }
-                    let mag = if max_w > 0.0 {
-                        max_w.log2().ceil() as i64
-                    } else {
-                        0
+                    let act = match ops.get(i + 1) {
+                        Some(FOp::Act { label, f, .. }) if fused => Some((label, f)),
+                        _ => None,
                     };
-                    // the circuit range-checks the rescaling remainder in whole 8-bit
-                    // limbs, so the weight scale is rounded up to a multiple of 8 bits
-                    let shift = (opts.weight_precision_bits as i64 - 1 - mag)
-                        .clamp(1, MAX_SCALE_BITS as i64) as u32;
-                    let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
-                    let wq: Vec<i64> = weights.iter().map(|&w| quantize_value(w, shift)).collect();
-                    let bq: Vec<i64> = bias.iter().map(|&b| quantize_value(b, s + shift)).collect();
-                    let mut new_bounds = Vec::with_capacity(*outputs);
+                    let relu = fused && act.is_none();
+                    // a table reads the rounded value on a grid coarse enough for the table
+                    // to cover every value it can take: `2^−grid_shift` of the activation unit
+                    let grid_shift = match act {
+                        Some(_) => {
+                            let span = float_span(weights, bias, *inputs, &bounds, s);
+                            grid_shift_for(span, opts.lookup_bits)
+                        }
+                        None => 0,
+                    };
+                    let g = (-(grid_shift as f64)).exp2();
+                    let (wq, bq, shift, zb) = quantize_dense(
+                        &weights.iter().map(|w| w * g).collect::<Vec<_>>(),
+                        &bias.iter().map(|b| b * g).collect::<Vec<_>>(),
+                        *inputs,
+                        &bounds,
+                        s,
+                        opts.weight_precision_bits,
+                    );
                     // the rescale chip range-checks both parts of the pre-activation value, so
                     // the bound is taken before the ReLU clamps it
-                    let mut max_abs: i128 = 0;
-                    for o in 0..*outputs {
-                        let (mut alo, mut ahi) = (bq[o] as i128, bq[o] as i128);
-                        for (k, &w) in wq[o * inputs..(o + 1) * inputs].iter().enumerate() {
-                            let (l, h) = bounds[k];
-                            let (a, b) = (w as i128 * l, w as i128 * h);
-                            alo += a.min(b);
-                            ahi += a.max(b);
-                        }
-                        let (mut qlo, mut qhi) =
-                            (round_div_pow2(alo, shift), round_div_pow2(ahi, shift));
-                        max_abs = max_abs.max(qlo.abs()).max(qhi.abs());
-                        if relu {
-                            qlo = qlo.max(0);
-                            qhi = qhi.max(0);
-                        }
-                        new_bounds.push((qlo, qhi));
-                    }
+                    let max_abs = zb
+                        .iter()
+                        .map(|b| b.0.abs().max(b.1.abs()))
+                        .max()
+                        .unwrap_or(0);
                     let out_bits = bits_for(max_abs);
                     if out_bits > 100 {
                         return Err(CompileError::Quantization {
@@ -341,7 +520,27 @@ impl QuantizedModel {
                             detail: format!("activations of `{node}` need {out_bits} bits"),
                         });
                     }
-                    bounds = new_bounds;
+                    let lookup = match act {
+                        Some((label, f)) => {
+                            let t = lookup_table(label, f, &zb, grid_shift, s, opts.lookup_bits)
+                                .map_err(|detail| CompileError::Quantization {
+                                    layer: idx,
+                                    detail: format!("node `{node}`: {detail}"),
+                                })?;
+                            let (lo, hi) = t.table.iter().fold((i128::MAX, i128::MIN), |m, &v| {
+                                (m.0.min(v as i128), m.1.max(v as i128))
+                            });
+                            bounds = vec![(lo, hi); *outputs];
+                            Some(t)
+                        }
+                        None => {
+                            bounds = zb
+                                .iter()
+                                .map(|&(l, h)| if relu { (l.max(0), h.max(0)) } else { (l, h) })
+                                .collect();
+                            None
+                        }
+                    };
                     layers.push(QLayer::Dense {
                         node: node.clone(),
                         inputs: *inputs,
@@ -351,6 +550,7 @@ impl QuantizedModel {
                         shift,
                         relu,
                         out_bits,
+                        lookup,
                     });
                 }
                 FOp::Relu { node, .. } => {
@@ -364,6 +564,7 @@ impl QuantizedModel {
                         out_bits: bits_for(max_abs),
                     });
                 }
+                FOp::Act { .. } => unreachable!("a function always follows a dense op"),
             }
         }
         if bounds.len() != graph.output_len() {
@@ -429,8 +630,19 @@ impl QuantizedModel {
                     bias,
                     shift,
                     out_bits,
+                    relu,
+                    lookup,
                     ..
                 } => {
+                    if let Some(t) = lookup {
+                        if *relu
+                            || t.table.is_empty()
+                            || t.table.len() > 1 << (MAX_LOOKUP_BITS + 1)
+                            || t.table.iter().any(|v| v.unsigned_abs() >= 1 << 60)
+                        {
+                            return bad(i, "lookup table empty, too large or with a ReLU".into());
+                        }
+                    }
                     if *inputs != width || *inputs == 0 || *outputs == 0 {
                         return bad(i, format!("takes {inputs} inputs, receives {width}"));
                     }
@@ -550,13 +762,17 @@ impl QuantizedModel {
                     bias,
                     shift,
                     relu,
+                    lookup,
                     ..
                 } => (0..*outputs)
                     .map(|o| {
                         let acc = dense_acc(&weights[o * inputs..(o + 1) * inputs], &x, bias[o]);
                         let q = round_div_pow2(acc, *shift);
-                        let q = if *relu { q.max(0) } else { q };
-                        q as i64
+                        match lookup {
+                            Some(t) => t.get(q),
+                            None if *relu => q.max(0) as i64,
+                            None => q as i64,
+                        }
                     })
                     .collect(),
                 QLayer::Relu { .. } => x.iter().map(|&v| v.max(0)).collect(),

@@ -8,7 +8,13 @@ use veriml_circuits::{import, CompileError};
 /// Largest absolute error of the dequantized circuit output over the 64 samples, and top-1
 /// agreement with the float model.
 fn accuracy(model: &str) -> (f64, usize, usize) {
-    let (_, compiled) = compile(model);
+    accuracy_with(model, &opts())
+}
+
+fn accuracy_with(model: &str, o: &veriml_circuits::QuantOptions) -> (f64, usize, usize) {
+    let (_, compiled) =
+        veriml_circuits::compile_model(&fixture(model, "model.onnx"), o, &Default::default())
+            .unwrap();
     let q = &compiled.model;
     let s = samples(model);
     let (mut max_err, mut agree) = (0f64, 0);
@@ -80,6 +86,59 @@ fn convolutions_and_pooling_match_the_reference_outputs() {
     }
 }
 
+/// Non-linear functions by table lookup: Sigmoid, Tanh, GELU written out (`x·½·(1 + erf(x/√2))`,
+/// the activation read twice), HardSwish, Exp, SiLU (`x·sigmoid(x)`) after a convolution and
+/// Softplus. The imported graph reproduces ONNX's reference evaluator, each function is one
+/// lookup layer (the whole GELU pattern one table), and the quantized model stays within the
+/// accuracy EZKL reaches on digits_cnn.
+#[test]
+fn nonlinear_functions_match_the_reference_outputs() {
+    for (model, tables) in [("conv_zoo/activations", 5), ("conv_zoo/silu_cnn", 2)] {
+        let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
+        let s = samples(model);
+        for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
+            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            for (g, w) in g.forward(&xf).iter().zip(want) {
+                assert!((*g as f64 - w).abs() < 1e-4, "{model}: {g} vs {w}");
+            }
+        }
+        let (_, compiled) = compile(model);
+        let lookups: Vec<&str> = compiled
+            .model
+            .layers
+            .iter()
+            .filter_map(|l| match l {
+                veriml_circuits::quantize::QLayer::Dense {
+                    lookup: Some(t), ..
+                } => {
+                    println!(
+                        "  {}: grid 2^-{}, {} entries from {}",
+                        t.label,
+                        14 - t.grid_shift as i32,
+                        t.table.len(),
+                        t.z_min
+                    );
+                    Some(t.label.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        println!("{model}: tables {lookups:?}");
+        assert_eq!(lookups.len(), tables, "{model}: {lookups:?}");
+        // a finer table is more accurate
+        let (coarse, agree, n) = accuracy(model);
+        assert_eq!(agree, n, "{model}");
+        let fine = veriml_circuits::QuantOptions {
+            lookup_bits: 16,
+            ..opts()
+        };
+        let (err, agree, n) = accuracy_with(model, &fine);
+        assert_eq!(agree, n, "{model}");
+        assert!(err < coarse, "{model}: {err} vs {coarse}");
+        assert!(err < 0.0064, "{model}: max abs error {err}");
+    }
+}
+
 #[test]
 fn digits_mlp_quantized_agrees_with_float_on_all_samples() {
     let (err, agree, n) = accuracy("digits_mlp");
@@ -99,20 +158,20 @@ fn tiny_and_mnist_quantized_errors_are_small() {
 #[test]
 fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
     let e = veriml_circuits::compile_model(
-        &fixture("conv_zoo/sigmoid", "model.onnx"),
+        &fixture("conv_zoo/softmax", "model.onnx"),
         &opts(),
         &Default::default(),
     )
     .unwrap_err();
     match &e {
         CompileError::UnsupportedOp { op, node, needed } => {
-            assert!(op.contains("Sigmoid"), "op {op}");
-            assert!(node.contains("sigmoid1"), "node {node}");
+            assert!(op.contains("Softmax"), "op {op}");
+            assert!(node.contains("softmax1"), "node {node}");
             assert!(needed.contains("Gemm"));
         }
         other => panic!("expected UnsupportedOp, got {other:?}"),
     }
-    assert!(e.to_string().contains("Sigmoid"));
+    assert!(e.to_string().contains("Softmax"));
 }
 
 #[test]

@@ -25,7 +25,20 @@ pub struct ModelConfig {
     /// With pages: 1 where the next row is in the same page, 2 where it starts the next.
     pub(crate) q_pg: Option<Column<Fixed>>,
     pub(crate) gamma: Challenge,
+    /// With lookups: the table-key challenge `θ`, the lookup-row selector, the table id and
+    /// the function tables' two columns.
+    pub(crate) lookup: Option<LookupColumns>,
     pub(crate) shape: ColumnShape,
+}
+
+/// The columns and challenge of the function lookups.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LookupColumns {
+    pub(crate) theta: Challenge,
+    pub(crate) q_lk: Column<Fixed>,
+    pub(crate) lid: Column<Fixed>,
+    pub(crate) lz: Column<Fixed>,
+    pub(crate) ly: Column<Fixed>,
 }
 
 pub(crate) fn c(v: u64) -> Expression<Fr> {
@@ -55,6 +68,13 @@ impl ModelConfig {
         let b = wide.then(|| meta.advice_column_in(FirstPhase));
         let c_ = meta.advice_column_in(FirstPhase);
         let gamma = meta.challenge_usable_after(FirstPhase);
+        let lookup = shape.lookups().then(|| LookupColumns {
+            theta: meta.challenge_usable_after(FirstPhase),
+            q_lk: meta.fixed_column(),
+            lid: meta.fixed_column(),
+            lz: meta.fixed_column(),
+            ly: meta.fixed_column(),
+        });
         let [s, h] = [(); 2].map(|_| meta.advice_column_in(SecondPhase));
         let g = wide.then(|| meta.advice_column_in(SecondPhase));
         let w: Vec<_> = (0..shape.weight_columns.max(1))
@@ -103,8 +123,13 @@ impl ModelConfig {
                 Some(t) => x * m.query_advice(t, Rotation::cur()) * l,
                 None => x * l,
             };
+            // lookup rows add their inverse like a checked byte
+            let looked_up = match lookup {
+                Some(lk) => m.query_fixed(lk.q_lk, Rotation::cur()) * hv.clone(),
+                None => c(0),
+            };
             vec![
-                any * (next - cur) - term - rc * inverses + tab * hv,
+                any * (next - cur) - term - rc * inverses - looked_up + tab * hv,
                 tie * (word - inst),
             ]
         });
@@ -144,17 +169,56 @@ impl ModelConfig {
             }
         });
 
+        // γ + θ·id + θ²·z + θ³·y, by Horner's rule
+        let key = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>,
+                   lk: &LookupColumns,
+                   z: Expression<Fr>,
+                   y: Expression<Fr>| {
+            let th = m.query_challenge(lk.theta);
+            let id = m.query_fixed(lk.lid, Rotation::cur());
+            m.query_challenge(gamma) + th.clone() * (id + th.clone() * (z + th * y))
+        };
         meta.create_gate("table", |m| {
             let q = m.query_fixed(q_tab, Rotation::cur());
             let gm = m.query_challenge(gamma);
             let t = m.query_fixed(w[0], Rotation::cur());
+            // byte rows: γ + t; function-table rows (t = 0): the key of their entry
+            let den = match &lookup {
+                Some(lk) => {
+                    let (z, y) = (
+                        m.query_fixed(lk.lz, Rotation::cur()),
+                        m.query_fixed(lk.ly, Rotation::cur()),
+                    );
+                    key(m, lk, z, y) + t
+                }
+                None => gm + t,
+            };
             vec![
                 q.clone()
-                    * (m.query_advice(h, Rotation::cur()) * (gm + t)
+                    * (m.query_advice(h, Rotation::cur()) * den
                         - m.query_advice(c_, Rotation::cur())),
                 q * m.query_advice(a, Rotation::cur()),
             ]
         });
+
+        if let Some(lk) = lookup {
+            // h·key(id, p − n, a) = 1, with p and n in the rows below the entry
+            let bits = shape.lookup_parts();
+            meta.create_gate("lookup", |m| {
+                let q = m.query_fixed(lk.q_lk, Rotation::cur());
+                let parts = bits.len() as i32;
+                let z = (0..bits.len()).fold(c(0), |acc, t| {
+                    let (p, n) = (
+                        m.query_advice(a, Rotation(1 + t as i32)),
+                        m.query_advice(a, Rotation(1 + parts + t as i32)),
+                    );
+                    acc + (p - n) * k(shape.factor(&bits, t))
+                });
+                let y = m.query_advice(a, Rotation::cur());
+                let den = key(m, &lk, z, y);
+                vec![q * (m.query_advice(h, Rotation::cur()) * den - c(1))]
+            });
+        }
 
         let out_bits = shape.relu_parts();
         meta.create_gate("rounding", |m| {
@@ -219,6 +283,7 @@ impl ModelConfig {
             t,
             q_pg,
             gamma,
+            lookup,
             shape,
         }
     }

@@ -50,6 +50,16 @@ pub enum FaultTarget {
     ConstantRow,
     /// A page power `t` one higher.
     PagePower,
+    /// A lookup output one above its table entry, the rest of the forward pass and the public
+    /// words following: only the lookup argument stops it.
+    LookupOutput,
+    /// A lookup output taken from another layer's table (the entry that table has for the same
+    /// rounded value), the rest following: only the table id in the lookup key stops it.
+    LookupOtherTable,
+    /// A function-table multiplicity one higher.
+    LookupMultiplicity,
+    /// The inverse `h` of a lookup row one higher.
+    LookupInverse,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

@@ -8,6 +8,8 @@ pub(crate) enum Part {
     P,
     N,
     R,
+    /// The table entry of a lookup layer's output (one row, before its `p`).
+    Y,
 }
 
 /// What a row's `a` cell holds.
@@ -34,6 +36,11 @@ pub(crate) enum Src {
     Copy(usize),
     /// The constant 1 (a constants-column copy): carries a page's constant terms.
     One,
+    /// Entry `i` of lookup layer `l`'s function table (`a = 0`, `c` = multiplicity).
+    LTable {
+        l: usize,
+        i: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +59,13 @@ pub(crate) struct RowSpec {
     pub(crate) w: Vec<(usize, Fr)>,
     /// The page whose slots this row's weights are in (`t = γ^(F·page)`).
     pub(crate) page: usize,
+    /// A lookup row (`q_lk`): its `a` is the table entry of the rounded value in the rows below.
+    pub(crate) q_lk: bool,
+    /// The function table id of a lookup row or a function-table row (0 elsewhere).
+    pub(crate) lid: u64,
+    /// A function-table row's entry: the rounded value and what it maps to.
+    pub(crate) lz: i128,
+    pub(crate) ly: i128,
 }
 
 impl RowSpec {
@@ -66,6 +80,10 @@ impl RowSpec {
             q_blk: false,
             w: Vec::new(),
             page: 0,
+            q_lk: false,
+            lid: 0,
+            lz: 0,
+            ly: 0,
         }
     }
     pub(crate) fn add(&mut self, slot: usize, v: Fr) {
@@ -138,13 +156,28 @@ impl Layout {
         // rows that gates tie by rotation stay together, in the page of their own equation: the
         // public layout (page 0), and each output's block
         let mut units: Vec<(usize, usize, usize)> = vec![(0, rows.len(), 0)];
-        let mut blocks: Vec<Vec<[usize; 3]>> = Vec::with_capacity(layers.len());
+        let mut blocks: Vec<Vec<[usize; 4]>> = Vec::with_capacity(layers.len());
         for (l, layer) in layers.iter().enumerate() {
             let out_bits = shape.parts(layer.limbs);
             let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
             let mut starts = Vec::with_capacity(layer.outputs);
             for o in 0..layer.outputs {
-                let mut at = [0; 3];
+                let mut at = [usize::MAX; 4];
+                // a lookup output: its entry first, the gate reads `p` and `n` below it
+                if let Some((id, _)) = &layer.lookup {
+                    at[3] = rows.len();
+                    let page = slots.layer[l][o].0 / shape.weight_columns;
+                    units.push((rows.len(), 0, page));
+                    let mut row = RowSpec::new(Src::Block {
+                        l,
+                        o,
+                        part: Part::Y,
+                        t: 0,
+                    });
+                    row.q_lk = true;
+                    row.lid = *id;
+                    rows.push(row);
+                }
                 for (pi, (part, bits)) in [
                     (Part::P, &out_bits),
                     (Part::N, &out_bits),
@@ -154,7 +187,7 @@ impl Layout {
                 .enumerate()
                 {
                     at[pi] = rows.len();
-                    if pi == 0 {
+                    if pi == 0 && layer.lookup.is_none() {
                         let page = slots.layer[l][o].0 / shape.weight_columns;
                         units.push((rows.len(), 0, page));
                     }
@@ -204,8 +237,11 @@ impl Layout {
                                     .add(slot, coef * pow2(shape.row_bits() * t as u32));
                             }
                         }
+                        Some(_) if layers[li - 1].lookup.is_some() => {
+                            rows[blocks[li - 1][j][3]].add(slot, coef);
+                        }
                         Some(bits) => {
-                            let [p0, n0, _] = blocks[li - 1][j];
+                            let [p0, n0, _, _] = blocks[li - 1][j];
                             add_value(&mut rows, p0, bits, slot, coef);
                             if layer.signed_inputs {
                                 add_value(&mut rows, n0, bits, slot, -coef);
@@ -213,7 +249,7 @@ impl Layout {
                         }
                     }
                 }
-                let [p0, n0, r0] = blocks[li][o];
+                let [p0, n0, r0, _] = blocks[li][o];
                 add_value(&mut rows, p0, &out_bits, slot, -mu * d);
                 add_value(&mut rows, n0, &out_bits, slot, mu * d);
                 add_value(&mut rows, r0, &rem_bits, slot, -mu);
@@ -224,10 +260,14 @@ impl Layout {
         for (m, &(k, off)) in packing.outputs.iter().enumerate() {
             let slot = slots.words[k - packing.input_words];
             let coef = pow2(off);
-            let [p0, n0, _] = blocks[last][m];
-            add_value(&mut rows, p0, &out_bits, slot, -coef);
-            if !layers[last].relu {
-                add_value(&mut rows, n0, &out_bits, slot, coef);
+            let [p0, n0, _, y0] = blocks[last][m];
+            if layers[last].lookup.is_some() {
+                rows[y0].add(slot, -coef);
+            } else {
+                add_value(&mut rows, p0, &out_bits, slot, -coef);
+                if !layers[last].relu {
+                    add_value(&mut rows, n0, &out_bits, slot, coef);
+                }
             }
             consts[slot] -= coef * fr_from_i128(shape.out_offset());
         }
@@ -240,6 +280,20 @@ impl Layout {
             row.w.push((0, Fr::from(t as u64)));
             row.page = shape.pages - 1;
             rows.push(row);
+        }
+        // the function tables: (id, rounded value, entry) on fixed columns
+        for (l, layer) in layers.iter().enumerate() {
+            let Some((id, t)) = &layer.lookup else {
+                continue;
+            };
+            for (i, &y) in t.table.iter().enumerate() {
+                let mut row = RowSpec::new(Src::LTable { l, i });
+                row.lid = *id;
+                row.lz = t.z_min as i128 + i as i128;
+                row.ly = y as i128;
+                row.page = shape.pages - 1;
+                rows.push(row);
+            }
         }
         // the closing row: the sum must end at minus its weights (page 0's constants; the other
         // pages' are on their constant rows)
@@ -433,14 +487,20 @@ pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount
 }
 
 /// Rows of [`Layout::build`] with one page: the public layout and the zero rows below it, `p`,
-/// `n` and `r` of every output, the table, the closing row and the digest row.
+/// `n` and `r` of every output (and the entry row of a lookup output), the byte table, the
+/// function tables, the closing row and the digest row.
 pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
     let blocks: usize = layers
         .iter()
         .map(|l| {
             let value = shape.parts(l.limbs).len();
             let rem = shape.parts((l.shift / LIMB_BITS) as usize).len();
-            l.outputs * (2 * value + rem)
+            // a lookup layer: one entry row per output and its function table
+            let lookup = l
+                .lookup
+                .as_ref()
+                .map_or(0, |(_, t)| l.outputs + t.table.len());
+            l.outputs * (2 * value + rem) + lookup
         })
         .sum();
     shape.input_rows() + shape.input_words + blocks + TABLE_SIZE + 2

@@ -114,7 +114,7 @@
 //! (input range, code width, activation scale, shapes) have different keys.
 
 use crate::error::CompileError;
-use crate::quantize::{QLayer, QuantizedModel};
+use crate::quantize::{QLayer, QLookup, QuantizedModel};
 use halo2_proofs::{
     circuit::{Layouter, SimpleFloorPlanner, Value},
     halo2curves::{
@@ -288,11 +288,28 @@ impl Circuit<Fr> for ModelCircuit {
                         (cfg.q_x, row.q_x as u64),
                         (cfg.q_z, row.q_z as u64),
                         (cfg.q_rc, row.checked as u64),
-                        (cfg.q_tab, matches!(row.src, Src::Table(_)) as u64),
+                        (
+                            cfg.q_tab,
+                            matches!(row.src, Src::Table(_) | Src::LTable { .. }) as u64,
+                        ),
                         (cfg.q_blk, row.q_blk as u64),
                     ] {
                         if v != 0 {
                             region.assign_fixed(col, r, Fr::from(v));
+                        }
+                    }
+                }
+                if let Some(lk) = cfg.lookup {
+                    for (r, row) in layout.rows.iter().enumerate() {
+                        for (col, v) in [
+                            (lk.q_lk, Fr::from(row.q_lk as u64)),
+                            (lk.lid, Fr::from(row.lid)),
+                            (lk.lz, fr_from_i128(row.lz)),
+                            (lk.ly, fr_from_i128(row.ly)),
+                        ] {
+                            if v != Fr::zero() {
+                                region.assign_fixed(col, r, v);
+                            }
                         }
                     }
                 }
@@ -329,8 +346,15 @@ impl Circuit<Fr> for ModelCircuit {
                 }
                 region.next_phase();
                 let gamma = region.get_challenge(cfg.gamma);
+                // without lookups θ is never used
+                let theta = match cfg.lookup {
+                    Some(lk) => region.get_challenge(lk.theta),
+                    None => Value::known(Fr::zero()),
+                };
                 let second = match &cells {
-                    Some(cs) => gamma.map(|gm| second_phase(&layout, &shape, cs, gm, self.fault)),
+                    Some(cs) => gamma
+                        .zip(theta)
+                        .map(|(gm, th)| second_phase(&layout, &shape, cs, gm, th, self.fault)),
                     None => Value::unknown(),
                 };
                 for (col, pick) in [(Some(cfg.h), 0), (cfg.g, 1), (Some(cfg.s), 2), (cfg.t, 3)] {

@@ -25,6 +25,10 @@ pub struct ColumnShape {
     /// Parts per input word: the public layout has `input_layers` layers of
     /// `input_words + output_words` rows.
     pub input_layers: usize,
+    /// Bytes of each part `p`, `n` of the rounded value a table lookup reads (the same for
+    /// every lookup layer: the lookup gate's layout); 0 when the model has no lookup.
+    #[serde(default)]
+    pub lookup_limbs: usize,
 }
 
 impl Default for ColumnShape {
@@ -39,6 +43,7 @@ impl Default for ColumnShape {
             input_words: 1,
             output_words: 1,
             input_layers: 1,
+            lookup_limbs: 0,
         }
     }
 }
@@ -113,9 +118,16 @@ impl ColumnShape {
         }
     }
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
-    /// constants column.
+    /// constants column; with lookups, their selector, table id and the table's two columns.
     pub fn fixed_columns(&self) -> usize {
-        self.weight_columns + 6 + 2 * usize::from(self.paged())
+        self.weight_columns + 6 + 2 * usize::from(self.paged()) + 4 * usize::from(self.lookups())
+    }
+    /// The model has table lookups (non-linear functions).
+    pub fn lookups(&self) -> bool {
+        self.lookup_limbs > 0
+    }
+    pub(crate) fn lookup_parts(&self) -> Vec<u32> {
+        self.parts(self.lookup_limbs)
     }
     /// More than one page of slots.
     pub fn paged(&self) -> bool {
@@ -172,8 +184,12 @@ impl ColumnShape {
         let mut shape = ColumnShape {
             weight_columns: 1,
             pages: 1,
-            out_limbs: layers.last().map_or(1, |l| l.limbs),
+            out_limbs: layers.last().map_or(1, |l| match &l.lookup {
+                Some((_, t)) => limbs_for(bits_for(t.max_abs())),
+                None => l.limbs,
+            }),
             relu_limbs: relu_limbs(layers),
+            lookup_limbs: lookup_limbs(layers),
             // input codes have a multiple of 16 bits: whole rows in either layout, so the
             // range checks bound a code by exactly its largest value
             in_limbs: (model.input_bits / LIMB_BITS) as usize,

@@ -15,14 +15,36 @@ pub(crate) struct CLayer {
     pub(crate) relu: bool,
     /// The inputs are identity outputs `p − n`: each takes two rows (`p`, then `n` negated).
     pub(crate) signed_inputs: bool,
-    /// Bytes of each part `p`, `n` of an output (the same for every ReLU layer).
+    /// Bytes of each part `p`, `n` of an output (the same for every ReLU layer, and for
+    /// every lookup layer).
     pub(crate) limbs: usize,
+    /// The function table the rounded value is looked up in, and its id (from 1).
+    pub(crate) lookup: Option<(u64, QLookup)>,
 }
 
 impl CLayer {
     pub(crate) fn w(&self, o: usize, j: usize) -> i64 {
         self.weights[o * self.inputs + j]
     }
+    /// The largest `|x|` a witness passing the checks can give an output: its parts' range, or
+    /// the largest table entry.
+    pub(crate) fn out_bound(&self) -> i128 {
+        match &self.lookup {
+            Some((_, t)) => t.max_abs(),
+            None => (1i128 << (LIMB_BITS * self.limbs as u32)) - 1,
+        }
+    }
+}
+
+/// The byte count of every lookup layer's parts: the largest any of them needs (0 without
+/// lookups).
+pub(crate) fn lookup_limbs(layers: &[CLayer]) -> usize {
+    layers
+        .iter()
+        .filter(|l| l.lookup.is_some())
+        .map(|l| l.limbs)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The byte count of every ReLU layer's parts: the largest any of them needs.
@@ -48,6 +70,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 shift,
                 relu,
                 out_bits,
+                lookup,
                 ..
             } => CLayer {
                 inputs: *inputs,
@@ -61,6 +84,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 relu: *relu,
                 signed_inputs: false,
                 limbs: limbs_for(*out_bits),
+                lookup: lookup.clone().map(|t| (0, t)),
             },
             QLayer::Relu { len, out_bits, .. } => {
                 let mut weights = vec![0i64; len * len];
@@ -76,6 +100,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     relu: true,
                     signed_inputs: false,
                     limbs: limbs_for(*out_bits),
+                    lookup: None,
                 }
             }
         })
@@ -85,6 +110,9 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     let mut prev_bits = model.input_bits;
     for (l, q) in out.iter_mut().zip(&model.layers) {
         let bits = match q {
+            QLayer::Dense {
+                lookup: Some(t), ..
+            } => bits_for(t.max_abs()),
             QLayer::Dense { out_bits, .. } => *out_bits,
             QLayer::Relu { out_bits, .. } => {
                 l.limbs = l.limbs.max(limbs_for(prev_bits));
@@ -97,8 +125,18 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     for l in out.iter_mut().filter(|l| l.relu) {
         l.limbs = relu;
     }
+    let lookup = lookup_limbs(&out);
+    let mut id = 0;
+    for l in out.iter_mut() {
+        if let Some(t) = l.lookup.as_mut() {
+            l.limbs = lookup;
+            id += 1;
+            t.0 = id;
+        }
+    }
+    // a lookup layer's output is one row (its table entry), read as it is
     for i in 1..out.len() {
-        out[i].signed_inputs = !out[i - 1].relu;
+        out[i].signed_inputs = !out[i - 1].relu && out[i - 1].lookup.is_none();
     }
     out
 }
@@ -109,7 +147,7 @@ pub(crate) fn layer_source_bound(layers: &[CLayer], li: usize, shape: &ColumnSha
     if li == 0 {
         (1i128 << shape.in_slot()) - 1
     } else {
-        (1i128 << (LIMB_BITS * layers[li - 1].limbs as u32)) - 1
+        layers[li - 1].out_bound()
     }
 }
 

@@ -9,6 +9,8 @@ pub(crate) struct BlockVals {
     pub(crate) p: i128,
     pub(crate) n: i128,
     pub(crate) r: i128,
+    /// The table entry of a lookup output.
+    pub(crate) y: i128,
 }
 
 /// The integer witness: packed inputs, each layer's rounding parts and the model output.
@@ -45,6 +47,14 @@ pub(crate) fn witness(
     let total_blocks: usize = layers.iter().map(|l| l.outputs).sum();
     let shifted = hit(FaultTarget::RescaleShiftQuotient, total_blocks);
     let both = hit(FaultTarget::RescaleBothParts, total_blocks);
+    let total_lookups: usize = layers
+        .iter()
+        .filter(|l| l.lookup.is_some())
+        .map(|l| l.outputs)
+        .sum();
+    let wrong_entry = hit(FaultTarget::LookupOutput, total_lookups);
+    let other_table = hit(FaultTarget::LookupOtherTable, total_lookups);
+    let mut seen_lookups = 0;
     let mut x = u.clone();
     let mut blocks = Vec::with_capacity(layers.len());
     let mut seen = 0;
@@ -63,16 +73,50 @@ pub(crate) fn witness(
                     extra = 1;
                 }
                 seen += 1;
+                let mut y = 0;
+                if let Some((id, t)) = &l.lookup {
+                    y = t.get(q) as i128;
+                    if wrong_entry == Some(seen_lookups) {
+                        y += 1;
+                    }
+                    if other_table == Some(seen_lookups) {
+                        // the entry another table has for the same rounded value
+                        let other =
+                            layers
+                                .iter()
+                                .filter_map(|m| m.lookup.as_ref())
+                                .find(|(i, u)| {
+                                    i != id
+                                        && (u.z_min as i128
+                                            ..u.z_min as i128 + u.table.len() as i128)
+                                            .contains(&q)
+                                        && u.get(q) as i128 != y
+                                });
+                        if let Some((_, u)) = other {
+                            y = u.get(q) as i128;
+                        }
+                    }
+                    seen_lookups += 1;
+                }
                 BlockVals {
                     p: q.max(0) + extra,
                     n: (-q).max(0) + extra,
                     r,
+                    y,
                 }
             })
             .collect();
         x = b
             .iter()
-            .map(|v| if l.relu { v.p } else { v.p - v.n })
+            .map(|v| {
+                if l.lookup.is_some() {
+                    v.y
+                } else if l.relu {
+                    v.p
+                } else {
+                    v.p - v.n
+                }
+            })
             .collect();
         blocks.push(b);
     }
@@ -128,7 +172,7 @@ pub(crate) fn first_phase(
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
             // copies are filled once every fault is in (they follow their source)
-            Src::Zero | Src::Table(_) | Src::Copy(_) => 0,
+            Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } => 0,
             Src::One => 1,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
             Src::Block { l, o, part, t } => {
@@ -140,6 +184,10 @@ pub(crate) fn first_phase(
                     Part::R => {
                         let rem = shape.parts((layout.layers[l].shift / LIMB_BITS) as usize);
                         split(bv.r, &rem)[t]
+                    }
+                    Part::Y => {
+                        a[r] = fr_from_i128(bv.y);
+                        continue;
                     }
                 }
             }
@@ -203,13 +251,46 @@ pub(crate) fn first_phase(
     for (t, &m) in counts.iter().enumerate() {
         c[table_start + t] = Fr::from(m);
     }
+    // multiplicities of the function tables: each lookup row's (rounded value, entry), when the
+    // table has it
+    let mut table_rows: Vec<Option<usize>> = vec![None; layout.layers.len()];
+    for (r, row) in rows.iter().enumerate() {
+        if let Src::LTable { l, i: 0 } = row.src {
+            table_rows[l] = Some(r);
+        }
+    }
+    for (r, row) in rows.iter().enumerate() {
+        let Src::Block {
+            l, part: Part::Y, ..
+        } = row.src
+        else {
+            continue;
+        };
+        let (Some((_, t)), Some(first)) = (&layout.layers[l].lookup, table_rows[l]) else {
+            continue;
+        };
+        let z = fr_to_i128(&lookup_input(&a, r, shape));
+        let y = fr_to_i128(&a[r]);
+        if let (Some(z), Some(y)) = (z, y) {
+            let i = z - t.z_min as i128;
+            if (0..t.table.len() as i128).contains(&i) && t.table[i as usize] as i128 == y {
+                c[first + i as usize] += Fr::one();
+            }
+        }
+    }
     let mut cells = Cells { a, b, c };
     let first_part = |want: Part| move |_: usize, row: &RowSpec| matches!(row.src, Src::Block { part, t: 0, .. } if part == want);
     let one = Fr::one();
     let wide = shape.row_bytes == 2;
     // (target, rows it may hit, column: 0 a, 1 b, 2 c, amount)
     type Pred<'p> = Box<dyn Fn(usize, &RowSpec) -> bool + 'p>;
-    let cell_faults: [(FaultTarget, Pred, usize, Fr); 9] = [
+    let cell_faults: [(FaultTarget, Pred, usize, Fr); 10] = [
+        (
+            FaultTarget::LookupMultiplicity,
+            Box::new(|_, row| matches!(row.src, Src::LTable { .. })),
+            2,
+            one,
+        ),
         // with one byte per row the byte itself, out of the table
         (
             FaultTarget::HighByte,
@@ -308,6 +389,7 @@ pub(crate) fn second_phase(
     shape: &ColumnShape,
     cells: &Cells,
     gamma: Fr,
+    theta: Fr,
     fault: Option<Fault>,
 ) -> [Vec<Fr>; 4] {
     let wide = shape.row_bytes == 2;
@@ -323,13 +405,36 @@ pub(crate) fn second_phase(
             }
         } else if let Src::Table(t) = row.src {
             h[r] = gamma + Fr::from(t as u64);
+        } else if row.q_lk {
+            let z = lookup_input(&cells.a, r, shape);
+            h[r] = lookup_key(gamma, theta, row.lid, z, cells.a[r]);
+        } else if matches!(row.src, Src::LTable { .. }) {
+            h[r] = lookup_key(
+                gamma,
+                theta,
+                row.lid,
+                fr_from_i128(row.lz),
+                fr_from_i128(row.ly),
+            );
         }
     }
     batch_invert(&mut h);
     batch_invert(&mut g);
     for (r, row) in rows.iter().enumerate() {
-        if matches!(row.src, Src::Table(_)) {
+        if matches!(row.src, Src::Table(_) | Src::LTable { .. }) {
             h[r] *= cells.c[r];
+        }
+    }
+    if let Some(
+        f @ Fault {
+            target: FaultTarget::LookupInverse,
+            ..
+        },
+    ) = fault
+    {
+        let hits: Vec<usize> = (0..n).filter(|&r| rows[r].q_lk).collect();
+        if !hits.is_empty() {
+            h[hits[f.index % hits.len()]] += Fr::one();
         }
     }
     if let Some(
@@ -381,7 +486,10 @@ pub(crate) fn second_phase(
         if rows[r].checked {
             next += h[r] + g[r];
         }
-        if matches!(rows[r].src, Src::Table(_)) {
+        if rows[r].q_lk {
+            next += h[r];
+        }
+        if matches!(rows[r].src, Src::Table(_) | Src::LTable { .. }) {
             next -= h[r];
         }
         s[r + 1] = next;
@@ -396,4 +504,19 @@ pub(crate) fn second_phase(
         s[f.index % n] += Fr::one();
     }
     [h, g, s, t]
+}
+
+/// The rounded value a lookup row at `r` reads: `p − n` from the rows below it.
+pub(crate) fn lookup_input(a: &[Fr], r: usize, shape: &ColumnShape) -> Fr {
+    let bits = shape.lookup_parts();
+    let parts = bits.len();
+    (0..parts).fold(Fr::zero(), |acc, t| {
+        acc + (a[r + 1 + t] - a[r + 1 + parts + t]) * shape.factor(&bits, t)
+    })
+}
+
+/// `γ + θ·id + θ²·z + θ³·y`: the key of a function-table entry. The id is at least 1, so as a
+/// polynomial in `θ` a key is never a constant (a byte of the range checks).
+pub(crate) fn lookup_key(gamma: Fr, theta: Fr, id: u64, z: Fr, y: Fr) -> Fr {
+    gamma + theta * (Fr::from(id) + theta * (z + theta * y))
 }

@@ -230,6 +230,8 @@ def main():
         outs = [ev.run(None, {"input": x})[0].reshape(-1).astype(np.float64).tolist() for x in xs]
         with open(os.path.join(d, "samples.json"), "w") as f:
             json.dump({"inputs": [x.reshape(-1).tolist() for x in xs], "float_outputs": outs}, f)
+        with open(os.path.join(d, "input.json"), "w") as f:
+            json.dump({"input_data": [xs[0].reshape(-1).tolist()]}, f)
         print(f"{d}: {shape} -> {len(outs[0])} outputs")
 
 

@@ -103,6 +103,21 @@ pub enum QLayer {
     },
 }
 
+impl QLayer {
+    /// What the layer computes, for reports: `dense`, `dense+relu`, `dense+Sigmoid` (a lookup),
+    /// `relu`.
+    pub fn kind(&self) -> String {
+        match self {
+            QLayer::Dense {
+                lookup: Some(t), ..
+            } => format!("dense+{}", t.label),
+            QLayer::Dense { relu: true, .. } => "dense+relu".into(),
+            QLayer::Dense { .. } => "dense".into(),
+            QLayer::Relu { .. } => "relu".into(),
+        }
+    }
+}
+
 /// A lookup table: a layer's output is `table[z − z_min]` for its rounded value `z`, every
 /// value `z` can take (by the interval bounds) having an entry. `z` is at scale `2^(S − grid_shift)`
 /// (the layer's weights carry the extra `2^−grid_shift`), entries at the activation scale `2^S`.

@@ -315,7 +315,8 @@ fn layer_settings(model: &QuantizedModel) -> Vec<LayerSettings> {
                 ..
             } => LayerSettings {
                 node: node.clone(),
-                op: "dense".into(),
+                // `relu` says whether a ReLU follows; a lookup names its function
+                op: if *relu { "dense".into() } else { l.kind() },
                 weight_scale_bits: *shift,
                 out_bits: *out_bits,
                 relu: *relu,

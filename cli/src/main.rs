@@ -67,6 +67,11 @@ struct CompileOpts {
     /// gas and 300 bytes of code).
     #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
     max_weight_columns: usize,
+    /// Non-linear functions (Sigmoid, Tanh, GELU, Exp, ...) are proven by table lookup, each
+    /// layer's table with at most about 2^BITS entries covering every value its input can take:
+    /// one more bit halves the function's input step (more accurate) and doubles its rows.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=20))]
+    lookup_bits: u32,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +259,7 @@ fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Setti
         activation_scale_bits: opts.scale_bits,
         weight_precision_bits: opts.weight_bits,
         input_range: opts.input_range,
+        lookup_bits: opts.lookup_bits,
     };
     let ((settings, compiled), _) = ui.step("compiling", || {
         Ok(veriml_circuits::compile_model(
@@ -563,17 +569,13 @@ fn accuracy(
             .zip(&layer_err)
             .enumerate()
             .map(|(i, (l, e))| {
-                let (node, op, outputs) = match l {
-                    veriml_circuits::quantize::QLayer::Dense {
-                        node,
-                        outputs,
-                        relu,
-                        ..
-                    } => (node, if *relu { "dense+relu" } else { "dense" }, *outputs),
-                    veriml_circuits::quantize::QLayer::Relu { node, len, .. } => {
-                        (node, "relu", *len)
+                let (node, outputs) = match l {
+                    veriml_circuits::quantize::QLayer::Dense { node, outputs, .. } => {
+                        (node, *outputs)
                     }
+                    veriml_circuits::quantize::QLayer::Relu { node, len, .. } => (node, *len),
                 };
+                let op = l.kind();
                 json!({
                     "layer": i,
                     "node": node,
@@ -917,6 +919,7 @@ fn run(cli: Cli) -> Result<()> {
                 weight_bits: 16,
                 input_range: (0.0, 1.0),
                 max_weight_columns: veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
+                lookup_bits: 12,
             };
             let s = compile(&ui, &onnx, &dir, &opts)?;
             ui.say(&format!(

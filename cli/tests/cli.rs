@@ -257,6 +257,37 @@ fn shared_cnns_prove_and_verify_on_chain() {
     }
 }
 
+/// Non-linear functions by table lookup (Sigmoid, Tanh, GELU, HardSwish, Exp; SiLU after a
+/// convolution, Softplus): paged, proven, verified natively and in the EVM; `accuracy
+/// --per-layer` names each lookup layer's function.
+#[test]
+fn activation_models_prove_and_verify_on_chain() {
+    for model in ["conv_zoo/activations", "conv_zoo/silu_cnn"] {
+        let dir = tempfile::tempdir().unwrap();
+        let [c, p, e, g] = paged_through_the_evm(dir.path(), model, "2");
+        println!(
+            "{model}: {c}\nprove {}, verifier {e}, EVM verify gas {}",
+            p["prove_seconds"], g["gas_used"]
+        );
+        let a = json(&veriml(&[
+            "--json",
+            "accuracy",
+            "-d",
+            s(dir.path()),
+            "--samples",
+            s(&fixture(model, "samples.json")),
+            "--per-layer",
+            "--onnx",
+            s(&fixture(model, "model.onnx")),
+        ]));
+        let text = a.to_string();
+        assert!(
+            text.contains("dense+Sigmoid") || text.contains("dense+Silu"),
+            "{text}"
+        );
+    }
+}
+
 /// Compiles a fixture model into `d` with at most `columns` weight columns (asserted to page the
 /// circuit), sets it up with a development SRS, proves its input.json and verifies the proof
 /// natively (same output) and in revm (verifier within EIP-170). Returns the JSON answers of

@@ -342,3 +342,48 @@ fn the_srs_must_be_the_keys_own_and_a_development_one_needs_consent() {
     let unknown = Srs::insecure_dev(4, 1_000_003);
     assert_eq!(unknown.known_insecure_seed(None), None);
 }
+
+/// Function lookups with real KZG proofs (two challenges after the first phase): the honest
+/// proof of the activations model (Sigmoid, Tanh, GELU, HardSwish, Exp) verifies; a proof made
+/// with a wrong table entry, or another table's entry, whose claimed words follow it, does not.
+#[test]
+fn lookup_cheats_do_not_verify() {
+    let r = ready("conv_zoo/activations", opts());
+    let (k, shape) = (r.settings.circuit.k, r.settings.circuit.shape);
+    assert!(shape.lookups());
+    let codes = r
+        .model
+        .quantize_input(&input_of("conv_zoo/activations"))
+        .unwrap();
+    let honest = ModelCircuit::with_input(r.model.clone(), shape, codes).unwrap();
+    let words = honest.instances().unwrap();
+    let proof = pipeline::prove_circuit(&r.srs, &r.keys.pk, honest.clone(), &words).unwrap();
+    verify_raw(&r.srs.params, r.keys.pk.get_vk(), &words, &proof).unwrap();
+    let lookups: usize = r
+        .model
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            veriml_circuits::quantize::QLayer::Dense {
+                lookup: Some(_),
+                outputs,
+                ..
+            } => Some(*outputs),
+            _ => None,
+        })
+        .sum();
+    // the last lookup layer's outputs feed the output layer most directly
+    for (target, index) in [
+        (FaultTarget::LookupOutput, lookups - 1),
+        (FaultTarget::LookupOtherTable, 0),
+    ] {
+        let forced = honest.clone().with_fault(Fault { target, index });
+        let claimed = forced.instances().unwrap();
+        assert!(pipeline::mock_circuit(k, &forced).is_err());
+        let proof = pipeline::prove_circuit(&r.srs, &r.keys.pk, forced, &claimed).unwrap();
+        assert!(
+            verify_raw(&r.srs.params, r.keys.pk.get_vk(), &claimed, &proof).is_err(),
+            "{target:?} proven"
+        );
+    }
+}

@@ -31,15 +31,6 @@ pub struct ModelConfig {
     pub(crate) shape: ColumnShape,
 }
 
-/// The columns and challenge of the function lookups.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LookupColumns {
-    pub(crate) theta: Challenge,
-    pub(crate) q_lk: Column<Fixed>,
-    pub(crate) lid: Column<Fixed>,
-    pub(crate) lz: Column<Fixed>,
-    pub(crate) ly: Column<Fixed>,
-}
 
 pub(crate) fn c(v: u64) -> Expression<Fr> {
     Expression::Constant(Fr::from(v))
@@ -68,13 +59,7 @@ impl ModelConfig {
         let b = wide.then(|| meta.advice_column_in(FirstPhase));
         let c_ = meta.advice_column_in(FirstPhase);
         let gamma = meta.challenge_usable_after(FirstPhase);
-        let lookup = shape.lookups().then(|| LookupColumns {
-            theta: meta.challenge_usable_after(FirstPhase),
-            q_lk: meta.fixed_column(),
-            lid: meta.fixed_column(),
-            lz: meta.fixed_column(),
-            ly: meta.fixed_column(),
-        });
+        let lookup = shape.lookups().then(|| LookupColumns::configure(meta));
         let [s, h] = [(); 2].map(|_| meta.advice_column_in(SecondPhase));
         let g = wide.then(|| meta.advice_column_in(SecondPhase));
         let w: Vec<_> = (0..shape.weight_columns.max(1))

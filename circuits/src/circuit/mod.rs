@@ -4,8 +4,9 @@
 //! The circuit is built to be cheap twice: for the prover (few columns, low degree, few rows)
 //! and for the EVM verifier (few commitments, few public inputs). Every constraint has degree
 //! at most 3, so the quotient is computed on a domain only twice the table and split in two
-//! pieces; there are no lookup arguments, and no copy constraints unless the model is wider than
-//! one page of slots (below).
+//! pieces; there are no halo2 lookup arguments (range checks and function tables are
+//! logarithmic derivatives in the one running sum), and no copy constraints unless the model is
+//! wider than one page of slots (below).
 //!
 //! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`);
 //! `b` and `g` only in the two-byte layout (below).
@@ -73,6 +74,10 @@
 //! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+S]` / `instance = a + 2^16·c[+S]` |
 //! | outputs | `q_run = 2` | `a = instance` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
+//! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·(p − n) + θ³·a) = 1`, `p`, `n` below |
+//!
+//! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
+//! `γ + w_0` becomes `γ + w_0 + θ·lid + θ²·lz + θ³·ly` (the byte rows have zeros there).
 //!
 //! A ReLU output is `p` (hence `p·n = 0`); an identity output is read as `p − n` by its
 //! consumer and its public slot, so it needs no such gate.
@@ -100,6 +105,7 @@
 //! |---|---|
 //! | `shape.rs` | [`ColumnShape`]: the circuit's `Params`, byte counts and how values are cut into rows |
 //! | `slots.rs` | dense layers as the circuit sees them; equations packed into Freivalds slots |
+//! | `lookup.rs` | the function-lookup chip (non-linear functions by table): columns, keys, soundness |
 //! | `public.rs` | the public words: packing and unpacking of input codes and outputs |
 //! | `layout.rs` | the rows (sources, selectors, fixed weights), the statement digest, the planner |
 //! | `config.rs` | columns, challenge and gates |
@@ -149,6 +155,7 @@ mod config;
 mod fault;
 mod field;
 mod layout;
+mod lookup;
 mod public;
 mod shape;
 mod slots;
@@ -162,6 +169,7 @@ pub use public::{pack_public, unpack_public, Packing, PublicLayout};
 pub use shape::ColumnShape;
 
 use layout::*;
+use lookup::*;
 use public::*;
 use shape::*;
 use slots::*;

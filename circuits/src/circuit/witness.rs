@@ -506,17 +506,3 @@ pub(crate) fn second_phase(
     [h, g, s, t]
 }
 
-/// The rounded value a lookup row at `r` reads: `p − n` from the rows below it.
-pub(crate) fn lookup_input(a: &[Fr], r: usize, shape: &ColumnShape) -> Fr {
-    let bits = shape.lookup_parts();
-    let parts = bits.len();
-    (0..parts).fold(Fr::zero(), |acc, t| {
-        acc + (a[r + 1 + t] - a[r + 1 + parts + t]) * shape.factor(&bits, t)
-    })
-}
-
-/// `γ + θ·id + θ²·z + θ³·y`: the key of a function-table entry. The id is at least 1, so as a
-/// polynomial in `θ` a key is never a constant (a byte of the range checks).
-pub(crate) fn lookup_key(gamma: Fr, theta: Fr, id: u64, z: Fr, y: Fr) -> Fr {
-    gamma + theta * (Fr::from(id) + theta * (z + theta * y))
-}

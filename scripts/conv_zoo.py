@@ -85,6 +85,13 @@ class Builder:
         t = self._node("Mul", [x, t])
         self.cur = self._node("Mul", [t, self._param(np.array(0.5))])
 
+    def bin(self, op, other):
+        """`cur = op(cur, other)` for another tensor of the graph (a branch)."""
+        self.cur = self._node(op, [self.cur, other])
+
+    def concat(self, other, axis=1):
+        self.cur = self._node("Concat", [other, self.cur], axis=axis)
+
     def silu(self):
         x = self.cur
         self.cur = self._node("Mul", [x, self._node("Sigmoid", [x])])
@@ -202,6 +209,47 @@ def zoo():
         b.op("Flatten"), b.gemm(6, 27), b.op("Softplus"),
         b.gemm(4, 6),
     ], rng)
+    # branches: a ResNet basic block (two convolutions and a skip connection, added before the
+    # ReLU), then two heads on the pooled features, concatenated, one subtracted from a skip of
+    # the pooled features themselves
+    rng = np.random.default_rng(14)
+
+    def resnet(b):
+        b.conv(4, 2, 3, pads=[1, 1, 1, 1])
+        b.op("Relu")
+        skip = b.cur
+        b.conv(4, 4, 3, pads=[1, 1, 1, 1])
+        b.op("Relu")
+        b.conv(4, 4, 3, pads=[1, 1, 1, 1])
+        b.bin("Add", skip)
+        b.op("Relu")
+        b.op("AveragePool", kernel_shape=[2, 2], strides=[2, 2])
+        b.op("Flatten")
+        feats = b.cur
+        b.gemm(6, 36)
+        b.op("Tanh")
+        left = b.cur
+        b.cur = feats
+        b.gemm(5, 36)
+        b.op("Relu")
+        b.concat(left)
+        b.gemm(36, 11, scale=0.3)
+        b.bin("Sub", feats)
+        b.gemm(3, 36)
+    out["resnet_block"] = graph_model("resnet_block", [1, 2, 6, 6], 3, 15, resnet, rng)
+
+    # a product of two different activations: needs its own chip (a typed error naming it)
+    rng = np.random.default_rng(16)
+
+    def gated(b):
+        b.gemm(4, 5)
+        left = b.cur
+        b.cur = "input"
+        b.gemm(4, 5)
+        b.op("Sigmoid")
+        b.bin("Mul", left)
+        b.gemm(2, 4)
+    out["gated"] = graph_model("gated", [1, 5], 2, 17, gated, rng)
     return out
 
 

@@ -48,6 +48,9 @@ pub enum Op {
     Relu { node: String },
     /// A change of shape without moving data (`Flatten`, `Reshape`, squeezes).
     Reshape { node: String, shape: Vec<usize> },
+    /// The concatenation of earlier values (0: the model input, `i + 1`: the output of op `i`),
+    /// read by the next op: how a graph with branches (residual connections) is written.
+    Concat { node: String, sources: Vec<usize> },
     /// `y = f(x)` element-wise for a non-linear function (`Sigmoid`, `Tanh`, `Erf`, `Exp`,
     /// GELU, ...): proven by a lookup table.
     Elementwise {
@@ -65,6 +68,7 @@ impl Op {
             Op::Dense { node, .. }
             | Op::Relu { node }
             | Op::Reshape { node, .. }
+            | Op::Concat { node, .. }
             | Op::Elementwise { node, .. } => node,
         }
     }
@@ -100,9 +104,18 @@ impl Graph {
     /// per op, in order).
     pub fn trace(&self, input: &[f32]) -> Vec<Vec<f64>> {
         let mut x: Vec<f64> = input.iter().map(|&v| v as f64).collect();
-        let mut out = Vec::with_capacity(self.ops.len());
+        let mut out: Vec<Vec<f64>> = Vec::with_capacity(self.ops.len());
         for op in &self.ops {
             match op {
+                Op::Concat { sources, .. } => {
+                    x = sources
+                        .iter()
+                        .flat_map(|&v| match v {
+                            0 => input.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                            v => out[v - 1].clone(),
+                        })
+                        .collect();
+                }
                 Op::Dense {
                     inputs,
                     outputs,

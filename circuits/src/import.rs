@@ -228,23 +228,79 @@ fn probe_units(
     Ok(())
 }
 
-/// Collapses an affine chain into a dense layer by evaluating it on 0 and unit vectors.
-fn dense_of_chain(
+/// Evaluates `target` from the given values of some outlets (and the model's constants).
+fn eval_from(
     model: &Model,
-    chain: &[(usize, usize)],
-    in_shape: &[usize],
+    target: OutletId,
+    memo: &mut HashMap<OutletId, TValue>,
+) -> Result<TValue, CompileError> {
+    if let Some(v) = memo.get(&target) {
+        return Ok(v.clone());
+    }
+    if let Some(c) = const_of(model, target) {
+        return Ok(c.into_tvalue());
+    }
+    let node = model.node(target.node);
+    if node.op_is::<TypedSource>() {
+        return Err(CompileError::Structure {
+            node: node.name.clone(),
+            detail: "an affine region reads the model input it does not start from".into(),
+        });
+    }
+    let mut inputs: TVec<TValue> = TVec::new();
+    for &o in &node.inputs {
+        inputs.push(eval_from(model, o, memo)?);
+    }
+    let out = node
+        .op
+        .eval_out_of_plan(inputs)
+        .map_err(|e| CompileError::Structure {
+            node: node.name.clone(),
+            detail: format!("cannot evaluate: {e}"),
+        })?
+        .ok_or_else(|| unsupported(node))?;
+    let v = out[target.slot].clone();
+    memo.insert(target, v.clone());
+    Ok(v)
+}
+
+/// The dense op computing `target`, an affine function of the outlets `sources` (their values
+/// concatenated), read off by evaluating the region between them on 0 and on unit vectors.
+fn dense_of_region(
+    model: &Model,
+    sources: &[OutletId],
+    target: OutletId,
 ) -> Result<Op, CompileError> {
-    let name = model.node(chain.last().expect("non-empty").0).name.clone();
-    let n_in: usize = in_shape.iter().product();
-    let zero = tensor_of(in_shape, vec![0f32; n_in], &name)?;
-    let bias = to_f32_vec(&eval_chain(model, chain, zero)?, &name)?;
+    let name = model.node(target.node).name.clone();
+    let shapes: Vec<Vec<usize>> = sources
+        .iter()
+        .map(|&o| concrete_shape(model, o))
+        .collect::<Result<_, _>>()?;
+    let widths: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let n_in: usize = widths.iter().sum();
+    // the region's output with input `unit` (a global index) set to 1, or none
+    let eval = |unit: Option<usize>| -> Result<Vec<f32>, CompileError> {
+        let mut memo = HashMap::new();
+        let mut base = 0;
+        for ((&o, shape), &w) in sources.iter().zip(&shapes).zip(&widths) {
+            let mut v = vec![0f32; w];
+            if let Some(u) = unit.filter(|&u| (base..base + w).contains(&u)) {
+                v[u - base] = 1.0;
+            }
+            memo.insert(o, tensor_of(shape, v, &name)?.into_tvalue());
+            base += w;
+        }
+        to_f32_vec(&eval_from(model, target, &mut memo)?.into_tensor(), &name)
+    };
+    let bias = eval(None)?;
     let n_out = bias.len();
     let mut weights = vec![0f32; n_out * n_in];
-    probe_units(model, chain, in_shape, &name, |i, col| {
+    for i in 0..n_in {
+        let col = eval(Some(i))?;
         for o in 0..n_out {
             weights[o * n_in + i] = col[o] - bias[o];
         }
-    })?;
+    }
     Ok(Op::Dense {
         node: name,
         inputs: n_in,
@@ -448,29 +504,36 @@ fn piecewise_ops(node: &str, piece: &Piece, n: usize) -> Vec<Op> {
 /// (the second reads the first's output as an identity layer).
 const FUSE_BUDGET: usize = 1 << 30;
 
-/// Composes consecutive dense ops (reshapes between them move no data) into one.
+/// Composes a dense op with the dense op right before it when it reads only that op's output
+/// and nothing else reads it; renumbers the values concatenations read.
 fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
+    let referenced: HashSet<usize> = ops
+        .iter()
+        .flat_map(|op| match op {
+            Op::Concat { sources, .. } => sources.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    // old value id -> new value id
+    let mut map: Vec<usize> = vec![0];
     let mut out: Vec<Op> = Vec::with_capacity(ops.len());
-    for op in ops {
-        let size = |o: &Op| match o {
-            Op::Dense {
-                inputs, outputs, ..
-            } => Some((*inputs, *outputs)),
-            _ => None,
-        };
+    for (i, op) in ops.into_iter().enumerate() {
         // the work is the second op's nonzero weights times the first op's inputs
-        let cheap = |i: usize| match (size(&out[i]), &op) {
-            (Some((inputs, _)), Op::Dense { weights, .. }) => {
+        let fusable = match (out.last(), &op) {
+            (Some(Op::Dense { inputs, .. }), Op::Dense { weights, .. }) => {
                 let nonzero = weights.iter().filter(|&&w| w != 0.0).count();
-                inputs.saturating_mul(nonzero) <= FUSE_BUDGET
+                !referenced.contains(&i) && inputs.saturating_mul(nonzero) <= FUSE_BUDGET
             }
             _ => false,
         };
-        let prev = out
-            .iter()
-            .rposition(|o| !matches!(o, Op::Reshape { .. }))
-            .filter(|&i| matches!(out[i], Op::Dense { .. }) && cheap(i));
-        match (op, prev) {
+        let op = match op {
+            Op::Concat { node, sources } => Op::Concat {
+                node,
+                sources: sources.iter().map(|&v| map[v]).collect(),
+            },
+            op => op,
+        };
+        match (op, fusable) {
             (
                 Op::Dense {
                     node,
@@ -479,19 +542,18 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
                     bias: b2,
                     ..
                 },
-                Some(i),
+                true,
             ) => {
-                let Op::Dense {
+                let Some(Op::Dense {
                     inputs,
                     outputs: mid,
                     weights: w1,
                     bias: b1,
                     ..
-                } = &out[i]
+                }) = out.pop()
                 else {
                     unreachable!("checked dense")
                 };
-                let (inputs, mid) = (*inputs, *mid);
                 let mut weights = vec![0f32; outputs * inputs];
                 let mut bias = b2.clone();
                 for o in 0..outputs {
@@ -507,7 +569,6 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
                         }
                     }
                 }
-                out.truncate(i);
                 out.push(Op::Dense {
                     node,
                     inputs,
@@ -515,9 +576,12 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
                     weights,
                     bias,
                 });
+                // the first op's value is gone (nothing reads it)
+                map[i] = usize::MAX;
             }
             (op, _) => out.push(op),
         }
+        map.push(out.len());
     }
     out
 }
@@ -537,8 +601,9 @@ fn elementwise(model: &Model, node: &TypedNode) -> bool {
 
 /// A region of element-wise nodes computing one function of the activation `x`: GELU's
 /// `x·½·(1 + erf(x/√2))`, a sigmoid, `exp` then `log`... Taken greedily in evaluation order from
-/// `start` while each node reads only `x`, the region's own tensors and scalars; it ends at the
-/// last node where a single tensor leaves it. Returns the nodes and the output, if the region
+/// `start` (passing over nodes of other branches) while each node reading the region reads only
+/// `x`, the region's own tensors and scalars; it ends at the last node where a single tensor
+/// leaves it. Returns the nodes and the output, if the region
 /// holds a non-linear node.
 fn element_region(
     model: &Model,
@@ -554,6 +619,10 @@ fn element_region(
     for &id in &order[start..] {
         let node = model.node(id);
         if node.op_is::<Const>() {
+            continue;
+        }
+        // nodes of other branches are passed over
+        if !node.inputs.iter().any(|o| inside.contains(o)) {
             continue;
         }
         let reads_inside = node
@@ -657,6 +726,68 @@ fn region_label(model: &Model, nodes: &[usize]) -> String {
     names.join("·")
 }
 
+/// Builds the graph's ops: non-linear nodes become ops on *materialized* values (the model
+/// input and the ops' outputs); affine nodes stay pending, as a set of materialized sources,
+/// until a non-linear node or the output needs them, and are then one dense op over the
+/// concatenation of their sources (how residual connections and concatenations of branches
+/// become dense layers).
+struct Walk<'m> {
+    model: &'m Model,
+    ops: Vec<Op>,
+    /// Materialized outlets and their value ids (0: the input, `i + 1`: op `i`'s output).
+    mat: HashMap<OutletId, usize>,
+    /// Affine outlets not materialized yet, with the materialized outlets they depend on.
+    pending: HashMap<OutletId, Vec<OutletId>>,
+}
+
+impl Walk<'_> {
+    /// The value id of an outlet, materializing it (a dense op over its sources) if pending.
+    fn value(&mut self, x: OutletId) -> Result<usize, CompileError> {
+        if let Some(&v) = self.mat.get(&x) {
+            return Ok(v);
+        }
+        let sources = self
+            .pending
+            .get(&x)
+            .cloned()
+            .ok_or_else(|| CompileError::Structure {
+                node: self.model.node(x.node).name.clone(),
+                detail: "a value that is neither computed nor affine in computed values".into(),
+            })?;
+        let ids: Vec<usize> = sources.iter().map(|o| self.mat[o]).collect();
+        if ids != [self.ops.len()] {
+            self.ops.push(Op::Concat {
+                node: format!("{}/in", self.model.node(x.node).name),
+                sources: ids,
+            });
+        }
+        self.ops.push(dense_of_region(self.model, &sources, x)?);
+        let v = self.ops.len();
+        self.mat.insert(x, v);
+        Ok(v)
+    }
+
+    /// Makes `x` the value the next op reads (the previous op's output).
+    fn ready(&mut self, x: OutletId) -> Result<usize, CompileError> {
+        let v = self.value(x)?;
+        if v != self.ops.len() {
+            self.ops.push(Op::Concat {
+                node: format!("{}/read", self.model.node(x.node).name),
+                sources: vec![v],
+            });
+        }
+        Ok(v)
+    }
+
+    /// The materialized outlets an outlet depends on.
+    fn sources_of(&self, x: OutletId) -> Option<Vec<OutletId>> {
+        if self.mat.contains_key(&x) {
+            return Some(vec![x]);
+        }
+        self.pending.get(&x).cloned()
+    }
+}
+
 /// Reduces a loaded, typed and decluttered tract model to the project's [`Graph`].
 fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
     let inputs = model.input_outlets().map_err(|e| CompileError::Structure {
@@ -685,145 +816,150 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
         node: "graph".into(),
         detail: e.to_string(),
     })?;
-    let mut current = inputs[0];
-    let mut current_shape = input_shape.clone();
-    let mut ops: Vec<Op> = Vec::new();
-    let mut chain: Vec<(usize, usize)> = Vec::new();
-    let mut chain_in_shape = input_shape.clone();
-    let flush = |chain: &mut Vec<(usize, usize)>,
-                 ops: &mut Vec<Op>,
-                 in_shape: &[usize]|
-     -> Result<(), CompileError> {
-        if chain.is_empty() {
-            return Ok(());
-        }
-        let only_reshapes = chain
-            .iter()
-            .all(|&(id, _)| model.node(id).op_is::<AxisOp>());
-        if only_reshapes {
-            let last = model.node(chain.last().expect("non-empty").0);
-            let shape = concrete_shape(model, OutletId::new(last.id, 0))?;
-            ops.push(Op::Reshape {
-                node: last.name.clone(),
-                shape,
-            });
-        } else {
-            ops.push(dense_of_chain(model, chain, in_shape)?);
-        }
-        chain.clear();
-        Ok(())
+    let mut w = Walk {
+        model,
+        ops: Vec::new(),
+        mat: HashMap::from([(inputs[0], 0)]),
+        pending: HashMap::new(),
     };
     let mut taken: HashSet<usize> = HashSet::new();
-    for (pos, &id) in order.iter().enumerate() {
+    'nodes: for (pos, &id) in order.iter().enumerate() {
         let node = model.node(id);
         if node.op_is::<TypedSource>() || node.op_is::<Const>() || taken.contains(&id) {
             continue;
         }
-        // a non-linear element-wise function of the activation, possibly over several nodes
+        if node.outputs.len() != 1 {
+            return Err(unsupported(node));
+        }
+        let out = OutletId::new(id, 0);
+        let computed: Vec<(usize, OutletId)> = node
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| const_of(model, **o).is_none())
+            .map(|(i, o)| (i, *o))
+            .collect();
+        if computed.is_empty() {
+            return Err(CompileError::Structure {
+                node: node.name.clone(),
+                detail: "computes from constants only (not folded by the importer)".into(),
+            });
+        }
+        // a non-linear element-wise function of one activation, possibly over several nodes
         // (GELU reads `x` twice): one table lookup
         let piecewise = node
             .op_as::<ElementWiseOp>()
             .is_some_and(|e| e.0.is::<LeakyRelu>());
         let candidate = (node.op_is::<ElementWiseOp>() && !piecewise)
-            || model.outlet_successors(current).len() > 1
-            || node.op_is::<TypedBinOp>();
-        if candidate && node.inputs.contains(&current) {
-            if let Some((nodes, out)) = element_region(model, &order, pos, current) {
-                flush(&mut chain, &mut ops, &chain_in_shape)?;
-                let f = sample_region(model, &nodes, current)?;
-                let last = model.node(out.node);
-                ops.push(Op::Elementwise {
-                    node: last.name.clone(),
-                    label: region_label(model, &nodes),
-                    f: Arc::new(f),
-                });
-                taken.extend(nodes);
-                current = out;
-                continue;
+            || node.op_is::<TypedBinOp>()
+            || computed
+                .iter()
+                .any(|(_, x)| model.outlet_successors(*x).len() > 1);
+        if candidate {
+            for &(_, x) in &computed {
+                if let Some((nodes, region_out)) = element_region(model, &order, pos, x) {
+                    let f = sample_region(model, &nodes, x)?;
+                    w.ready(x)?;
+                    w.ops.push(Op::Elementwise {
+                        node: model.node(region_out.node).name.clone(),
+                        label: region_label(model, &nodes),
+                        f: Arc::new(f),
+                    });
+                    w.mat.insert(region_out, w.ops.len());
+                    taken.extend(nodes);
+                    continue 'nodes;
+                }
             }
         }
-        let slots: Vec<usize> = node
-            .inputs
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| const_of(model, **o).is_none())
-            .map(|(i, _)| i)
-            .collect();
-        if slots.len() != 1 || node.inputs[slots[0]] != current {
-            return Err(CompileError::Structure {
-                node: node.name.clone(),
-                detail: "the graph is not a single chain of operations on the input (branches or several computed operands)".into(),
-            });
+        if computed.len() > 1 {
+            // sums, differences and concatenations of activations are affine in them
+            let linear = node.op_is::<TypedConcat>()
+                || node
+                    .op_as::<TypedBinOp>()
+                    .is_some_and(|b| b.0.is::<Add>() || b.0.is::<Sub>());
+            if !linear {
+                return Err(CompileError::UnsupportedOp {
+                    op: node.op.name().to_string(),
+                    node: node.name.clone(),
+                    needed: "a product of two activations (attention's MatMul, gating) needs its own chip; VeriML supports sums, differences and concatenations of activations, and element-wise functions of one activation".into(),
+                });
+            }
+            let mut srcs: Vec<OutletId> = Vec::new();
+            for &(_, x) in &computed {
+                for s in w.sources_of(x).expect("an earlier node") {
+                    if !srcs.contains(&s) {
+                        srcs.push(s);
+                    }
+                }
+            }
+            w.pending.insert(out, srcs);
+            continue;
         }
-        if node.outputs.len() != 1 {
-            return Err(unsupported(node));
-        }
-        let consumers = model.outlet_successors(current).len();
-        if consumers > 1 {
-            return Err(CompileError::Structure {
-                node: node.name.clone(),
-                detail: "a tensor is used by several nodes (branches are not supported yet)".into(),
-            });
-        }
-        let out_shape = concrete_shape(model, OutletId::new(id, 0))?;
-        let kind = classify(model, node, slots[0])?;
+        let (slot, x) = computed[0];
+        let kind = classify(model, node, slot)?;
         match kind {
             Kind::Affine => {
-                if chain.is_empty() {
-                    chain_in_shape = current_shape.clone();
+                // squeezes and reshapes of a computed value keep its data order: the same value
+                let keeps_order = node
+                    .op_as::<AxisOp>()
+                    .is_some_and(|a| !matches!(a, AxisOp::Move(..)));
+                match w.mat.get(&x) {
+                    Some(&v) if keeps_order => {
+                        w.mat.insert(out, v);
+                    }
+                    _ => {
+                        let srcs = w.sources_of(x).expect("an earlier node");
+                        w.pending.insert(out, srcs);
+                    }
                 }
-                chain.push((id, slots[0]));
             }
             Kind::Relu => {
-                flush(&mut chain, &mut ops, &chain_in_shape)?;
-                ops.push(Op::Relu {
+                w.ready(x)?;
+                w.ops.push(Op::Relu {
                     node: node.name.clone(),
                 });
+                w.mat.insert(out, w.ops.len());
             }
             Kind::MaxConst | Kind::MinConst | Kind::Leaky(_) => {
-                flush(&mut chain, &mut ops, &chain_in_shape)?;
-                let n: usize = current_shape.iter().product();
+                let shape = concrete_shape(model, x)?;
+                let n: usize = shape.iter().product();
                 let piece = match kind {
                     Kind::Leaky(alpha) => Piece::Leaky(alpha),
                     // the constant, broadcast to the activation: the node on an extreme input
-                    Kind::MaxConst => Piece::Max(extreme(model, node, &current_shape, -1e30)?),
-                    _ => Piece::Min(extreme(model, node, &current_shape, 1e30)?),
+                    Kind::MaxConst => Piece::Max(extreme(model, node, &shape, -1e30)?),
+                    _ => Piece::Min(extreme(model, node, &shape, 1e30)?),
                 };
-                ops.extend(piecewise_ops(&node.name, &piece, n));
+                w.ready(x)?;
+                w.ops.extend(piecewise_ops(&node.name, &piece, n));
+                w.mat.insert(out, w.ops.len());
             }
             Kind::MaxPool => {
-                flush(&mut chain, &mut ops, &chain_in_shape)?;
-                let windows = pool_windows(model, node, &current_shape)?;
-                // after a ReLU (reshapes aside) every value is non-negative
-                let nonneg = matches!(
-                    ops.iter()
-                        .rev()
-                        .find(|op| !matches!(op, Op::Reshape { .. })),
-                    Some(Op::Relu { .. })
-                );
-                ops.extend(max_pool_ops(
+                let shape = concrete_shape(model, x)?;
+                let windows = pool_windows(model, node, &shape)?;
+                let v = w.ready(x)?;
+                // the output of a ReLU is non-negative
+                let nonneg = v > 0 && matches!(w.ops[v - 1], Op::Relu { .. });
+                w.ops.extend(max_pool_ops(
                     &node.name,
                     &windows,
-                    current_shape.iter().product(),
+                    shape.iter().product(),
                     nonneg,
                 ));
+                w.mat.insert(out, w.ops.len());
             }
         }
-        current = OutletId::new(id, 0);
-        current_shape = out_shape;
     }
-    flush(&mut chain, &mut ops, &chain_in_shape)?;
-    let ops = fuse_dense(ops);
-    if current != outputs[0] {
+    w.ready(outputs[0])?;
+    if w.ops.is_empty() {
         return Err(CompileError::Structure {
-            node: model.node(outputs[0].node).name.clone(),
-            detail: "the output is not the end of the operation chain".into(),
+            node: "graph".into(),
+            detail: "the model computes nothing the circuit could prove (no layer)".into(),
         });
     }
     Ok(Graph {
         input_shape,
         output_shape,
-        ops,
+        ops: fuse_dense(w.ops),
     })
 }
 

@@ -25,7 +25,7 @@ use crate::error::CompileError;
 use crate::graph::{Graph, Op, Samples};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 /// Identifier of the quantization scheme implemented here.
 pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/range-coded-input/v3";
@@ -94,6 +94,10 @@ pub enum QLayer {
         /// is false).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lookup: Option<QLookup>,
+        /// The values the layer reads, concatenated: 0 is the input codes, `l + 1` the output
+        /// of layer `l`. Empty: the previous layer's output (the input codes for the first).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<usize>,
     },
     /// Stand-alone ReLU (not preceded by a dense layer).
     Relu {
@@ -104,6 +108,15 @@ pub enum QLayer {
 }
 
 impl QLayer {
+    /// The layer values layer `l` reads, concatenated (0: the input codes, `m + 1`: layer `m`'s
+    /// output); a stand-alone ReLU reads the previous layer.
+    pub fn sources(&self, l: usize) -> Vec<usize> {
+        match self {
+            QLayer::Dense { sources, .. } if !sources.is_empty() => sources.clone(),
+            _ => vec![l],
+        }
+    }
+
     /// What the layer computes, for reports: `dense`, `dense+relu`, `dense+Sigmoid` (a lookup),
     /// `relu`.
     pub fn kind(&self) -> String {
@@ -128,11 +141,16 @@ pub struct QLookup {
     pub grid_shift: u32,
     pub z_min: i64,
     pub table: Vec<i64>,
+    /// For a function flat beyond `±c` (sigmoid, tanh, erf, ...): the rounded value is clamped
+    /// to `[−c, c]` before the lookup and the table covers exactly that, whatever the interval
+    /// bounds of `z` (the circuit proves the clamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp: Option<i64>,
 }
 
 impl QLookup {
-    /// The entry for `z` (clamped to the table: only reached for inputs outside the declared
-    /// range, which cannot be proven anyway).
+    /// The entry for `z` (clamped to the table: the declared clamp, or for a table without one
+    /// only reached for inputs outside the declared range, which cannot be proven anyway).
     pub fn get(&self, z: i128) -> i64 {
         let i = (z - self.z_min as i128).clamp(0, self.table.len() as i128 - 1);
         self.table[i as usize]
@@ -179,136 +197,13 @@ pub fn quantize_value(v: f64, bits: u32) -> i64 {
     (v * (1u64 << bits) as f64).round() as i64
 }
 
-/// A float op after the input coding is folded into the first layer (weights in `f64`), with
-/// the index of the graph op whose output it computes.
-enum FOp {
-    Dense {
-        node: String,
-        inputs: usize,
-        outputs: usize,
-        weights: Vec<f64>,
-        bias: Vec<f64>,
-        src: usize,
-    },
-    Relu {
-        node: String,
-        src: usize,
-    },
-    /// A non-linear element-wise function (always right after a dense op).
-    Act {
-        label: String,
-        f: Arc<Samples>,
-        src: usize,
-    },
-}
-
-impl FOp {
-    fn src(&self) -> usize {
-        match self {
-            FOp::Dense { src, .. } | FOp::Relu { src, .. } | FOp::Act { src, .. } => *src,
-        }
-    }
-}
-
-/// How the quantizer turns float ops into layers: a dense op followed by a ReLU or a
-/// non-linear function becomes one layer with it fused. Yields `(index of the layer's first
-/// op, activation fused)`.
-fn fused_layers(ops: &[FOp]) -> Vec<(usize, bool)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < ops.len() {
-        let relu = matches!(ops[i], FOp::Dense { .. })
-            && matches!(ops.get(i + 1), Some(FOp::Relu { .. } | FOp::Act { .. }));
-        out.push((i, relu));
-        i += if relu { 2 } else { 1 };
-    }
-    out
-}
-
 /// For each layer [`QuantizedModel::from_graph`] makes of `graph`, the index of the graph op
 /// after which the float activations are that layer's output (per-layer accuracy reports
-/// compare the two).
+/// compare the two); empty if the graph does not quantize with default options.
 pub fn layer_sources(graph: &Graph) -> Vec<usize> {
-    let ops = fold_input_code(graph, 0.0, 1.0);
-    fused_layers(&ops)
-        .into_iter()
-        .map(|(i, relu)| ops[if relu { i + 1 } else { i }].src())
-        .collect()
-}
-
-/// The graph's ops with the input code folded in: the first layer reads codes `u`, so its
-/// weights are multiplied by `step`, one code unit in activation units
-/// (`(hi − lo)·2^S/(2^B − 1)`), and `lo·Σ_j W_oj` is added to its biases. A graph that starts with a ReLU gets a
-/// diagonal first layer doing just that. A non-linear function not right after a dense op
-/// gets an identity dense layer before it (its table lookup reads a dense layer's rounding).
-fn fold_input_code(graph: &Graph, lo: f64, step: f64) -> Vec<FOp> {
-    let mut out = Vec::new();
-    let mut width = graph.input_len();
-    for (src, op) in graph.ops.iter().enumerate() {
-        let first = out.is_empty();
-        match op {
-            Op::Dense {
-                node,
-                inputs,
-                outputs,
-                weights,
-                bias,
-            } => {
-                let mut w: Vec<f64> = weights.iter().map(|&v| v as f64).collect();
-                let mut b: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
-                if first {
-                    for o in 0..*outputs {
-                        let row = &mut w[o * inputs..(o + 1) * inputs];
-                        b[o] += lo * row.iter().sum::<f64>();
-                        row.iter_mut().for_each(|v| *v *= step);
-                    }
-                }
-                out.push(FOp::Dense {
-                    node: node.clone(),
-                    inputs: *inputs,
-                    outputs: *outputs,
-                    weights: w,
-                    bias: b,
-                    src,
-                });
-                width = *outputs;
-            }
-            Op::Relu { .. } | Op::Elementwise { .. } => {
-                let after_dense = matches!(out.last(), Some(FOp::Dense { .. }));
-                if first || (matches!(op, Op::Elementwise { .. }) && !after_dense) {
-                    let n = width;
-                    let (scale, offset, name) = if first {
-                        (step, lo, "input".to_string())
-                    } else {
-                        (1.0, 0.0, format!("{}/in", op.node()))
-                    };
-                    let mut w = vec![0.0; n * n];
-                    (0..n).for_each(|j| w[j * n + j] = scale);
-                    out.push(FOp::Dense {
-                        node: name,
-                        inputs: n,
-                        outputs: n,
-                        weights: w,
-                        bias: vec![offset; n],
-                        src,
-                    });
-                }
-                out.push(match op {
-                    Op::Elementwise { label, f, .. } => FOp::Act {
-                        label: label.clone(),
-                        f: f.clone(),
-                        src,
-                    },
-                    _ => FOp::Relu {
-                        node: op.node().to_string(),
-                        src,
-                    },
-                });
-            }
-            Op::Reshape { .. } => {}
-        }
-    }
-    out
+    QuantizedModel::build(graph, &QuantOptions::default())
+        .map(|(_, src)| src)
+        .unwrap_or_default()
 }
 
 /// The input code width for a range: the bits of `hi − lo` at scale `2^S`, rounded up to a
@@ -317,6 +212,167 @@ fn input_bits_for(range: (f64, f64), scale_bits: u32) -> u32 {
     let span =
         quantize_value(range.1, scale_bits) as i128 - quantize_value(range.0, scale_bits) as i128;
     bits_for(span.max(1)).div_ceil(INPUT_BITS_STEP) * INPUT_BITS_STEP
+}
+
+/// Builds the layers of a quantized model one by one.
+struct Builder<'o> {
+    opts: &'o QuantOptions,
+    lo: f64,
+    /// One input code unit, in activation units.
+    step: f64,
+    /// Interval bounds of each layer value: the input codes, then each layer's output.
+    bounds: Vec<Vec<(i128, i128)>>,
+    layers: Vec<QLayer>,
+    /// Per layer, the graph op whose output it is.
+    src: Vec<usize>,
+}
+
+impl Builder<'_> {
+    /// A dense layer reading the concatenation of layer values `srcs`, with the ReLU or
+    /// function `act` fused.
+    #[allow(clippy::too_many_arguments)]
+    fn dense(
+        &mut self,
+        node: &str,
+        inputs: usize,
+        outputs: usize,
+        mut weights: Vec<f64>,
+        mut bias: Vec<f64>,
+        srcs: Vec<usize>,
+        act: Option<&Op>,
+        src_op: usize,
+    ) -> Result<(), CompileError> {
+        let idx = self.layers.len();
+        let bounds: Vec<(i128, i128)> = srcs
+            .iter()
+            .flat_map(|&v| self.bounds[v].iter().copied())
+            .collect();
+        if inputs != bounds.len() || weights.len() != inputs * outputs || bias.len() != outputs {
+            return Err(CompileError::Structure {
+                node: node.into(),
+                detail: format!(
+                    "dense layer expects {inputs} inputs but receives {}",
+                    bounds.len()
+                ),
+            });
+        }
+        if !weights.iter().chain(bias.iter()).all(|w| w.is_finite()) {
+            return Err(CompileError::Quantization {
+                layer: idx,
+                detail: format!("node `{node}` has a NaN or infinite parameter"),
+            });
+        }
+        // the columns reading the input codes: `W x + b = (W·step) u + (b + W·lo)`
+        let mut col = 0;
+        for &v in &srcs {
+            let width = self.bounds[v].len();
+            if v == 0 {
+                for o in 0..outputs {
+                    let row = &mut weights[o * inputs + col..o * inputs + col + width];
+                    bias[o] += self.lo * row.iter().sum::<f64>();
+                    row.iter_mut().for_each(|w| *w *= self.step);
+                }
+            }
+            col += width;
+        }
+        let s = self.opts.activation_scale_bits;
+        let (relu, f) = match act {
+            Some(Op::Relu { .. }) => (true, None),
+            Some(Op::Elementwise { label, f, .. }) => (false, Some((label, f))),
+            _ => (false, None),
+        };
+        // a table reads the rounded value on a grid coarse enough for the table to cover every
+        // value it can take: `2^−grid_shift` of the activation unit
+        let grid_shift = match f {
+            Some((_, f)) => {
+                let mut span = float_span(&weights, &bias, inputs, &bounds, s);
+                if let Some(x) = saturation(f, (-(s as f64) - 1.0).exp2()) {
+                    span = span.min(2.0 * (x * (s as f64).exp2() + 1.0));
+                }
+                grid_shift_for(span, self.opts.lookup_bits)
+            }
+            None => 0,
+        };
+        let g = (-(grid_shift as f64)).exp2();
+        let (wq, bq, shift, zb) = quantize_dense(
+            &weights.iter().map(|w| w * g).collect::<Vec<_>>(),
+            &bias.iter().map(|b| b * g).collect::<Vec<_>>(),
+            inputs,
+            &bounds,
+            s,
+            self.opts.weight_precision_bits,
+        );
+        // the rescale chip range-checks both parts of the pre-activation value, so the bound is
+        // taken before the ReLU clamps it
+        let max_abs = zb
+            .iter()
+            .map(|b| b.0.abs().max(b.1.abs()))
+            .max()
+            .unwrap_or(0);
+        let out_bits = bits_for(max_abs);
+        if out_bits > 100 {
+            return Err(CompileError::Quantization {
+                layer: idx,
+                detail: format!("activations of `{node}` need {out_bits} bits"),
+            });
+        }
+        let (lookup, out) = match f {
+            Some((label, f)) => {
+                let t = lookup_table(label, f, &zb, grid_shift, s, self.opts.lookup_bits).map_err(
+                    |detail| CompileError::Quantization {
+                        layer: idx,
+                        detail: format!("node `{node}`: {detail}"),
+                    },
+                )?;
+                let (lo, hi) = t.table.iter().fold((i128::MAX, i128::MIN), |m, &v| {
+                    (m.0.min(v as i128), m.1.max(v as i128))
+                });
+                (Some(t), vec![(lo, hi); outputs])
+            }
+            None => (
+                None,
+                zb.iter()
+                    .map(|&(l, h)| if relu { (l.max(0), h.max(0)) } else { (l, h) })
+                    .collect(),
+            ),
+        };
+        self.bounds.push(out);
+        self.layers.push(QLayer::Dense {
+            node: node.into(),
+            inputs,
+            outputs,
+            weights: wq,
+            bias: bq,
+            shift,
+            relu,
+            out_bits,
+            lookup,
+            // the previous layer (or the input, for the first) is implied
+            sources: if srcs == [idx] { Vec::new() } else { srcs },
+        });
+        self.src.push(src_op);
+        Ok(())
+    }
+
+    /// A stand-alone ReLU on the last layer's output.
+    fn relu(&mut self, node: &str, src_op: usize) -> Result<(), CompileError> {
+        let bounds: Vec<(i128, i128)> = self
+            .bounds
+            .last()
+            .expect("a layer")
+            .iter()
+            .map(|b| (b.0.max(0), b.1.max(0)))
+            .collect();
+        let max_abs = bounds.iter().map(|b| b.1).max().unwrap_or(0);
+        self.layers.push(QLayer::Relu {
+            node: node.into(),
+            len: bounds.len(),
+            out_bits: bits_for(max_abs),
+        });
+        self.bounds.push(bounds);
+        self.src.push(src_op);
+        Ok(())
+    }
 }
 
 /// Quantizes a dense layer's weights (at a scale `2^shift` giving the largest weight
@@ -404,8 +460,16 @@ fn lookup_table(
     s: u32,
     table_bits: u32,
 ) -> Result<QLookup, String> {
-    let z_min = zb.iter().map(|b| b.0).min().unwrap_or(0);
-    let z_max = zb.iter().map(|b| b.1).max().unwrap_or(0);
+    let mut z_min = zb.iter().map(|b| b.0).min().unwrap_or(0);
+    let mut z_max = zb.iter().map(|b| b.1).max().unwrap_or(0);
+    // a function flat beyond ±x needs no entries beyond it: clamp there
+    let unit = (grid_shift as f64 - s as f64).exp2();
+    let clamp = saturation(f, (-(s as f64) - 1.0).exp2())
+        .map(|x| (x / unit).ceil() as i128 + 1)
+        .filter(|&c| z_min < -c || z_max > c);
+    if let Some(c) = clamp {
+        (z_min, z_max) = (-c, c);
+    }
     let len = z_max - z_min + 1;
     if len > 1i128 << MAX_LOOKUP_BITS.min(table_bits + 1) {
         return Err(format!(
@@ -413,7 +477,6 @@ fn lookup_table(
             MAX_LOOKUP_BITS.min(table_bits + 1)
         ));
     }
-    let unit = (grid_shift as f64 - s as f64).exp2();
     let scale = (s as f64).exp2();
     let table = (z_min..=z_max)
         .map(|z| {
@@ -434,12 +497,39 @@ fn lookup_table(
         grid_shift,
         z_min: z_min as i64,
         table,
+        clamp: clamp.map(|c| c as i64),
     })
+}
+
+/// The smallest `x` beyond which a sampled function stays within `tol` of its values at the
+/// ends of the samples, when it is flat there on both sides (it then saturates: sigmoid, tanh,
+/// erf, hard sigmoid); `None` for a function that keeps changing at either end (GELU, exp).
+fn saturation(f: &Samples, tol: f64) -> Option<f64> {
+    let v = &f.values;
+    let n = v.len();
+    if n < 3 {
+        return None;
+    }
+    let (left, right) = (v[0], v[n - 1]);
+    // flat at both ends: the extrapolation adds nothing
+    if (v[1] - left).abs() > tol / 64.0 || (v[n - 2] - right).abs() > tol / 64.0 {
+        return None;
+    }
+    let first = v.iter().position(|&y| (y - left).abs() > tol)?;
+    let last = v.iter().rposition(|&y| (y - right).abs() > tol)?;
+    let x_left = f.lo + (first.saturating_sub(1)) as f64 * f.step;
+    let x_right = f.lo + (last + 1) as f64 * f.step;
+    Some(x_left.abs().max(x_right.abs()))
 }
 
 impl QuantizedModel {
     /// Quantizes a float graph.
     pub fn from_graph(graph: &Graph, opts: &QuantOptions) -> Result<Self, CompileError> {
+        Self::build(graph, opts).map(|(m, _)| m)
+    }
+
+    /// Quantizes a float graph; also returns, for each layer, the graph op whose output it is.
+    fn build(graph: &Graph, opts: &QuantOptions) -> Result<(Self, Vec<usize>), CompileError> {
         let s = opts.activation_scale_bits;
         if s > MAX_SCALE_BITS || opts.weight_precision_bits > MAX_SCALE_BITS {
             return Err(CompileError::Quantization {
@@ -467,121 +557,135 @@ impl QuantizedModel {
         }
         let code_max = (1u64 << input_bits) - 1;
         let step = (hi - lo) * (1u64 << s) as f64 / code_max as f64;
-        let ops = fold_input_code(graph, lo, step);
         let n_in = graph.input_len();
-        // interval bounds of every current activation, as integers (the codes first)
-        let mut bounds: Vec<(i128, i128)> = vec![(0, code_max as i128); n_in];
-        let mut layers: Vec<QLayer> = Vec::new();
-        for (i, fused) in fused_layers(&ops) {
-            let idx = layers.len();
+        let mut b = Builder {
+            opts,
+            lo,
+            step,
+            // interval bounds of every layer value: the input codes, then each layer's output
+            bounds: vec![vec![(0, code_max as i128); n_in]],
+            layers: Vec::new(),
+            src: Vec::new(),
+        };
+        // graph values (0: the input, i + 1: op i's output) to layer values (0: the input
+        // codes, l + 1: layer l's output); a concatenation waits for the op that reads it
+        let mut at: Vec<Option<usize>> = vec![Some(0)];
+        let mut concat: Option<Vec<usize>> = None;
+        let referenced: HashSet<usize> = graph
+            .ops
+            .iter()
+            .flat_map(|op| match op {
+                Op::Concat { sources, .. } => sources.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let ops = &graph.ops;
+        let mut i = 0;
+        while i < ops.len() {
+            // what op i reads: a concatenation, or the previous value
+            let reads = |concat: &mut Option<Vec<usize>>, at: &[Option<usize>]| match concat.take()
+            {
+                Some(v) => Ok(v),
+                None => at[i]
+                    .map(|v| vec![v])
+                    .ok_or_else(|| CompileError::Structure {
+                        node: ops[i].node().to_string(),
+                        detail: "reads a value no layer computes".into(),
+                    }),
+            };
             match &ops[i] {
-                FOp::Dense {
+                Op::Reshape { .. } => at.push(at[i]),
+                Op::Concat { sources, .. } => {
+                    let v = sources
+                        .iter()
+                        .map(|&g| at.get(g).copied().flatten())
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| CompileError::Structure {
+                            node: ops[i].node().to_string(),
+                            detail: "concatenates a value computed later or never".into(),
+                        })?;
+                    concat = Some(v);
+                    at.push(None);
+                }
+                Op::Dense {
                     node,
                     inputs,
                     outputs,
                     weights,
                     bias,
-                    ..
                 } => {
-                    if *inputs != bounds.len() {
-                        return Err(CompileError::Structure {
-                            node: node.clone(),
-                            detail: format!(
-                                "dense layer expects {inputs} inputs but receives {}",
-                                bounds.len()
-                            ),
+                    let srcs = reads(&mut concat, &at)?;
+                    // a ReLU or function right after it (reshapes aside) is fused, unless
+                    // another op reads the value in between
+                    let j = (i + 1..ops.len())
+                        .find(|&j| !matches!(ops[j], Op::Reshape { .. }))
+                        .filter(|&j| {
+                            matches!(ops[j], Op::Relu { .. } | Op::Elementwise { .. })
+                                && (i + 1..=j).all(|v| !referenced.contains(&v))
                         });
+                    let act = j.map(|j| &ops[j]);
+                    let w: Vec<f64> = weights.iter().map(|&v| v as f64).collect();
+                    let bs: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
+                    b.dense(node, *inputs, *outputs, w, bs, srcs, act, j.unwrap_or(i))?;
+                    let l = b.layers.len();
+                    for _ in i..=j.unwrap_or(i) {
+                        at.push(Some(l));
                     }
-                    if !weights.iter().chain(bias.iter()).all(|w| w.is_finite()) {
-                        return Err(CompileError::Quantization {
-                            layer: idx,
-                            detail: format!("node `{node}` has a NaN or infinite parameter"),
-                        });
-                    }
-                    let act = match ops.get(i + 1) {
-                        Some(FOp::Act { label, f, .. }) if fused => Some((label, f)),
-                        _ => None,
-                    };
-                    let relu = fused && act.is_none();
-                    // a table reads the rounded value on a grid coarse enough for the table
-                    // to cover every value it can take: `2^−grid_shift` of the activation unit
-                    let grid_shift = match act {
-                        Some(_) => {
-                            let span = float_span(weights, bias, *inputs, &bounds, s);
-                            grid_shift_for(span, opts.lookup_bits)
-                        }
-                        None => 0,
-                    };
-                    let g = (-(grid_shift as f64)).exp2();
-                    let (wq, bq, shift, zb) = quantize_dense(
-                        &weights.iter().map(|w| w * g).collect::<Vec<_>>(),
-                        &bias.iter().map(|b| b * g).collect::<Vec<_>>(),
-                        *inputs,
-                        &bounds,
-                        s,
-                        opts.weight_precision_bits,
-                    );
-                    // the rescale chip range-checks both parts of the pre-activation value, so
-                    // the bound is taken before the ReLU clamps it
-                    let max_abs = zb
-                        .iter()
-                        .map(|b| b.0.abs().max(b.1.abs()))
-                        .max()
-                        .unwrap_or(0);
-                    let out_bits = bits_for(max_abs);
-                    if out_bits > 100 {
-                        return Err(CompileError::Quantization {
-                            layer: idx,
-                            detail: format!("activations of `{node}` need {out_bits} bits"),
-                        });
-                    }
-                    let lookup = match act {
-                        Some((label, f)) => {
-                            let t = lookup_table(label, f, &zb, grid_shift, s, opts.lookup_bits)
-                                .map_err(|detail| CompileError::Quantization {
-                                    layer: idx,
-                                    detail: format!("node `{node}`: {detail}"),
-                                })?;
-                            let (lo, hi) = t.table.iter().fold((i128::MAX, i128::MIN), |m, &v| {
-                                (m.0.min(v as i128), m.1.max(v as i128))
-                            });
-                            bounds = vec![(lo, hi); *outputs];
-                            Some(t)
-                        }
-                        None => {
-                            bounds = zb
-                                .iter()
-                                .map(|&(l, h)| if relu { (l.max(0), h.max(0)) } else { (l, h) })
-                                .collect();
-                            None
-                        }
-                    };
-                    layers.push(QLayer::Dense {
-                        node: node.clone(),
-                        inputs: *inputs,
-                        outputs: *outputs,
-                        weights: wq,
-                        bias: bq,
-                        shift,
-                        relu,
-                        out_bits,
-                        lookup,
-                    });
+                    i = j.unwrap_or(i) + 1;
+                    continue;
                 }
-                FOp::Relu { node, .. } => {
-                    bounds
-                        .iter_mut()
-                        .for_each(|b| *b = (b.0.max(0), b.1.max(0)));
-                    let max_abs = bounds.iter().map(|b| b.1).max().unwrap_or(0);
-                    layers.push(QLayer::Relu {
-                        node: node.clone(),
-                        len: bounds.len(),
-                        out_bits: bits_for(max_abs),
-                    });
+                op @ (Op::Relu { .. } | Op::Elementwise { .. }) => {
+                    let srcs = reads(&mut concat, &at)?;
+                    let prev = b.layers.len();
+                    if matches!(op, Op::Relu { .. }) && srcs == [prev] && prev > 0 {
+                        b.relu(op.node(), i)?;
+                    } else {
+                        // an identity layer the ReLU or the function is fused into (on the
+                        // input, it reads the codes)
+                        let n: usize = srcs.iter().map(|&v| b.bounds[v].len()).sum();
+                        let mut w = vec![0.0; n * n];
+                        (0..n).for_each(|j| w[j * n + j] = 1.0);
+                        let name = if srcs == [0] {
+                            "input".to_string()
+                        } else {
+                            format!("{}/in", op.node())
+                        };
+                        b.dense(&name, n, n, w, vec![0.0; n], srcs, Some(op), i)?;
+                    }
+                    at.push(Some(b.layers.len()));
                 }
-                FOp::Act { .. } => unreachable!("a function always follows a dense op"),
             }
+            i += 1;
         }
+        // the output is the last layer's
+        let last = match concat.take() {
+            Some(v) => Some(v),
+            None => at[ops.len()]
+                .filter(|&v| v != b.layers.len())
+                .map(|v| vec![v]),
+        };
+        if let Some(srcs) = last {
+            let n: usize = srcs.iter().map(|&v| b.bounds[v].len()).sum();
+            let mut w = vec![0.0; n * n];
+            (0..n).for_each(|j| w[j * n + j] = 1.0);
+            b.dense(
+                "output",
+                n,
+                n,
+                w,
+                vec![0.0; n],
+                srcs,
+                None,
+                ops.len().saturating_sub(1),
+            )?;
+        }
+        if b.layers.is_empty() {
+            return Err(CompileError::Structure {
+                node: "graph".into(),
+                detail: "the model computes nothing the circuit could prove (no layer)".into(),
+            });
+        }
+        let bounds = b.bounds.last().expect("a layer");
         if bounds.len() != graph.output_len() {
             return Err(CompileError::Structure {
                 node: "output".into(),
@@ -592,14 +696,19 @@ impl QuantizedModel {
                 ),
             });
         }
-        Ok(QuantizedModel {
-            input_shape: graph.input_shape.clone(),
-            output_shape: graph.output_shape.clone(),
-            activation_scale_bits: s,
-            input_range: (lo, hi),
-            input_bits,
-            layers,
-        })
+        let layers = b.layers;
+        let src = b.src;
+        Ok((
+            QuantizedModel {
+                input_shape: graph.input_shape.clone(),
+                output_shape: graph.output_shape.clone(),
+                activation_scale_bits: s,
+                input_range: (lo, hi),
+                input_bits,
+                layers,
+            },
+            src,
+        ))
     }
 
     pub fn input_len(&self) -> usize {
@@ -635,6 +744,8 @@ impl QuantizedModel {
                 "the first layer must be dense (it reads the input codes)".into(),
             );
         }
+        // the width of every layer value: the input, then each layer's output
+        let mut widths = vec![self.input_len()];
         let mut width = self.input_len();
         for (i, layer) in self.layers.iter().enumerate() {
             match layer {
@@ -649,11 +760,19 @@ impl QuantizedModel {
                     lookup,
                     ..
                 } => {
+                    let srcs = layer.sources(i);
+                    if srcs.iter().any(|&v| v > i) {
+                        return bad(i, "reads a value computed later".into());
+                    }
+                    width = srcs.iter().map(|&v| widths[v]).sum();
                     if let Some(t) = lookup {
                         if *relu
                             || t.table.is_empty()
                             || t.table.len() > 1 << (MAX_LOOKUP_BITS + 1)
                             || t.table.iter().any(|v| v.unsigned_abs() >= 1 << 60)
+                            || t.clamp.is_some_and(|c| {
+                                c <= 0 || t.z_min != -c || t.table.len() as i64 != 2 * c + 1
+                            })
                         {
                             return bad(i, "lookup table empty, too large or with a ReLU".into());
                         }
@@ -678,6 +797,7 @@ impl QuantizedModel {
                     }
                 }
             }
+            widths.push(width);
         }
         if width != self.output_len() {
             return bad(
@@ -766,10 +886,15 @@ impl QuantizedModel {
 
     /// The integer forward pass, returning the activations after every layer.
     pub fn trace(&self, input: &[i64]) -> Vec<Vec<i64>> {
-        let mut x: Vec<i64> = input.to_vec();
-        let mut out = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            x = match layer {
+        let mut out: Vec<Vec<i64>> = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let x: Vec<i64> = layer
+                .sources(l)
+                .iter()
+                .flat_map(|&v| if v == 0 { input } else { &out[v - 1][..] })
+                .copied()
+                .collect();
+            let x = match layer {
                 QLayer::Dense {
                     inputs,
                     outputs,
@@ -792,7 +917,7 @@ impl QuantizedModel {
                     .collect(),
                 QLayer::Relu { .. } => x.iter().map(|&v| v.max(0)).collect(),
             };
-            out.push(x.clone());
+            out.push(x);
         }
         out
     }

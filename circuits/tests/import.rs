@@ -69,6 +69,7 @@ fn convolutions_and_pooling_match_the_reference_outputs() {
         ("conv_zoo/conv1d", 5e-4),
         ("conv_zoo/grouped", 5e-4),
         ("conv_zoo/input_maxpool", 2e-4),
+        ("conv_zoo/resnet_block", 0.0064),
         ("lenet28", 2e-4),
         ("digits_cnn", 0.0064),
     ] {
@@ -172,6 +173,26 @@ fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
         other => panic!("expected UnsupportedOp, got {other:?}"),
     }
     assert!(e.to_string().contains("Softmax"));
+}
+
+/// A product of two different activations is not an element-wise function of one: a typed
+/// error naming the node.
+#[test]
+fn a_product_of_two_activations_is_a_typed_error() {
+    let e = veriml_circuits::compile_model(
+        &fixture("conv_zoo/gated", "model.onnx"),
+        &opts(),
+        &Default::default(),
+    )
+    .unwrap_err();
+    match &e {
+        CompileError::UnsupportedOp { op, node, needed } => {
+            assert!(op.contains("Mul"), "op {op}");
+            assert!(node.contains("mul"), "node {node}");
+            assert!(needed.contains("product of two activations"), "{needed}");
+        }
+        other => panic!("expected UnsupportedOp, got {other:?}"),
+    }
 }
 
 #[test]

@@ -277,3 +277,68 @@ fn onnx_activation_models_prove_and_reject_cheats() {
         }
     }
 }
+
+/// A saturating function (tanh) after a layer whose values reach far beyond its saturation: the
+/// table covers only the clamp `[−c, c]`, the rounded value is clamped in the circuit, and a
+/// clamped value claimed one step inside the clamp (its entry and the forward pass following)
+/// is rejected by the clamp constraints alone.
+#[test]
+fn clamped_lookups_are_exact_and_proven() {
+    let mut first = dense("fc1", 5, 6, 0.5);
+    if let Op::Dense { weights, .. } = &mut first {
+        weights.iter_mut().for_each(|w| *w *= 8.0);
+    }
+    let g = Graph {
+        input_shape: vec![1, 5],
+        output_shape: vec![1, 2],
+        ops: vec![first, act("t", "Tanh", f64::tanh), dense("fc2", 6, 2, 3.0)],
+    };
+    let q = Arc::new(
+        QuantizedModel::from_graph(
+            &g,
+            &QuantOptions {
+                input_range: (-1.0, 1.0),
+                ..QuantOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let QLayer::Dense {
+        lookup: Some(t), ..
+    } = &q.layers[0]
+    else {
+        panic!("a lookup layer")
+    };
+    let c = t.clamp.expect("tanh saturates: clamped");
+    assert_eq!(t.table.len() as i64, 2 * c + 1);
+    let mut rejected = 0;
+    for mask in [0u32, 0x3ff, 0x155, 0x2aa] {
+        let x: Vec<f64> = (0..5)
+            .map(|i| [-1.0, 1.0, 0.3, -0.45][(mask >> (2 * i) & 3) as usize])
+            .collect();
+        let want = g.forward(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let codes = q.quantize_input(&x).unwrap();
+        for (w, got) in want.iter().zip(q.forward(&codes)) {
+            assert!((*w as f64 - q.dequantize(got)).abs() < 2e-3, "{w} vs {got}");
+        }
+        for (shape, k) in shapes(&q) {
+            let honest = ModelCircuit::with_input(q.clone(), shape, codes.clone()).unwrap();
+            assert_eq!(failures(k, &honest, honest.instances().unwrap()), None);
+            for index in 0..6 {
+                let bad = honest.clone().with_fault(Fault {
+                    target: FaultTarget::LookupClampInside,
+                    index,
+                });
+                // the fault applies to clamped outputs only; elsewhere the witness is honest
+                if let Some(failed) = failures(k, &bad, bad.instances().unwrap()) {
+                    assert!(
+                        failed.contains("\"lookup\"") && !failed.contains("ends and zeros"),
+                        "{failed}"
+                    );
+                    rejected += 1;
+                }
+            }
+        }
+    }
+    assert!(rejected >= 6, "only {rejected} clamp cheats applied");
+}

@@ -535,6 +535,7 @@ fn convolutional_models_prove_and_reject_cheats() {
         "conv_zoo/conv1d",
         "conv_zoo/grouped",
         "conv_zoo/input_maxpool",
+        "conv_zoo/resnet_block",
     ] {
         let (settings, compiled) = compile(model);
         let q = Arc::new(compiled.model);

@@ -258,11 +258,16 @@ fn shared_cnns_prove_and_verify_on_chain() {
 }
 
 /// Non-linear functions by table lookup (Sigmoid, Tanh, GELU, HardSwish, Exp; SiLU after a
-/// convolution, Softplus): paged, proven, verified natively and in the EVM; `accuracy
-/// --per-layer` names each lookup layer's function.
+/// convolution, Softplus) and branches (a ResNet block's skip connection, concatenated heads):
+/// paged, proven, verified natively and in the EVM; `accuracy --per-layer` names each lookup
+/// layer's function.
 #[test]
-fn activation_models_prove_and_verify_on_chain() {
-    for model in ["conv_zoo/activations", "conv_zoo/silu_cnn"] {
+fn activation_and_residual_models_prove_and_verify_on_chain() {
+    for model in [
+        "conv_zoo/activations",
+        "conv_zoo/silu_cnn",
+        "conv_zoo/resnet_block",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let [c, p, e, g] = paged_through_the_evm(dir.path(), model, "2");
         println!(
@@ -282,7 +287,9 @@ fn activation_models_prove_and_verify_on_chain() {
         ]));
         let text = a.to_string();
         assert!(
-            text.contains("dense+Sigmoid") || text.contains("dense+Silu"),
+            ["dense+Sigmoid", "dense+Silu", "dense+Tanh"]
+                .iter()
+                .any(|k| text.contains(k)),
             "{text}"
         );
     }

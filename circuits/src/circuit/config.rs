@@ -31,7 +31,6 @@ pub struct ModelConfig {
     pub(crate) shape: ColumnShape,
 }
 
-
 pub(crate) fn c(v: u64) -> Expression<Fr> {
     Expression::Constant(Fr::from(v))
 }
@@ -108,15 +107,13 @@ impl ModelConfig {
                 Some(t) => x * m.query_advice(t, Rotation::cur()) * l,
                 None => x * l,
             };
-            // lookup rows add their inverse like a checked byte
-            let looked_up = match lookup {
-                Some(lk) => m.query_fixed(lk.q_lk, Rotation::cur()) * hv.clone(),
-                None => c(0),
-            };
-            vec![
-                any * (next - cur) - term - rc * inverses - looked_up + tab * hv,
-                tie * (word - inst),
-            ]
+            let mut sum = any * (next - cur) - term - rc * inverses;
+            // lookup rows add their inverse like a checked byte (without lookups the gate is
+            // the one of circuits before them, term for term: the verifying key hashes it)
+            if let Some(lk) = lookup {
+                sum = sum - m.query_fixed(lk.q_lk, Rotation::cur()) * hv.clone();
+            }
+            vec![sum + tab * hv, tie * (word - inst)]
         });
 
         if let (Some(t), Some(q_pg)) = (t, q_pg) {
@@ -187,21 +184,28 @@ impl ModelConfig {
         });
 
         if let Some(lk) = lookup {
-            // h·key(id, p − n, a) = 1, with p and n in the rows below the entry
+            // h·key(id, zc, a) = 1 with zc = p − n − op + on (the rows below the entry), and
+            // the clamp: op·(lz − zc) = 0, on·(lz + zc) = 0 (lz: the clamp bound)
             let bits = shape.lookup_parts();
             meta.create_gate("lookup", |m| {
                 let q = m.query_fixed(lk.q_lk, Rotation::cur());
                 let parts = bits.len() as i32;
-                let z = (0..bits.len()).fold(c(0), |acc, t| {
-                    let (p, n) = (
-                        m.query_advice(a, Rotation(1 + t as i32)),
-                        m.query_advice(a, Rotation(1 + parts + t as i32)),
-                    );
-                    acc + (p - n) * k(shape.factor(&bits, t))
-                });
+                let mut value = |which: i32| {
+                    (0..bits.len()).fold(c(0), |acc, t| {
+                        acc + m.query_advice(a, Rotation(1 + which * parts + t as i32))
+                            * k(shape.factor(&bits, t))
+                    })
+                };
+                let (p, n, op, on) = (value(0), value(1), value(2), value(3));
+                let zc = p - n - op.clone() + on.clone();
+                let bound = m.query_fixed(lk.lz, Rotation::cur());
                 let y = m.query_advice(a, Rotation::cur());
-                let den = key(m, &lk, z, y);
-                vec![q * (m.query_advice(h, Rotation::cur()) * den - c(1))]
+                let den = key(m, &lk, zc.clone(), y);
+                vec![
+                    q.clone() * (m.query_advice(h, Rotation::cur()) * den - c(1)),
+                    q.clone() * op * (bound.clone() - zc.clone()),
+                    q * on * (bound + zc),
+                ]
             });
         }
 

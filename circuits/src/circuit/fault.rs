@@ -56,6 +56,9 @@ pub enum FaultTarget {
     /// A lookup output taken from another layer's table (the entry that table has for the same
     /// rounded value), the rest following: only the table id in the lookup key stops it.
     LookupOtherTable,
+    /// A clamped lookup input claimed one step inside the clamp (its entry and the rest of the
+    /// forward pass following): only the clamp constraints stop it.
+    LookupClampInside,
     /// A function-table multiplicity one higher.
     LookupMultiplicity,
     /// The inverse `h` of a lookup row one higher.

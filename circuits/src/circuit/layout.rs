@@ -10,6 +10,9 @@ pub(crate) enum Part {
     R,
     /// The table entry of a lookup layer's output (one row, before its `p`).
     Y,
+    /// How far a lookup layer's rounded value lies above (`OP`) or below (`ON`) its clamp.
+    OP,
+    ON,
 }
 
 /// What a row's `a` cell holds.
@@ -163,8 +166,9 @@ impl Layout {
             let mut starts = Vec::with_capacity(layer.outputs);
             for o in 0..layer.outputs {
                 let mut at = [usize::MAX; 4];
-                // a lookup output: its entry first, the gate reads `p` and `n` below it
-                if let Some((id, _)) = &layer.lookup {
+                // a lookup output: its entry first, the gate reads `p`, `n` and the clamp's
+                // overflows below it
+                if let Some((id, t)) = &layer.lookup {
                     at[3] = rows.len();
                     let page = slots.layer[l][o].0 / shape.weight_columns;
                     units.push((rows.len(), 0, page));
@@ -176,17 +180,24 @@ impl Layout {
                     });
                     row.q_lk = true;
                     row.lid = *id;
+                    row.lz = clamp_bound(t);
                     rows.push(row);
                 }
-                for (pi, (part, bits)) in [
-                    (Part::P, &out_bits),
-                    (Part::N, &out_bits),
-                    (Part::R, &rem_bits),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    at[pi] = rows.len();
+                let mut parts = vec![(Part::P, &out_bits), (Part::N, &out_bits)];
+                if layer.lookup.is_some() {
+                    parts.extend([(Part::OP, &out_bits), (Part::ON, &out_bits)]);
+                }
+                parts.push((Part::R, &rem_bits));
+                for (part, bits) in parts {
+                    let pi = match part {
+                        Part::P => 0,
+                        Part::N => 1,
+                        Part::R => 2,
+                        _ => 4,
+                    };
+                    if pi < 4 {
+                        at[pi] = rows.len();
+                    }
                     if pi == 0 && layer.lookup.is_none() {
                         let page = slots.layer[l][o].0 / shape.weight_columns;
                         units.push((rows.len(), 0, page));
@@ -220,32 +231,32 @@ impl Layout {
             let d = pow2(layer.shift);
             let out_bits = shape.parts(layer.limbs);
             let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
-            let in_bits = (li > 0).then(|| shape.parts(layers[li - 1].limbs));
+            let srcs = input_sources(&layers, li, n_in);
             for o in 0..layer.outputs {
                 let (slot, mu) = slots.layer[li][o];
                 consts[slot] += mu * fr_from_i128(layer.bias[o]);
-                for j in 0..layer.inputs {
+                for (j, &(v, i)) in srcs.iter().enumerate() {
                     let w = layer.w(o, j);
                     if w == 0 {
                         continue;
                     }
                     let coef = mu * fr_from_i128(w as i128);
-                    match &in_bits {
-                        None => {
-                            for t in 0..in_parts {
-                                rows[in_row(j, t)]
-                                    .add(slot, coef * pow2(shape.row_bits() * t as u32));
-                            }
+                    if v == 0 {
+                        for t in 0..in_parts {
+                            rows[in_row(i, t)].add(slot, coef * pow2(shape.row_bits() * t as u32));
                         }
-                        Some(_) if layers[li - 1].lookup.is_some() => {
-                            rows[blocks[li - 1][j][3]].add(slot, coef);
-                        }
-                        Some(bits) => {
-                            let [p0, n0, _, _] = blocks[li - 1][j];
-                            add_value(&mut rows, p0, bits, slot, coef);
-                            if layer.signed_inputs {
-                                add_value(&mut rows, n0, bits, slot, -coef);
-                            }
+                        continue;
+                    }
+                    // a layer's output: its table entry, its `p` (ReLU) or `p − n`
+                    let src = &layers[v - 1];
+                    let [p0, n0, _, y0] = blocks[v - 1][i];
+                    if src.lookup.is_some() {
+                        rows[y0].add(slot, coef);
+                    } else {
+                        let bits = shape.parts(src.limbs);
+                        add_value(&mut rows, p0, &bits, slot, coef);
+                        if !src.relu {
+                            add_value(&mut rows, n0, &bits, slot, -coef);
                         }
                     }
                 }
@@ -413,6 +424,20 @@ fn paginate(
     out
 }
 
+/// The clamp bound a lookup row holds in `lz`: the table's clamp `c`, or for a table without
+/// one a bound just outside it (no value in the table can then claim to be clamped).
+pub(crate) fn clamp_bound(t: &QLookup) -> i128 {
+    match t.clamp {
+        Some(c) => c as i128,
+        None => {
+            (t.z_min as i128)
+                .abs()
+                .max(t.z_min as i128 + t.table.len() as i128)
+                + 1
+        }
+    }
+}
+
 /// The model's SHA-256 ([`QuantizedModel::sha256`]) as a field element (its first 31 bytes,
 /// little-endian, so it is always below the modulus). The circuit puts it in a fixed cell.
 pub fn statement_digest(model: &QuantizedModel) -> Fr {
@@ -495,11 +520,11 @@ pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
         .map(|l| {
             let value = shape.parts(l.limbs).len();
             let rem = shape.parts((l.shift / LIMB_BITS) as usize).len();
-            // a lookup layer: one entry row per output and its function table
+            // a lookup layer: per output an entry row and two overflows, and its table
             let lookup = l
                 .lookup
                 .as_ref()
-                .map_or(0, |(_, t)| l.outputs + t.table.len());
+                .map_or(0, |(_, t)| l.outputs * (1 + 2 * value) + t.table.len());
             l.outputs * (2 * value + rem) + lookup
         })
         .sum();

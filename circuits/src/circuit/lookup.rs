@@ -57,12 +57,13 @@ impl LookupColumns {
     }
 }
 
-/// The rounded value a lookup row at `r` reads: `p − n` from the rows below it.
+/// The clamped value a lookup row at `r` reads: `p − n − op + on` from the rows below it.
 pub(crate) fn lookup_input(a: &[Fr], r: usize, shape: &ColumnShape) -> Fr {
     let bits = shape.lookup_parts();
-    let parts = bits.len();
-    (0..parts).fold(Fr::zero(), |acc, t| {
-        acc + (a[r + 1 + t] - a[r + 1 + parts + t]) * shape.factor(&bits, t)
+    let k = bits.len();
+    (0..k).fold(Fr::zero(), |acc, t| {
+        let at = |m: usize| a[r + 1 + m * k + t];
+        acc + (at(0) - at(1) - at(2) + at(3)) * shape.factor(&bits, t)
     })
 }
 

@@ -26,8 +26,9 @@ pub struct ColumnShape {
     /// `input_words + output_words` rows.
     pub input_layers: usize,
     /// Bytes of each part `p`, `n` of the rounded value a table lookup reads (the same for
-    /// every lookup layer: the lookup gate's layout); 0 when the model has no lookup.
-    #[serde(default)]
+    /// every lookup layer: the lookup gate's layout); 0 when the model has no lookup (and then
+    /// not written, so the shapes of models without lookups read as before).
+    #[serde(default, skip_serializing_if = "no_lookups")]
     pub lookup_limbs: usize,
 }
 
@@ -46,6 +47,10 @@ impl Default for ColumnShape {
             lookup_limbs: 0,
         }
     }
+}
+
+fn no_lookups(limbs: &usize) -> bool {
+    *limbs == 0
 }
 
 /// `2^bits` as a field element.
@@ -202,7 +207,13 @@ impl ColumnShape {
         shape.input_words = pk.input_words;
         shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
-        let slots = Slots::assign(layers, &shape, pk.output_words, shape.padding_rows(model))?;
+        let slots = Slots::assign(
+            layers,
+            &shape,
+            model.input_len(),
+            pk.output_words,
+            shape.padding_rows(model),
+        )?;
         let cap = max_columns.clamp(1, MAX_WEIGHT_COLUMNS);
         shape.weight_columns = slots.count.min(cap);
         shape.pages = slots.count.div_ceil(shape.weight_columns);

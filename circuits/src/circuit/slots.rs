@@ -13,8 +13,8 @@ pub(crate) struct CLayer {
     pub(crate) bias: Vec<i128>,
     pub(crate) shift: u32,
     pub(crate) relu: bool,
-    /// The inputs are identity outputs `p − n`: each takes two rows (`p`, then `n` negated).
-    pub(crate) signed_inputs: bool,
+    /// The layer values read, concatenated: 0 the input codes, `m + 1` layer `m`'s output.
+    pub(crate) sources: Vec<usize>,
     /// Bytes of each part `p`, `n` of an output (the same for every ReLU layer, and for
     /// every lookup layer).
     pub(crate) limbs: usize,
@@ -82,7 +82,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     .collect(),
                 shift: *shift,
                 relu: *relu,
-                signed_inputs: false,
+                sources: Vec::new(),
                 limbs: limbs_for(*out_bits),
                 lookup: lookup.clone().map(|t| (0, t)),
             },
@@ -98,7 +98,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     bias: vec![1i128 << (LIMB_BITS - 1); *len],
                     shift: LIMB_BITS,
                     relu: true,
-                    signed_inputs: false,
+                    sources: Vec::new(),
                     limbs: limbs_for(*out_bits),
                     lookup: None,
                 }
@@ -134,20 +134,31 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
             t.0 = id;
         }
     }
-    // a lookup layer's output is one row (its table entry), read as it is
-    for i in 1..out.len() {
-        out[i].signed_inputs = !out[i - 1].relu && out[i - 1].lookup.is_none();
+    for (i, (l, q)) in out.iter_mut().zip(&model.layers).enumerate() {
+        l.sources = q.sources(i);
     }
     out
 }
 
-/// The largest `|x|` the range checks allow for the inputs of layer `li`: a packed input, or
-/// the previous layer's `p` (ReLU) or `p − n` (identity).
-pub(crate) fn layer_source_bound(layers: &[CLayer], li: usize, shape: &ColumnShape) -> i128 {
-    if li == 0 {
+/// Where input `j` of a layer comes from: `(layer value, index in it)` (0: the input codes).
+pub(crate) fn input_sources(layers: &[CLayer], li: usize, n_in: usize) -> Vec<(usize, usize)> {
+    layers[li]
+        .sources
+        .iter()
+        .flat_map(|&v| {
+            let width = if v == 0 { n_in } else { layers[v - 1].outputs };
+            (0..width).map(move |i| (v, i))
+        })
+        .collect()
+}
+
+/// The largest `|x|` the checks allow for the values of a layer value: a packed input code, or
+/// a layer's `p` (ReLU), `p − n` (identity) or table entry (lookup).
+pub(crate) fn value_bound(layers: &[CLayer], v: usize, shape: &ColumnShape) -> i128 {
+    if v == 0 {
         (1i128 << shape.in_slot()) - 1
     } else {
-        layers[li - 1].out_bound()
+        layers[v - 1].out_bound()
     }
 }
 
@@ -170,13 +181,21 @@ impl Slots {
     pub(crate) fn assign(
         layers: &[CLayer],
         shape: &ColumnShape,
+        n_in: usize,
         output_words: usize,
         padding_rows: usize,
     ) -> Result<Self, CompileError> {
         let (mut count, mut used) = (0usize, SLOT_BITS);
         let mut layer = Vec::with_capacity(layers.len());
         for (li, l) in layers.iter().enumerate() {
-            let x = layer_source_bound(layers, li, shape);
+            let x: Vec<i128> = l
+                .sources
+                .iter()
+                .flat_map(|&v| {
+                    let width = if v == 0 { n_in } else { layers[v - 1].outputs };
+                    std::iter::repeat_n(value_bound(layers, v, shape), width)
+                })
+                .collect();
             let out_max = (1i128 << (LIMB_BITS * l.limbs as u32)) - 1;
             let overflow = || CompileError::Quantization {
                 layer: li,
@@ -191,7 +210,7 @@ impl Slots {
             for o in 0..l.outputs {
                 let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
                 bound = bound.checked_add(own).ok_or_else(overflow)?;
-                for j in 0..l.inputs {
+                for (j, &x) in x.iter().enumerate() {
                     let t = (l.w(o, j) as i128)
                         .abs()
                         .checked_mul(x)

@@ -11,6 +11,9 @@ pub(crate) struct BlockVals {
     pub(crate) r: i128,
     /// The table entry of a lookup output.
     pub(crate) y: i128,
+    /// A lookup output's rounded value above / below its clamp (`z = zc + op − on`).
+    pub(crate) op: i128,
+    pub(crate) on: i128,
 }
 
 /// The integer witness: packed inputs, each layer's rounding parts and the model output.
@@ -54,11 +57,18 @@ pub(crate) fn witness(
         .sum();
     let wrong_entry = hit(FaultTarget::LookupOutput, total_lookups);
     let other_table = hit(FaultTarget::LookupOtherTable, total_lookups);
+    let clamp_inside = hit(FaultTarget::LookupClampInside, total_lookups);
     let mut seen_lookups = 0;
-    let mut x = u.clone();
+    // every layer value: the input codes, then each layer's output
+    let mut vals: Vec<Vec<i128>> = vec![u.clone()];
     let mut blocks = Vec::with_capacity(layers.len());
     let mut seen = 0;
     for l in layers {
+        let x: Vec<i128> = l
+            .sources
+            .iter()
+            .flat_map(|&v| vals[v].iter().copied())
+            .collect();
         let b: Vec<BlockVals> = (0..l.outputs)
             .map(|o| {
                 let z = (0..l.inputs).fold(l.bias[o], |acc, j| acc + l.w(o, j) as i128 * x[j]);
@@ -73,9 +83,16 @@ pub(crate) fn witness(
                     extra = 1;
                 }
                 seen += 1;
-                let mut y = 0;
+                let (mut y, mut op, mut on) = (0, 0, 0);
                 if let Some((id, t)) = &l.lookup {
-                    y = t.get(q) as i128;
+                    let c = clamp_bound(t);
+                    let mut zc = q.clamp(-c, c);
+                    if clamp_inside == Some(seen_lookups) && zc != q {
+                        // clamped, but claimed one step inside the clamp
+                        zc -= zc.signum();
+                    }
+                    (op, on) = ((q - zc).max(0), (zc - q).max(0));
+                    y = t.get(zc) as i128;
                     if wrong_entry == Some(seen_lookups) {
                         y += 1;
                     }
@@ -103,10 +120,12 @@ pub(crate) fn witness(
                     n: (-q).max(0) + extra,
                     r,
                     y,
+                    op,
+                    on,
                 }
             })
             .collect();
-        x = b
+        let y = b
             .iter()
             .map(|v| {
                 if l.lookup.is_some() {
@@ -118,12 +137,13 @@ pub(crate) fn witness(
                 }
             })
             .collect();
+        vals.push(y);
         blocks.push(b);
     }
     Witness {
         u,
         blocks,
-        outputs: x,
+        outputs: vals.pop().expect("a layer"),
     }
 }
 
@@ -189,6 +209,8 @@ pub(crate) fn first_phase(
                         a[r] = fr_from_i128(bv.y);
                         continue;
                     }
+                    Part::OP => split(bv.op, &out_bits)[t],
+                    Part::ON => split(bv.on, &out_bits)[t],
                 }
             }
             Src::OutWord(k) => {
@@ -505,4 +527,3 @@ pub(crate) fn second_phase(
     }
     [h, g, s, t]
 }
-

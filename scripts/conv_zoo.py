@@ -238,6 +238,14 @@ def zoo():
         b.gemm(3, 36)
     out["resnet_block"] = graph_model("resnet_block", [1, 2, 6, 6], 3, 15, resnet, rng)
 
+    # a transpose between two ReLUs (it moves data: not a reshape), then a sigmoid head
+    rng = np.random.default_rng(18)
+    out["transpose_relu"] = graph_model("transpose_relu", [1, 2, 3, 4], 3, 19, lambda b: [
+        b.conv(3, 2, 2), b.op("Relu"),
+        b.op("Transpose", perm=[0, 3, 2, 1]), b.op("Relu"),
+        b.op("Flatten"), b.gemm(3, 18), b.op("Sigmoid"),
+    ], rng)
+
     # a product of two different activations: needs its own chip (a typed error naming it)
     rng = np.random.default_rng(16)
 

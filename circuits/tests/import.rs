@@ -70,6 +70,7 @@ fn convolutions_and_pooling_match_the_reference_outputs() {
         ("conv_zoo/grouped", 5e-4),
         ("conv_zoo/input_maxpool", 2e-4),
         ("conv_zoo/resnet_block", 0.0064),
+        ("conv_zoo/transpose_relu", 0.0064),
         ("lenet28", 2e-4),
         ("digits_cnn", 0.0064),
     ] {

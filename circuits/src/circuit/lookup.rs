@@ -2,16 +2,16 @@
 //! `Exp`, ...) applied to a dense layer's rounded output by lookup in a fixed table.
 //!
 //! **Layout.** A lookup layer is a dense layer whose rounded value `z = p − n` (rows `p`, `n`,
-//! `r` as for any dense output, the remainder range-checked) is not read by the next layer;
-//! instead one *entry row* just above its `p` holds `y = T(z)` in `a`, and the next layer (or
-//! the output word) reads `y`. Each lookup layer has its own table, laid out after the byte
+//! `r` as for any dense output, the remainder range-checked, and the clamp's `op`, `on` between
+//! `n` and `r`) is not read by the next layer; instead one *entry row* just above its `p`
+//! holds `y = T(clamp(z))` in `a`, and the next layer (or the output word) reads `y`. Each lookup layer has its own table, laid out after the byte
 //! table: one row per value `z` its input can take (the quantizer's interval bounds for every
 //! input in the declared range, so every honest witness finds its entry), with the table id,
 //! `z` and `T(z)` in fixed columns `lid`, `lz`, `ly` (the verifying key commits to them).
 //!
 //! **Argument.** A second challenge `θ`, drawn with `γ` after the first phase, keys each entry
 //! as `κ(id, z, y) = γ + θ·id + θ²·z + θ³·y`. An entry row has `h = 1/κ(id, p − n, a)` (the
-//! `lookup` gate, `z` read by rotation from the `p` and `n` rows below it) and adds `h` to the
+//! `lookup` gate, `z` read by rotation from the rows below it) and adds `h` to the
 //! running sum; a table row holds `h = m/κ(id, lz, ly)` with its multiplicity `m` in `c` (the
 //! `table` gate, shared with the byte table, whose rows have `lid = lz = ly = 0`) and subtracts
 //! it. So the sum is the byte range checks' logarithmic derivative with more terms, and the
@@ -29,6 +29,17 @@
 //!   `(id, z, T_id(z))` for its own layer's table: the *table id* is what keeps another layer's
 //!   table from answering (`FaultTarget::LookupOtherTable`), and `y` needs no range check, since
 //!   it equals a table entry, whose bound the next layer's equations are sized with.
+//!
+//! **Clamp.** A function flat beyond `±c` (sigmoid, tanh, erf, hard sigmoid: within half an
+//! output unit) has a table over `[−c, c]` only, however loose the interval bounds of `z`:
+//! the lookup reads `zc = z − op + on` with `op`, `on` range-checked (below `n`, in the block)
+//! and the gate requires `op·(c − zc) = 0` and `on·(c + zc) = 0`, `c` in `lz` of the entry
+//! row. Since `zc` is in the table, `|zc| ≤ c`; `op > 0` forces `zc = c`, `on > 0` forces
+//! `zc = −c` (both cannot hold), so `z > c` gives `zc = c` (`op = 0` would need `zc = z > c`),
+//! `z < −c` gives `zc = −c`, and `|z| ≤ c` gives `zc = z` (`op > 0` would need
+//! `z = c + op > c`): `zc = clamp(z, −c, c)` exactly (`FaultTarget::LookupClampInside`). A
+//! table without a clamp holds `c` = one more than its largest `|z|` there, outside the table,
+//! so `op` and `on` can only be 0.
 //!
 //! Every gate stays of degree 3: `q_lk·h·(… θ³·y)` and `q_tab·h·(… θ³·ly)`. A model without
 //! lookups has none of these columns, nor `θ`: its circuit is unchanged.

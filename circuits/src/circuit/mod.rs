@@ -11,6 +11,11 @@
 //! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`);
 //! `b` and `g` only in the two-byte layout (below).
 //!
+//! **Layers read any earlier values.** A dense layer reads the concatenation of its *sources*
+//! (the input codes, or the outputs of earlier layers: a residual connection, a concatenation
+//! of branches); its weights sit on the rows of whatever values it reads, wherever they are, so
+//! a branch costs nothing but its coefficients.
+//!
 //! **Freivalds' check in one running sum.** Every dense layer `z = W x + b` is checked as a
 //! whole: with `z = d·(p − n) + r` (rounding division by `d = 2^shift`), each output
 //! gives an equation `e_o = Σ_j w_oj x_j + b_o − d·(p_o − n_o) − r_o = 0`. The range checks
@@ -74,7 +79,7 @@
 //! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+S]` / `instance = a + 2^16·c[+S]` |
 //! | outputs | `q_run = 2` | `a = instance` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
-//! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·(p − n) + θ³·a) = 1`, `p`, `n` below |
+//! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0` |
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
 //! `γ + w_0` becomes `γ + w_0 + θ·lid + θ²·lz + θ³·ly` (the byte rows have zeros there).

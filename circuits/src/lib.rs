@@ -6,6 +6,7 @@
 //! [`circuit::ModelCircuit`]. [`settings::Settings`] records every choice made on the way.
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod circuit;
 pub mod error;
 pub mod graph;

@@ -33,6 +33,10 @@ pub const QUANT_SCHEME: &str = "pow2-fixed-point/round-half-up/range-coded-input
 /// Largest scale, in bits, accepted for activations or weights.
 pub const MAX_SCALE_BITS: u32 = 24;
 
+/// Largest weight scale of a layer: a layer of small weights (or one feeding a lookup on a
+/// coarse grid, its weights times `2^−grid_shift`) keeps its weights' precision up to here.
+pub const MAX_SHIFT_BITS: u32 = 40;
+
 /// Weight scales are multiples of this many bits (the circuit's range-check limb).
 pub const SHIFT_STEP: u32 = 8;
 
@@ -395,7 +399,7 @@ fn quantize_dense(
     };
     // the circuit range-checks the rescaling remainder in whole 8-bit limbs, so the weight
     // scale is rounded up to a multiple of 8 bits
-    let shift = (precision as i64 - 1 - mag).clamp(1, MAX_SCALE_BITS as i64) as u32;
+    let shift = (precision as i64 - 1 - mag).clamp(1, MAX_SHIFT_BITS as i64) as u32;
     let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
     let wq: Vec<i64> = weights.iter().map(|&w| quantize_value(w, shift)).collect();
     let bq: Vec<i64> = bias.iter().map(|&b| quantize_value(b, s + shift)).collect();
@@ -783,7 +787,7 @@ impl QuantizedModel {
                     if weights.len() != inputs * outputs || bias.len() != *outputs {
                         return bad(i, "weight or bias count does not match the shape".into());
                     }
-                    if *shift > MAX_SCALE_BITS || *out_bits == 0 || *out_bits > 100 {
+                    if *shift > MAX_SHIFT_BITS || *out_bits == 0 || *out_bits > 100 {
                         return bad(i, "scale or bound out of limits".into());
                     }
                     if *shift == 0 || shift % SHIFT_STEP != 0 {

@@ -252,7 +252,9 @@ pub fn compile_graph(
     if !graph.ops.iter().any(|op| {
         matches!(
             op,
-            crate::graph::Op::Dense { .. } | crate::graph::Op::Relu { .. }
+            crate::graph::Op::Dense { .. }
+                | crate::graph::Op::Relu { .. }
+                | crate::graph::Op::Elementwise { .. }
         )
     }) {
         return Err(CompileError::Structure {
@@ -366,17 +368,27 @@ pub fn compile_model(
         reason: e.to_string(),
     })?;
     let graph = crate::import::graph_from_onnx_bytes(&bytes, path)?;
+    compile_graph(
+        &graph,
+        &model_name_of(path),
+        &sha256_hex(&bytes),
+        opts,
+        plan_opts,
+    )
+}
+
+/// The name settings give a model: the file's stem, or its folder's name for `model.onnx`.
+pub fn model_name_of(path: &Path) -> String {
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let name = if name == "model" {
+    if name == "model" {
         path.parent()
             .and_then(|p| p.file_name())
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or(name)
     } else {
         name
-    };
-    compile_graph(&graph, &name, &sha256_hex(&bytes), opts, plan_opts)
+    }
 }

@@ -321,3 +321,70 @@ fn every_field_that_shapes_the_statement_is_checked() {
     s.circuit.k += 1;
     assert_eq!(field_of(s.check_model(model).unwrap_err()), "circuit");
 }
+
+/// Calibration compiles each candidate quantization, measures it on the samples and picks the
+/// smallest circuit agreeing on every sample (`resources`) or the most accurate (`accuracy`);
+/// a sample outside the declared range is a typed error naming it.
+#[test]
+fn calibration_picks_for_its_target() {
+    use veriml_circuits::calibrate::{calibrate, Target};
+    let model = "conv_zoo/activations";
+    let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
+    let s = samples(model);
+    let run = |target| {
+        calibrate(
+            &g,
+            "activations",
+            "00",
+            &opts(),
+            &Default::default(),
+            &s.inputs,
+            target,
+        )
+        .unwrap()
+    };
+    let small = run(Target::Resources);
+    let fine = run(Target::Accuracy);
+    let c = &small.candidates;
+    assert!(c.len() >= 12, "{} candidates", c.len());
+    let min_k = c.iter().map(|c| c.k).min().unwrap();
+    let best = c.iter().map(|c| c.max_abs_error).fold(f64::MAX, f64::min);
+    let chosen = &c[small.chosen];
+    assert_eq!(chosen.k, min_k);
+    assert_eq!(chosen.top1_agree, s.inputs.len());
+    assert_eq!(small.settings.circuit.k, chosen.k);
+    assert_eq!(fine.candidates[fine.chosen].max_abs_error, best);
+    assert!(fine.settings.circuit.k > small.settings.circuit.k);
+    // what was measured is what the chosen model computes
+    let q = &fine.compiled.model;
+    let mut err = 0f64;
+    for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
+        for (g, w) in q.forward(&q.quantize_input(x).unwrap()).iter().zip(want) {
+            err = err.max((q.dequantize(*g) - w).abs());
+        }
+    }
+    assert!((err - best).abs() < 1e-4, "{err} vs {best}");
+    let mut outside = s.inputs.clone();
+    outside[1][0] = 2.0;
+    let e = calibrate(
+        &g,
+        "activations",
+        "00",
+        &opts(),
+        &Default::default(),
+        &outside,
+        Target::Resources,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("outside the range"), "{e}");
+    assert!(calibrate(
+        &g,
+        "activations",
+        "00",
+        &opts(),
+        &Default::default(),
+        &[],
+        Target::Accuracy
+    )
+    .is_err());
+}

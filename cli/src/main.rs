@@ -85,6 +85,30 @@ enum Cmd {
         #[command(flatten)]
         opts: CompileOpts,
     },
+    /// Compile with the quantization that suits a target best, measured on sample inputs:
+    /// activation scales 2^12..2^16, weight precisions of 14..18 bits and (for non-linear
+    /// functions) lookup tables of 2^10..2^16 entries are each compiled and run on the samples.
+    /// Writes settings.json and model.compiled.json of the one chosen. Any input inside the
+    /// declared range stays provable: the samples measure, they do not narrow any bound.
+    Calibrate {
+        /// The ONNX file (one input, batch size 1).
+        model: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
+        /// JSON with an `inputs` list (like samples.json), each inside the input range.
+        #[arg(short, long)]
+        samples: PathBuf,
+        /// `accuracy`: the smallest largest-absolute-error on the samples; `resources`: the
+        /// smallest circuit whose top-1 agrees with the float model on every sample.
+        #[arg(long, value_enum, default_value = "resources")]
+        target: TargetArg,
+        /// Range every input value must lie in, as LO,HI (LO < HI).
+        #[arg(long, default_value = "-1,1", value_parser = parse_range, allow_hyphen_values = true)]
+        input_range: (f64, f64),
+        /// Most fixed weight columns (see `compile --help`).
+        #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
+        max_weight_columns: usize,
+    },
     /// Generate the proving and verifying keys (pk.bin, vk.bin) and the SRS copy (kzg.srs).
     Setup {
         #[command(flatten)]
@@ -182,6 +206,12 @@ enum Cmd {
         #[arg(short = 'd', long = "dir", default_value = "veriml-example")]
         dir: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Accuracy,
+    Resources,
 }
 
 fn parse_range(s: &str) -> Result<(f64, f64), String> {
@@ -284,6 +314,73 @@ fn write_compiled(dir: &Path, settings: &Settings, compiled: &CompiledModel) -> 
         serde_json::to_string(compiled)?.as_bytes(),
     )?;
     Ok(())
+}
+
+fn calibrate(
+    ui: &Ui,
+    onnx: &Path,
+    dir: &Path,
+    samples: &Path,
+    target: TargetArg,
+    input_range: (f64, f64),
+    max_weight_columns: usize,
+) -> Result<serde_json::Value> {
+    use veriml_circuits::calibrate::{calibrate, Target};
+    let bytes = std::fs::read(onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
+    let graph = veriml_circuits::import::graph_from_onnx_bytes(&bytes, onnx)?;
+    let what = samples.display().to_string();
+    let v: serde_json::Value = serde_json::from_str(&read_text(samples)?)
+        .with_context(|| format!("{what} is not JSON"))?;
+    let inputs = flat_rows(&v, "inputs", &what)?;
+    let target = match target {
+        TargetArg::Accuracy => Target::Accuracy,
+        TargetArg::Resources => Target::Resources,
+    };
+    let base = QuantOptions {
+        input_range,
+        ..QuantOptions::default()
+    };
+    let (cal, _) = ui.step("calibrating", || {
+        calibrate(
+            &graph,
+            &veriml_circuits::settings::model_name_of(onnx),
+            &veriml_circuits::settings::sha256_hex(&bytes),
+            &base,
+            &veriml_circuits::settings::PlanOptions { max_weight_columns },
+            &inputs,
+            target,
+        )
+        .with_context(|| format!("calibrating on {what}"))
+    })?;
+    write_compiled(dir, &cal.settings, &cal.compiled)?;
+    ui.say(&format!(
+        "{:>6} {:>7} {:>7} {:>3} {:>8} {:>12} {:>6}",
+        "scale", "weights", "lookup", "k", "rows", "max abs err", "top-1"
+    ));
+    for (i, c) in cal.candidates.iter().enumerate() {
+        ui.say(&format!(
+            "{:>6} {:>7} {:>7} {:>3} {:>8} {:>12.6} {:>3}/{}{}",
+            format!("2^{}", c.activation_scale_bits),
+            c.weight_precision_bits,
+            c.lookup_bits,
+            c.k,
+            c.rows,
+            c.max_abs_error,
+            c.top1_agree,
+            inputs.len(),
+            if i == cal.chosen { "  <- chosen" } else { "" }
+        ));
+    }
+    ui.say(&format!(
+        "wrote the chosen compilation to {} (k = {})",
+        dir.display(),
+        cal.settings.circuit.k
+    ));
+    let mut out = settings_summary(&cal.settings);
+    out["candidates"] = serde_json::to_value(&cal.candidates)?;
+    out["chosen"] = json!(cal.chosen);
+    out["samples"] = json!(inputs.len());
+    Ok(out)
 }
 
 fn settings_summary(s: &Settings) -> serde_json::Value {
@@ -836,6 +933,22 @@ fn run(cli: Cli) -> Result<()> {
             ));
             settings_summary(&s)
         }
+        Cmd::Calibrate {
+            model,
+            dir,
+            samples,
+            target,
+            input_range,
+            max_weight_columns,
+        } => calibrate(
+            &ui,
+            &model,
+            &dir.dir,
+            &samples,
+            target,
+            input_range,
+            max_weight_columns,
+        )?,
         Cmd::Setup {
             dir,
             srs,

@@ -295,6 +295,44 @@ fn activation_and_residual_models_prove_and_verify_on_chain() {
     }
 }
 
+/// `calibrate` writes the chosen compilation (which then proves) and reports every candidate.
+#[test]
+fn calibrate_writes_a_provable_compilation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = "conv_zoo/silu_cnn";
+    let c = json(&veriml(&[
+        "--json",
+        "calibrate",
+        s(&fixture(model, "model.onnx")),
+        "-d",
+        s(d),
+        "--samples",
+        s(&fixture(model, "samples.json")),
+        "--input-range",
+        "0,1",
+        "--target",
+        "accuracy",
+    ]));
+    let cands = c["candidates"].as_array().unwrap();
+    let chosen = &cands[c["chosen"].as_u64().unwrap() as usize];
+    assert_eq!(chosen["k"], c["k"]);
+    assert!(
+        cands
+            .iter()
+            .all(|x| x["max_abs_error"].as_f64().unwrap()
+                >= chosen["max_abs_error"].as_f64().unwrap())
+    );
+    json(&veriml(&[
+        "--json",
+        "mock",
+        "-d",
+        s(d),
+        "--input",
+        s(&fixture(model, "input.json")),
+    ]));
+}
+
 /// Compiles a fixture model into `d` with at most `columns` weight columns (asserted to page the
 /// circuit), sets it up with a development SRS, proves its input.json and verifies the proof
 /// natively (same output) and in revm (verifier within EIP-170). Returns the JSON answers of

@@ -128,6 +128,9 @@ def main():
     results = {}
     for m in models:
         mdir = os.path.join(mroot, m)
+        if not os.path.isdir(mdir):
+            # the benchmark's own models (wide_mlp.py)
+            mdir = os.path.join(ROOT, "benchmarks", "models", m)
         base = tempfile.mkdtemp(prefix=f"bench-{m}-")
         vdir, edir = os.path.join(base, "veriml"), os.path.join(base, "ezkl")
         os.makedirs(edir)

@@ -31,17 +31,129 @@ impl Samples {
     }
 }
 
+/// A `[rows, cols]` matrix, dense (row-major) or as the nonzeros of each row (what
+/// convolutions and pooling give: most of their dense matrix is zeros). A dense one serializes
+/// as a plain list, so the compiled files of dense layers read as before.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Matrix<T> {
+    Dense(Vec<T>),
+    Sparse {
+        /// Per row, `(column, value)` of its nonzeros, by column.
+        nonzeros: Vec<Vec<(usize, T)>>,
+    },
+}
+
+impl<T> From<Vec<T>> for Matrix<T> {
+    fn from(v: Vec<T>) -> Self {
+        Matrix::Dense(v)
+    }
+}
+
+impl<T: Copy + Default + PartialEq> Matrix<T> {
+    /// From the nonzeros of each row: sparse when at most a quarter of the entries are nonzero.
+    pub fn from_rows(rows: Vec<Vec<(usize, T)>>, cols: usize) -> Self {
+        let nnz: usize = rows.iter().map(Vec::len).sum();
+        if nnz.saturating_mul(4) <= rows.len().saturating_mul(cols) {
+            let mut rows = rows;
+            rows.iter_mut().for_each(|r| {
+                r.retain(|e| e.1 != T::default());
+                r.sort_by_key(|e| e.0);
+            });
+            return Matrix::Sparse { nonzeros: rows };
+        }
+        let mut v = vec![T::default(); rows.len() * cols];
+        for (o, r) in rows.iter().enumerate() {
+            for &(j, w) in r {
+                v[o * cols + j] = w;
+            }
+        }
+        Matrix::Dense(v)
+    }
+
+    /// The nonzero entries `(column, value)` of row `o` (`cols` columns).
+    pub fn row(&self, o: usize, cols: usize) -> impl Iterator<Item = (usize, T)> + '_ {
+        let (dense, sparse) = match self {
+            Matrix::Dense(v) => (Some(v[o * cols..(o + 1) * cols].iter().copied()), None),
+            Matrix::Sparse { nonzeros } => (None, Some(nonzeros[o].iter().copied())),
+        };
+        dense
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter(|e| e.1 != T::default())
+            .chain(sparse.into_iter().flatten())
+    }
+
+    /// The entry at `(o, j)`.
+    pub fn get(&self, o: usize, j: usize, cols: usize) -> T {
+        match self {
+            Matrix::Dense(v) => v[o * cols + j],
+            Matrix::Sparse { nonzeros } => nonzeros[o]
+                .binary_search_by_key(&j, |e| e.0)
+                .map_or(T::default(), |i| nonzeros[o][i].1),
+        }
+    }
+
+    /// Every row's nonzeros.
+    pub fn rows(&self, rows: usize, cols: usize) -> Vec<Vec<(usize, T)>> {
+        (0..rows).map(|o| self.row(o, cols).collect()).collect()
+    }
+
+    /// Whether it is a `[rows, cols]` matrix (sparse rows sorted, in range).
+    pub fn fits(&self, rows: usize, cols: usize) -> bool {
+        match self {
+            Matrix::Dense(v) => v.len() == rows * cols,
+            Matrix::Sparse { nonzeros } => {
+                nonzeros.len() == rows
+                    && nonzeros.iter().all(|r| {
+                        r.windows(2).all(|w| w[0].0 < w[1].0) && r.iter().all(|e| e.0 < cols)
+                    })
+            }
+        }
+    }
+
+    /// Applies `f` to every stored entry.
+    pub fn map<U: Copy + Default + PartialEq>(&self, f: impl Fn(T) -> U) -> Matrix<U> {
+        match self {
+            Matrix::Dense(v) => Matrix::Dense(v.iter().map(|&x| f(x)).collect()),
+            Matrix::Sparse { nonzeros } => Matrix::Sparse {
+                nonzeros: nonzeros
+                    .iter()
+                    .map(|r| r.iter().map(|&(j, x)| (j, f(x))).collect())
+                    .collect(),
+            },
+        }
+    }
+
+    /// The stored entries (every entry of a dense matrix, the nonzeros of a sparse one).
+    pub fn values(&self) -> Box<dyn Iterator<Item = T> + '_> {
+        match self {
+            Matrix::Dense(v) => Box::new(v.iter().copied()),
+            Matrix::Sparse { nonzeros } => Box::new(nonzeros.iter().flatten().map(|e| e.1)),
+        }
+    }
+
+    /// The dense entries, to edit (tests).
+    pub fn dense_mut(&mut self) -> Option<&mut Vec<T>> {
+        match self {
+            Matrix::Dense(v) => Some(v),
+            Matrix::Sparse { .. } => None,
+        }
+    }
+}
+
 /// One operation of a float model, in execution order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    /// `y = W x + b` with `W` of shape `[outputs, inputs]` (row-major).
+    /// `y = W x + b` with `W` of shape `[outputs, inputs]`.
     Dense {
         /// Name of the ONNX node this came from.
         node: String,
         inputs: usize,
         outputs: usize,
-        weights: Vec<f32>,
+        weights: Matrix<f32>,
         bias: Vec<f32>,
     },
     /// `y = max(x, 0)`, element-wise.
@@ -125,8 +237,10 @@ impl Graph {
                 } => {
                     x = (0..*outputs)
                         .map(|o| {
-                            let row = &weights[o * inputs..(o + 1) * inputs];
-                            row.iter().zip(&x).map(|(&w, &v)| w as f64 * v).sum::<f64>()
+                            weights
+                                .row(o, *inputs)
+                                .map(|(j, w)| w as f64 * x[j])
+                                .sum::<f64>()
                                 + bias[o] as f64
                         })
                         .collect();

@@ -1,24 +1,31 @@
 //! ONNX import: the only module that knows about tract.
 //!
 //! The model is loaded with `tract-onnx`, made typed and decluttered, then walked in
-//! topological order. Nodes are matched by their op *type* (not by name):
-//! - chains of affine operations on the single activation tensor (`EinSum` with a constant
-//!   operand, which is what `Gemm`/`MatMul` become; `Conv` with constant kernels; sum and
-//!   average pooling, sum reductions; padding, slices and concatenation with constants;
-//!   `Add`/`Sub`/`Mul`/`Div` by a constant; axis changes and reshapes) are collapsed into one
-//!   [`Op::Dense`] whose matrix and bias are read off by evaluating the chain on the zero vector
-//!   and the unit vectors (a convolution becomes its sparse Toeplitz matrix: the circuit skips
-//!   zero weights and pages its outputs, so its rows grow with the feature maps, not MACs);
+//! topological order (`Walk`). Nodes are matched by their op *type* (not by name):
+//! - affine operations (`EinSum` with a constant operand, which is what `Gemm`/`MatMul` become;
+//!   `Conv` with constant kernels; sum and average pooling, sum reductions; padding, slices and
+//!   concatenations; `Add`/`Sub` of two activations and `Add`/`Sub`/`Mul`/`Div` by a constant;
+//!   axis changes and reshapes) stay *pending*: each computed tensor is affine in a set of
+//!   *materialized* values (the input and the outputs of non-linear ops). When a non-linear op or
+//!   the output needs one, the region between its sources and it becomes one [`Op::Dense`] over
+//!   the concatenation of the sources ([`Op::Concat`] names them when they are not just the
+//!   previous op's output), its matrix and bias read off by evaluating the region on the zero
+//!   vector and the unit vectors (a convolution becomes its sparse Toeplitz matrix: the circuit
+//!   skips zero weights and pages its outputs, so its rows grow with the feature maps, not MACs;
+//!   a residual connection becomes the columns of the skipped value);
 //! - `Max` with a constant zero (what `Relu` becomes) is [`Op::Relu`];
 //! - `MaxPool` becomes ReLU layers taking maxima of pairs (windows found by probing the op),
 //!   exact in the quantized model; `Max`/`Min` with constants (what `Clip`, ReLU6 and
-//!   `HardSigmoid` become) and `LeakyRelu` become one ReLU between two dense ops; consecutive
-//!   dense ops are composed into one.
+//!   `HardSigmoid` become) and `LeakyRelu` become one ReLU between two dense ops;
+//! - any other element-wise function of one activation, over one node or several (GELU written
+//!   out, SiLU, softplus), is sampled into an [`Op::Elementwise`] (proven by table lookup);
+//! - consecutive dense ops are composed into one.
 //!
-//! Anything else is an [`CompileError::UnsupportedOp`] naming the op and its node.
+//! Anything else (a product of two activations, softmax, ...) is an
+//! [`CompileError::UnsupportedOp`] naming the op and its node.
 
 use crate::error::CompileError;
-use crate::graph::{Graph, Op, Samples};
+use crate::graph::{Graph, Matrix, Op, Samples};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tract_onnx::prelude::*;
@@ -294,18 +301,21 @@ fn dense_of_region(
     };
     let bias = eval(None)?;
     let n_out = bias.len();
-    let mut weights = vec![0f32; n_out * n_in];
+    let mut rows: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n_out];
     for i in 0..n_in {
         let col = eval(Some(i))?;
         for o in 0..n_out {
-            weights[o * n_in + i] = col[o] - bias[o];
+            let w = col[o] - bias[o];
+            if w != 0.0 {
+                rows[o].push((i, w));
+            }
         }
     }
     Ok(Op::Dense {
         node: name,
         inputs: n_in,
         outputs: n_out,
-        weights,
+        weights: Matrix::from_rows(rows, n_in),
         bias,
     })
 }
@@ -406,17 +416,27 @@ fn max_pool_ops(node: &str, windows: &[Vec<usize>], n_in: usize, nonneg: bool) -
 
 /// A dense op from sparse rows: each `(row, bias)` with the row as `(input, weight)` pairs.
 fn sparse_dense(node: String, inputs: usize, rows: &[(Vec<(usize, f32)>, f32)]) -> Op {
-    let mut weights = vec![0f32; rows.len() * inputs];
-    for (o, (row, _)) in rows.iter().enumerate() {
-        for &(i, v) in row {
-            weights[o * inputs + i] += v;
-        }
-    }
+    // an input named twice in a row (a window padded with a repeated member) adds up
+    let merged: Vec<Vec<(usize, f32)>> = rows
+        .iter()
+        .map(|(row, _)| {
+            let mut r = row.clone();
+            r.sort_by_key(|e| e.0);
+            let mut out: Vec<(usize, f32)> = Vec::with_capacity(r.len());
+            for (i, v) in r {
+                match out.last_mut() {
+                    Some(last) if last.0 == i => last.1 += v,
+                    _ => out.push((i, v)),
+                }
+            }
+            out
+        })
+        .collect();
     Op::Dense {
         node,
         inputs,
         outputs: rows.len(),
-        weights,
+        weights: Matrix::from_rows(merged, inputs),
         bias: rows.iter().map(|r| r.1).collect(),
     }
 }
@@ -518,11 +538,26 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
     let mut map: Vec<usize> = vec![0];
     let mut out: Vec<Op> = Vec::with_capacity(ops.len());
     for (i, op) in ops.into_iter().enumerate() {
-        // the work is the second op's nonzero weights times the first op's inputs
+        // the work: for each nonzero weight of the second op, the nonzeros of the first op's row
         let fusable = match (out.last(), &op) {
-            (Some(Op::Dense { inputs, .. }), Op::Dense { weights, .. }) => {
-                let nonzero = weights.iter().filter(|&&w| w != 0.0).count();
-                !referenced.contains(&i) && inputs.saturating_mul(nonzero) <= FUSE_BUDGET
+            (
+                Some(Op::Dense {
+                    inputs,
+                    weights: w1,
+                    ..
+                }),
+                Op::Dense {
+                    inputs: mid,
+                    outputs,
+                    weights: w2,
+                    ..
+                },
+            ) => {
+                let row_nnz: Vec<usize> = (0..*mid).map(|m| w1.row(m, *inputs).count()).collect();
+                let work: usize = (0..*outputs)
+                    .flat_map(|o| w2.row(o, *mid).map(|(m, _)| row_nnz[m]).collect::<Vec<_>>())
+                    .sum();
+                !referenced.contains(&i) && work <= FUSE_BUDGET
             }
             _ => false,
         };
@@ -554,26 +589,35 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
                 else {
                     unreachable!("checked dense")
                 };
-                let mut weights = vec![0f32; outputs * inputs];
                 let mut bias = b2.clone();
-                for o in 0..outputs {
-                    for m in 0..mid {
-                        let v = w2[o * mid + m];
-                        if v == 0.0 {
-                            continue;
-                        }
-                        bias[o] += v * b1[m];
-                        let row = &w1[m * inputs..(m + 1) * inputs];
-                        for (acc, &x) in weights[o * inputs..(o + 1) * inputs].iter_mut().zip(row) {
-                            *acc += v * x;
+                let mut acc = vec![0f32; inputs];
+                let mut rows = Vec::with_capacity(outputs);
+                for (o, b) in bias.iter_mut().enumerate() {
+                    let mut touched: Vec<usize> = Vec::new();
+                    for (m, v) in w2.row(o, mid) {
+                        *b += v * b1[m];
+                        for (j, x) in w1.row(m, inputs) {
+                            if acc[j] == 0.0 {
+                                touched.push(j);
+                            }
+                            acc[j] += v * x;
                         }
                     }
+                    touched.sort_unstable();
+                    touched.dedup();
+                    rows.push(
+                        touched
+                            .into_iter()
+                            .map(|j| (j, std::mem::take(&mut acc[j])))
+                            .filter(|e| e.1 != 0.0)
+                            .collect(),
+                    );
                 }
                 out.push(Op::Dense {
                     node,
                     inputs,
                     outputs,
-                    weights,
+                    weights: Matrix::from_rows(rows, inputs),
                     bias,
                 });
                 // the first op's value is gone (nothing reads it)

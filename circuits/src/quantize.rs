@@ -22,7 +22,7 @@
 //! input range, so any input inside that range can be proven.
 
 use crate::error::CompileError;
-use crate::graph::{Graph, Op, Samples};
+use crate::graph::{Graph, Matrix, Op, Samples};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -85,8 +85,8 @@ pub enum QLayer {
         node: String,
         inputs: usize,
         outputs: usize,
-        /// Weights at scale `2^shift`, `[outputs, inputs]` row-major.
-        weights: Vec<i64>,
+        /// Weights at scale `2^shift`, `[outputs, inputs]` (dense, or the nonzeros of each row).
+        weights: Matrix<i64>,
         /// Bias at scale `2^(S + shift)`.
         bias: Vec<i64>,
         /// Weight scale bits, removed again by the rounding division.
@@ -240,7 +240,7 @@ impl Builder<'_> {
         node: &str,
         inputs: usize,
         outputs: usize,
-        mut weights: Vec<f64>,
+        mut rows: Vec<Vec<(usize, f64)>>,
         mut bias: Vec<f64>,
         srcs: Vec<usize>,
         act: Option<&Op>,
@@ -251,7 +251,7 @@ impl Builder<'_> {
             .iter()
             .flat_map(|&v| self.bounds[v].iter().copied())
             .collect();
-        if inputs != bounds.len() || weights.len() != inputs * outputs || bias.len() != outputs {
+        if inputs != bounds.len() || rows.len() != outputs || bias.len() != outputs {
             return Err(CompileError::Structure {
                 node: node.into(),
                 detail: format!(
@@ -260,7 +260,13 @@ impl Builder<'_> {
                 ),
             });
         }
-        if !weights.iter().chain(bias.iter()).all(|w| w.is_finite()) {
+        if !rows
+            .iter()
+            .flatten()
+            .map(|e| &e.1)
+            .chain(bias.iter())
+            .all(|w| w.is_finite())
+        {
             return Err(CompileError::Quantization {
                 layer: idx,
                 detail: format!("node `{node}` has a NaN or infinite parameter"),
@@ -271,10 +277,11 @@ impl Builder<'_> {
         for &v in &srcs {
             let width = self.bounds[v].len();
             if v == 0 {
-                for o in 0..outputs {
-                    let row = &mut weights[o * inputs + col..o * inputs + col + width];
-                    bias[o] += self.lo * row.iter().sum::<f64>();
-                    row.iter_mut().for_each(|w| *w *= self.step);
+                for (row, b) in rows.iter_mut().zip(bias.iter_mut()) {
+                    for e in row.iter_mut().filter(|e| (col..col + width).contains(&e.0)) {
+                        *b += self.lo * e.1;
+                        e.1 *= self.step;
+                    }
                 }
             }
             col += width;
@@ -289,7 +296,7 @@ impl Builder<'_> {
         // value it can take: `2^−grid_shift` of the activation unit
         let grid_shift = match f {
             Some((_, f)) => {
-                let mut span = float_span(&weights, &bias, inputs, &bounds, s);
+                let mut span = float_span(&rows, &bias, &bounds, s);
                 if let Some(x) = saturation(f, (-(s as f64) - 1.0).exp2()) {
                     span = span.min(2.0 * (x * (s as f64).exp2() + 1.0));
                 }
@@ -298,14 +305,11 @@ impl Builder<'_> {
             None => 0,
         };
         let g = (-(grid_shift as f64)).exp2();
-        let (wq, bq, shift, zb) = quantize_dense(
-            &weights.iter().map(|w| w * g).collect::<Vec<_>>(),
-            &bias.iter().map(|b| b * g).collect::<Vec<_>>(),
-            inputs,
-            &bounds,
-            s,
-            self.opts.weight_precision_bits,
-        );
+        rows.iter_mut().flatten().for_each(|e| e.1 *= g);
+        bias.iter_mut().for_each(|b| *b *= g);
+        let (wq, bq, shift, zb) =
+            quantize_dense(&rows, &bias, &bounds, s, self.opts.weight_precision_bits);
+        let wq = Matrix::from_rows(wq, inputs);
         // the rescale chip range-checks both parts of the pre-activation value, so the bound is
         // taken before the ReLU clamps it
         let max_abs = zb
@@ -379,19 +383,24 @@ impl Builder<'_> {
     }
 }
 
+/// The rows of an `n × n` identity matrix.
+fn identity(n: usize) -> Vec<Vec<(usize, f64)>> {
+    (0..n).map(|j| vec![(j, 1.0)]).collect()
+}
+
 /// Quantizes a dense layer's weights (at a scale `2^shift` giving the largest weight
 /// `precision` bits, a multiple of 8) and bias (at `2^(S + shift)`), and bounds each output's
-/// rounded value by interval arithmetic over the inputs' bounds.
+/// rounded value by interval arithmetic over the inputs' bounds. Weights are the nonzeros of
+/// each row.
 #[allow(clippy::type_complexity)]
 fn quantize_dense(
-    weights: &[f64],
+    rows: &[Vec<(usize, f64)>],
     bias: &[f64],
-    inputs: usize,
     bounds: &[(i128, i128)],
     s: u32,
     precision: u32,
-) -> (Vec<i64>, Vec<i64>, u32, Vec<(i128, i128)>) {
-    let max_w = weights.iter().fold(0f64, |m, &w| m.max(w.abs()));
+) -> (Vec<Vec<(usize, i64)>>, Vec<i64>, u32, Vec<(i128, i128)>) {
+    let max_w = rows.iter().flatten().fold(0f64, |m, e| m.max(e.1.abs()));
     let mag = if max_w > 0.0 {
         max_w.log2().ceil() as i64
     } else {
@@ -401,12 +410,21 @@ fn quantize_dense(
     // scale is rounded up to a multiple of 8 bits
     let shift = (precision as i64 - 1 - mag).clamp(1, MAX_SHIFT_BITS as i64) as u32;
     let shift = shift.div_ceil(SHIFT_STEP) * SHIFT_STEP;
-    let wq: Vec<i64> = weights.iter().map(|&w| quantize_value(w, shift)).collect();
+    let wq: Vec<Vec<(usize, i64)>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|&(j, w)| (j, quantize_value(w, shift)))
+                .collect()
+        })
+        .collect();
     let bq: Vec<i64> = bias.iter().map(|&b| quantize_value(b, s + shift)).collect();
-    let zb = (0..bq.len())
-        .map(|o| {
-            let (mut alo, mut ahi) = (bq[o] as i128, bq[o] as i128);
-            for (k, &w) in wq[o * inputs..(o + 1) * inputs].iter().enumerate() {
+    let zb = wq
+        .iter()
+        .zip(&bq)
+        .map(|(row, &b)| {
+            let (mut alo, mut ahi) = (b as i128, b as i128);
+            for &(k, w) in row {
                 let (l, h) = bounds[k];
                 let (a, b) = (w as i128 * l, w as i128 * h);
                 alo += a.min(b);
@@ -420,24 +438,18 @@ fn quantize_dense(
 
 /// The width of the interval every `W x + b` of a float layer lies in (over all outputs and
 /// the inputs' integer bounds), at scale `2^S`.
-fn float_span(
-    weights: &[f64],
-    bias: &[f64],
-    inputs: usize,
-    bounds: &[(i128, i128)],
-    s: u32,
-) -> f64 {
+fn float_span(rows: &[Vec<(usize, f64)>], bias: &[f64], bounds: &[(i128, i128)], s: u32) -> f64 {
     let scale = (s as f64).exp2();
-    let (lo, hi) = (0..bias.len())
-        .map(|o| {
-            let row = &weights[o * inputs..(o + 1) * inputs];
-            row.iter().zip(bounds).fold(
-                (bias[o] * scale, bias[o] * scale),
-                |(lo, hi), (&w, &(l, h))| {
+    let (lo, hi) = rows
+        .iter()
+        .zip(bias)
+        .map(|(row, &b)| {
+            row.iter()
+                .fold((b * scale, b * scale), |(lo, hi), &(k, w)| {
+                    let (l, h) = bounds[k];
                     let (a, b) = (w * l as f64, w * h as f64);
                     (lo + a.min(b), hi + a.max(b))
-                },
-            )
+                })
         })
         .fold((f64::MAX, f64::MIN), |m, b| (m.0.min(b.0), m.1.max(b.1)));
     (hi - lo).max(0.0)
@@ -628,7 +640,11 @@ impl QuantizedModel {
                                 && (i + 1..=j).all(|v| !referenced.contains(&v))
                         });
                     let act = j.map(|j| &ops[j]);
-                    let w: Vec<f64> = weights.iter().map(|&v| v as f64).collect();
+                    let w = weights.rows(*outputs, *inputs);
+                    let w = w
+                        .into_iter()
+                        .map(|r| r.into_iter().map(|(j, v)| (j, v as f64)).collect())
+                        .collect();
                     let bs: Vec<f64> = bias.iter().map(|&v| v as f64).collect();
                     b.dense(node, *inputs, *outputs, w, bs, srcs, act, j.unwrap_or(i))?;
                     let l = b.layers.len();
@@ -647,8 +663,7 @@ impl QuantizedModel {
                         // an identity layer the ReLU or the function is fused into (on the
                         // input, it reads the codes)
                         let n: usize = srcs.iter().map(|&v| b.bounds[v].len()).sum();
-                        let mut w = vec![0.0; n * n];
-                        (0..n).for_each(|j| w[j * n + j] = 1.0);
+                        let w = identity(n);
                         let name = if srcs == [0] {
                             "input".to_string()
                         } else {
@@ -670,8 +685,7 @@ impl QuantizedModel {
         };
         if let Some(srcs) = last {
             let n: usize = srcs.iter().map(|&v| b.bounds[v].len()).sum();
-            let mut w = vec![0.0; n * n];
-            (0..n).for_each(|j| w[j * n + j] = 1.0);
+            let w = identity(n);
             b.dense(
                 "output",
                 n,
@@ -784,7 +798,7 @@ impl QuantizedModel {
                     if *inputs != width || *inputs == 0 || *outputs == 0 {
                         return bad(i, format!("takes {inputs} inputs, receives {width}"));
                     }
-                    if weights.len() != inputs * outputs || bias.len() != *outputs {
+                    if !weights.fits(*outputs, *inputs) || bias.len() != *outputs {
                         return bad(i, "weight or bias count does not match the shape".into());
                     }
                     if *shift > MAX_SHIFT_BITS || *out_bits == 0 || *out_bits > 100 {
@@ -910,7 +924,9 @@ impl QuantizedModel {
                     ..
                 } => (0..*outputs)
                     .map(|o| {
-                        let acc = dense_acc(&weights[o * inputs..(o + 1) * inputs], &x, bias[o]);
+                        let acc = weights
+                            .row(o, *inputs)
+                            .fold(bias[o] as i128, |a, (j, w)| a + w as i128 * x[j] as i128);
                         let q = round_div_pow2(acc, *shift);
                         match lookup {
                             Some(t) => t.get(q),
@@ -955,14 +971,6 @@ pub fn decode_input_code(range: (f64, f64), bits: u32, u: i64) -> f64 {
     range.0 + (range.1 - range.0) * (u as f64 / max)
 }
 
-/// `bias + sum(w * x)` in 128-bit integers.
-pub fn dense_acc(weights: &[i64], x: &[i64], bias: i64) -> i128 {
-    weights
-        .iter()
-        .zip(x)
-        .fold(bias as i128, |a, (&w, &v)| a + w as i128 * v as i128)
-}
-
 /// Splits `acc` into the rounded quotient and the remainder of the rescaling.
 pub fn rescale_parts(acc: i128, shift: u32) -> (i128, i128) {
     let q = round_div_pow2(acc, shift);
@@ -984,7 +992,7 @@ mod tests {
                     node: "fc".into(),
                     inputs: 2,
                     outputs: 2,
-                    weights: vec![0.5, -0.25, 1.0, 0.75],
+                    weights: vec![0.5, -0.25, 1.0, 0.75].into(),
                     bias: vec![0.1, -2.0],
                 },
                 Op::Relu { node: "r".into() },
@@ -1035,7 +1043,10 @@ mod tests {
             node: node.into(),
             inputs: n,
             outputs: n,
-            weights: (0..n * n).map(|i| (i as f32 * 0.37).sin()).collect(),
+            weights: (0..n * n)
+                .map(|i| (i as f32 * 0.37).sin())
+                .collect::<Vec<_>>()
+                .into(),
             bias: (0..n).map(|i| 0.1 * i as f32 - 0.1).collect(),
         };
         let relu = |node: &str| Op::Relu { node: node.into() };

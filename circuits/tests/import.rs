@@ -223,7 +223,7 @@ fn settings_record_model_hash_and_roundtrip() {
     back.check_model(&compiled.model).unwrap();
     let mut other = compiled.model.clone();
     if let veriml_circuits::quantize::QLayer::Dense { weights, .. } = &mut other.layers[0] {
-        weights[0] += 1;
+        weights.dense_mut().unwrap()[0] += 1;
     }
     assert!(back.check_model(&other).is_err());
     // an edited circuit shape is refused by name, not left to fail inside halo2

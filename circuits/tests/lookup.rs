@@ -47,7 +47,8 @@ fn dense(node: &str, inputs: usize, outputs: usize, seed: f32) -> Op {
         outputs,
         weights: (0..inputs * outputs)
             .map(|i| ((i as f32 + seed) * 0.77).sin())
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         bias: (0..outputs).map(|i| 0.1 * i as f32 - 0.15).collect(),
     }
 }
@@ -286,7 +287,11 @@ fn onnx_activation_models_prove_and_reject_cheats() {
 fn clamped_lookups_are_exact_and_proven() {
     let mut first = dense("fc1", 5, 6, 0.5);
     if let Op::Dense { weights, .. } = &mut first {
-        weights.iter_mut().for_each(|w| *w *= 8.0);
+        weights
+            .dense_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(|w| *w *= 8.0);
     }
     let g = Graph {
         input_shape: vec![1, 5],

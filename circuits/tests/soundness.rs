@@ -50,7 +50,8 @@ fn small_model(row_bytes: usize) -> (Arc<QuantizedModel>, ColumnShape, u32) {
                     -0.5, 0.25, 0.3, -0.125, 1.0, -0.75, //
                     0.1, 0.2, 0.3, 0.4, 0.5, 0.6, //
                     -0.6, -0.5, -0.4, -0.3, -0.2, -0.1,
-                ],
+                ]
+                .into(),
                 bias: vec![0.1, -0.2, -3.0, 0.05],
             },
             Op::Relu { node: "r1".into() },
@@ -62,7 +63,10 @@ fn small_model(row_bytes: usize) -> (Arc<QuantizedModel>, ColumnShape, u32) {
                 node: "fc2".into(),
                 inputs: 4,
                 outputs: 4,
-                weights: (0..16).map(|i| (i as f32 - 7.5) / 8.0).collect(),
+                weights: (0..16)
+                    .map(|i| (i as f32 - 7.5) / 8.0)
+                    .collect::<Vec<_>>()
+                    .into(),
                 bias: vec![-0.5, 0.25, 0.0, 0.5],
             },
             Op::Relu { node: "r2".into() },
@@ -72,7 +76,8 @@ fn small_model(row_bytes: usize) -> (Arc<QuantizedModel>, ColumnShape, u32) {
                 outputs: 3,
                 weights: vec![
                     1.0, -1.0, 0.5, -0.5, 0.25, 0.75, -0.75, 0.1, -2.0, 0.0, 1.5, 0.3,
-                ],
+                ]
+                .into(),
                 bias: vec![0.0, -0.1, 0.2],
             },
         ],
@@ -154,7 +159,7 @@ fn standalone_relu_layer_is_proven() {
                 node: "fc".into(),
                 inputs: 3,
                 outputs: 2,
-                weights: vec![1.0, -1.0, 0.5, 0.25, 0.5, -0.75],
+                weights: vec![1.0, -1.0, 0.5, 0.25, 0.5, -0.75].into(),
                 bias: vec![0.0, 0.1],
             },
         ],
@@ -357,14 +362,14 @@ fn hidden_identity_layer_is_proven_and_bound() {
                 node: "fc1".into(),
                 inputs: 3,
                 outputs: 3,
-                weights: vec![1.0, -1.0, 0.5, 0.25, 0.5, -0.75, -0.3, 0.2, 0.1],
+                weights: vec![1.0, -1.0, 0.5, 0.25, 0.5, -0.75, -0.3, 0.2, 0.1].into(),
                 bias: vec![-0.2, 0.1, 0.0],
             },
             Op::Dense {
                 node: "fc2".into(),
                 inputs: 3,
                 outputs: 2,
-                weights: vec![0.5, -0.5, 1.0, -1.0, 0.25, 0.75],
+                weights: vec![0.5, -0.5, 1.0, -1.0, 0.25, 0.75].into(),
                 bias: vec![0.05, -0.1],
             },
             Op::Relu { node: "r".into() },
@@ -418,7 +423,7 @@ fn input_codes_cover_exactly_the_declared_range() {
                     node: "fc".into(),
                     inputs: 3,
                     outputs: 2,
-                    weights: vec![0.5, -0.25, 1.0, -1.0, 0.75, 0.125],
+                    weights: vec![0.5, -0.25, 1.0, -1.0, 0.75, 0.125].into(),
                     bias: vec![0.1, -0.2],
                 },
                 Op::Relu { node: "r".into() },

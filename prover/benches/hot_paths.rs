@@ -78,7 +78,7 @@ fn msm_and_fft(c: &mut Criterion) {
 
 /// One dense layer `inputs -> outputs` with deterministic weights, then ReLU.
 fn dense(inputs: usize, outputs: usize) -> Arc<QuantizedModel> {
-    let weights = (0..inputs * outputs)
+    let weights: Vec<f32> = (0..inputs * outputs)
         .map(|i| ((i * 7919 % 2003) as f32 / 2003.0 - 0.5) / (inputs as f32).sqrt())
         .collect();
     let g = Graph {
@@ -89,7 +89,7 @@ fn dense(inputs: usize, outputs: usize) -> Arc<QuantizedModel> {
                 node: "fc".into(),
                 inputs,
                 outputs,
-                weights,
+                weights: weights.into(),
                 bias: vec![0.01; outputs],
             },
             Op::Relu { node: "r".into() },

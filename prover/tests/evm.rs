@@ -82,7 +82,8 @@ fn oversized_verifier_is_refused() {
             outputs,
             weights: (0..inputs * outputs)
                 .map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0)
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             bias: vec![0.0; outputs],
         }],
     };

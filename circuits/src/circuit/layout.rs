@@ -235,11 +235,8 @@ impl Layout {
             for o in 0..layer.outputs {
                 let (slot, mu) = slots.layer[li][o];
                 consts[slot] += mu * fr_from_i128(layer.bias[o]);
-                for (j, &(v, i)) in srcs.iter().enumerate() {
-                    let w = layer.w(o, j);
-                    if w == 0 {
-                        continue;
-                    }
+                for (j, w) in layer.row(o) {
+                    let (v, i) = srcs[j];
                     let coef = mu * fr_from_i128(w as i128);
                     if v == 0 {
                         for t in 0..in_parts {

@@ -125,6 +125,7 @@
 //! (input range, code width, activation scale, shapes) have different keys.
 
 use crate::error::CompileError;
+use crate::graph::Matrix;
 use crate::quantize::{QLayer, QLookup, QuantizedModel};
 use halo2_proofs::{
     circuit::{Layouter, SimpleFloorPlanner, Value},

@@ -9,7 +9,7 @@ use super::*;
 pub(crate) struct CLayer {
     pub(crate) inputs: usize,
     pub(crate) outputs: usize,
-    pub(crate) weights: Vec<i64>,
+    pub(crate) weights: Matrix<i64>,
     pub(crate) bias: Vec<i128>,
     pub(crate) shift: u32,
     pub(crate) relu: bool,
@@ -23,8 +23,9 @@ pub(crate) struct CLayer {
 }
 
 impl CLayer {
-    pub(crate) fn w(&self, o: usize, j: usize) -> i64 {
-        self.weights[o * self.inputs + j]
+    /// The nonzero weights `(input, weight)` of output `o`.
+    pub(crate) fn row(&self, o: usize) -> impl Iterator<Item = (usize, i64)> + '_ {
+        self.weights.row(o, self.inputs)
     }
     /// The largest `|x|` a witness passing the checks can give an output: its parts' range, or
     /// the largest table entry.
@@ -87,10 +88,9 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 lookup: lookup.clone().map(|t| (0, t)),
             },
             QLayer::Relu { len, out_bits, .. } => {
-                let mut weights = vec![0i64; len * len];
-                for j in 0..*len {
-                    weights[j * len + j] = 1 << LIMB_BITS;
-                }
+                let weights = Matrix::Sparse {
+                    nonzeros: (0..*len).map(|j| vec![(j, 1i64 << LIMB_BITS)]).collect(),
+                };
                 CLayer {
                     inputs: *len,
                     outputs: *len,
@@ -210,11 +210,8 @@ impl Slots {
             for o in 0..l.outputs {
                 let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
                 bound = bound.checked_add(own).ok_or_else(overflow)?;
-                for (j, &x) in x.iter().enumerate() {
-                    let t = (l.w(o, j) as i128)
-                        .abs()
-                        .checked_mul(x)
-                        .ok_or_else(overflow)?;
+                for (j, w) in l.row(o) {
+                    let t = (w as i128).abs().checked_mul(x[j]).ok_or_else(overflow)?;
                     bound = bound.checked_add(t).ok_or_else(overflow)?;
                 }
                 let bits = bits_for(bound) + 1;

@@ -71,7 +71,9 @@ pub(crate) fn witness(
             .collect();
         let b: Vec<BlockVals> = (0..l.outputs)
             .map(|o| {
-                let z = (0..l.inputs).fold(l.bias[o], |acc, j| acc + l.w(o, j) as i128 * x[j]);
+                let z = l
+                    .row(o)
+                    .fold(l.bias[o], |acc, (j, w)| acc + w as i128 * x[j]);
                 let mut q = z.div_euclid(1i128 << l.shift);
                 let mut r = z - (q << l.shift);
                 let mut extra = 0;

@@ -162,6 +162,19 @@ pub(crate) fn value_bound(layers: &[CLayer], v: usize, shape: &ColumnShape) -> i
     }
 }
 
+/// The order a layer's equations are packed into slots: by the first input each reads (stable,
+/// so a dense layer keeps its order). The outputs of a convolution that read neighbouring pixels
+/// then share slots and pages, whatever the channel order, so a value feeds few pages and needs
+/// few copy rows (cifar_cnn: channel-major order spread each pixel's consumers over ~30 pages).
+pub(crate) fn packing_order(l: &CLayer) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..l.outputs).collect();
+    let first: Vec<usize> = (0..l.outputs)
+        .map(|o| l.row(o).next().map_or(usize::MAX, |e| e.0))
+        .collect();
+    order.sort_by_key(|&o| first[o]);
+    order
+}
+
 /// Which Freivalds slot, at which bit offset, checks each equation.
 #[derive(Clone, Debug)]
 pub(crate) struct Slots {
@@ -206,8 +219,8 @@ impl Slots {
                 .checked_mul(out_max)
                 .and_then(|v| v.checked_add(d))
                 .ok_or_else(overflow)?;
-            let mut v = Vec::with_capacity(l.outputs);
-            for o in 0..l.outputs {
+            let mut v = vec![(0, Fr::zero()); l.outputs];
+            for o in packing_order(l) {
                 let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
                 bound = bound.checked_add(own).ok_or_else(overflow)?;
                 for (j, w) in l.row(o) {
@@ -222,7 +235,7 @@ impl Slots {
                     count += 1;
                     used = 0;
                 }
-                v.push((count - 1, pow2(used)));
+                v[o] = (count - 1, pow2(used));
                 used += bits;
             }
             layer.push(v);

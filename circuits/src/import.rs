@@ -159,40 +159,6 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
     Err(unsupported(node))
 }
 
-/// Evaluates a chain of affine nodes on one input tensor.
-fn eval_chain(
-    model: &Model,
-    chain: &[(usize, usize)],
-    input: Tensor,
-) -> Result<Tensor, CompileError> {
-    let mut x = input;
-    for &(id, slot) in chain {
-        let node = model.node(id);
-        let inputs: TVec<TValue> = node
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, o)| {
-                if i == slot {
-                    x.clone().into_tvalue()
-                } else {
-                    const_of(model, *o).expect("checked constant").into_tvalue()
-                }
-            })
-            .collect();
-        let out = node
-            .op
-            .eval_out_of_plan(inputs)
-            .map_err(|e| CompileError::Structure {
-                node: node.name.clone(),
-                detail: format!("cannot evaluate: {e}"),
-            })?
-            .ok_or_else(|| unsupported(node))?;
-        x = out[0].clone().into_tensor();
-    }
-    Ok(x)
-}
-
 fn to_f32_vec(t: &Tensor, node: &str) -> Result<Vec<f32>, CompileError> {
     let t = t.cast_to::<f32>().map_err(|e| CompileError::Structure {
         node: node.into(),
@@ -216,23 +182,28 @@ fn tensor_of(shape: &[usize], values: Vec<f32>, node: &str) -> Result<Tensor, Co
         })
 }
 
-/// Evaluates a chain on each unit vector of `in_shape`, handing `f` the input index and the
-/// output (what a dense layer's columns and a pool's windows are read off).
-fn probe_units(
+/// A node's output with its computed input `x` set to `values` (its other inputs constants).
+fn eval_node(
     model: &Model,
-    chain: &[(usize, usize)],
-    in_shape: &[usize],
-    node: &str,
-    mut f: impl FnMut(usize, Vec<f32>),
-) -> Result<(), CompileError> {
-    let n_in: usize = in_shape.iter().product();
-    for i in 0..n_in {
-        let mut v = vec![0f32; n_in];
-        v[i] = 1.0;
-        let out = eval_chain(model, chain, tensor_of(in_shape, v, node)?)?;
-        f(i, to_f32_vec(&out, node)?);
-    }
-    Ok(())
+    node: &TypedNode,
+    x: OutletId,
+    values: Vec<f32>,
+) -> Result<Vec<f32>, CompileError> {
+    let shape = concrete_shape(model, x)?;
+    let mut memo = HashMap::from([(x, tensor_of(&shape, values, &node.name)?.into_tvalue())]);
+    let out = eval_from(model, OutletId::new(node.id, 0), &mut memo)?;
+    to_f32_vec(&out.into_tensor(), &node.name)
+}
+
+/// Runs one node on its input values.
+fn run_node(node: &TypedNode, inputs: TVec<TValue>) -> Result<TVec<TValue>, CompileError> {
+    node.op
+        .eval_out_of_plan(inputs)
+        .map_err(|e| CompileError::Structure {
+            node: node.name.clone(),
+            detail: format!("cannot evaluate: {e}"),
+        })?
+        .ok_or_else(|| unsupported(node))
 }
 
 /// Evaluates `target` from the given values of some outlets (and the model's constants).
@@ -258,15 +229,7 @@ fn eval_from(
     for &o in &node.inputs {
         inputs.push(eval_from(model, o, memo)?);
     }
-    let out = node
-        .op
-        .eval_out_of_plan(inputs)
-        .map_err(|e| CompileError::Structure {
-            node: node.name.clone(),
-            detail: format!("cannot evaluate: {e}"),
-        })?
-        .ok_or_else(|| unsupported(node))?;
-    let v = out[target.slot].clone();
+    let v = run_node(node, inputs)?[target.slot].clone();
     memo.insert(target, v.clone());
     Ok(v)
 }
@@ -326,10 +289,14 @@ fn dense_of_region(
 fn pool_windows(
     model: &Model,
     node: &TypedNode,
-    in_shape: &[usize],
+    x: OutletId,
 ) -> Result<Vec<Vec<usize>>, CompileError> {
     let mut windows: Vec<Vec<usize>> = Vec::new();
-    probe_units(model, &[(node.id, 0)], in_shape, &node.name, |i, out| {
+    let n_in: usize = concrete_shape(model, x)?.iter().product();
+    for i in 0..n_in {
+        let mut v = vec![0f32; n_in];
+        v[i] = 1.0;
+        let out = eval_node(model, node, x, v)?;
         if windows.is_empty() {
             windows = vec![Vec::new(); out.len()];
         }
@@ -338,7 +305,7 @@ fn pool_windows(
                 windows[o].push(i);
             }
         }
-    })?;
+    }
     if windows.iter().any(Vec::is_empty) {
         return Err(CompileError::Structure {
             node: node.name.clone(),
@@ -456,12 +423,11 @@ enum Piece {
 fn extreme(
     model: &Model,
     node: &TypedNode,
-    shape: &[usize],
+    x: OutletId,
     value: f32,
 ) -> Result<Vec<f32>, CompileError> {
-    let n: usize = shape.iter().product();
-    let t = tensor_of(shape, vec![value; n], &node.name)?;
-    let out = to_f32_vec(&eval_chain(model, &[(node.id, 0)], t)?, &node.name)?;
+    let n: usize = concrete_shape(model, x)?.iter().product();
+    let out = eval_node(model, node, x, vec![value; n])?;
     if out.len() != n || out.iter().any(|v| !v.is_finite()) {
         return Err(CompileError::Structure {
             node: node.name.clone(),
@@ -715,32 +681,13 @@ fn sample_region(model: &Model, nodes: &[usize], x: OutletId) -> Result<Samples,
     let xs: Vec<f32> = (0..n)
         .map(|i| (-SAMPLE_RANGE + i as f64 * SAMPLE_STEP) as f32)
         .collect();
-    let mut values: HashMap<OutletId, TValue> = HashMap::new();
-    values.insert(x, tensor_of(&[n], xs, &name)?.into_tvalue());
-    let mut last = None;
-    for &id in nodes {
-        let node = model.node(id);
-        let inputs: TVec<TValue> = node
-            .inputs
-            .iter()
-            .map(|o| match values.get(o) {
-                Some(v) => v.clone(),
-                None => const_of(model, *o).expect("checked constant").into_tvalue(),
-            })
-            .collect();
-        let out = node
-            .op
-            .eval_out_of_plan(inputs)
-            .map_err(|e| CompileError::Structure {
-                node: node.name.clone(),
-                detail: format!("cannot evaluate: {e}"),
-            })?
-            .ok_or_else(|| unsupported(node))?;
-        let v = out[0].clone();
-        values.insert(OutletId::new(id, 0), v.clone());
-        last = Some(v);
-    }
-    let ys = to_f32_vec(&last.expect("a region").into_tensor(), &name)?;
+    let mut memo = HashMap::from([(x, tensor_of(&[n], xs, &name)?.into_tvalue())]);
+    let out = eval_from(
+        model,
+        OutletId::new(*nodes.last().expect("a region"), 0),
+        &mut memo,
+    )?;
+    let ys = to_f32_vec(&out.into_tensor(), &name)?;
     if ys.len() != n {
         return Err(CompileError::Structure {
             node: name,
@@ -970,8 +917,8 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 let piece = match kind {
                     Kind::Leaky(alpha) => Piece::Leaky(alpha),
                     // the constant, broadcast to the activation: the node on an extreme input
-                    Kind::MaxConst => Piece::Max(extreme(model, node, &shape, -1e30)?),
-                    _ => Piece::Min(extreme(model, node, &shape, 1e30)?),
+                    Kind::MaxConst => Piece::Max(extreme(model, node, x, -1e30)?),
+                    _ => Piece::Min(extreme(model, node, x, 1e30)?),
                 };
                 w.ready(x)?;
                 w.ops.extend(piecewise_ops(&node.name, &piece, n));
@@ -979,7 +926,7 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
             }
             Kind::MaxPool => {
                 let shape = concrete_shape(model, x)?;
-                let windows = pool_windows(model, node, &shape)?;
+                let windows = pool_windows(model, node, x)?;
                 let v = w.ready(x)?;
                 // the output of a ReLU is non-negative
                 let nonneg = v > 0 && matches!(w.ops[v - 1], Op::Relu { .. });

@@ -5,23 +5,13 @@
 
 mod common;
 use common::*;
-use halo2_proofs::{dev::MockProver, halo2curves::bn256::Fr};
 use std::sync::Arc;
 use veriml_circuits::{
     circuit::{plan_with, Fault, FaultTarget},
     graph::{Graph, Op, Samples},
-    halo2_proofs,
     quantize::QLayer,
     ColumnShape, ModelCircuit, QuantOptions, QuantizedModel,
 };
-
-fn failures(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Option<String> {
-    MockProver::run(k, circuit, vec![instances])
-        .unwrap()
-        .verify_par()
-        .err()
-        .map(|e| format!("{e:?}"))
-}
 
 fn sampled(f: impl Fn(f64) -> f64) -> Arc<Samples> {
     let (lo, step) = (-16.0, 1.0 / 256.0);

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use halo2_proofs::{dev::MockProver, halo2curves::bn256::Fr};
+use halo2_proofs::halo2curves::bn256::Fr;
 use std::sync::Arc;
 use veriml_circuits::{
     circuit::{fr_from_i128, pack_public, unpack_public, Fault, FaultTarget, PublicLayout},
@@ -13,15 +13,6 @@ use veriml_circuits::{
 
 fn check(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> bool {
     failures(k, circuit, instances).is_none()
-}
-
-/// The failed constraints, as text, if any.
-fn failures(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Option<String> {
-    MockProver::run(k, circuit, vec![instances])
-        .unwrap()
-        .verify_par()
-        .err()
-        .map(|e| format!("{e:?}"))
 }
 
 /// The circuit with one or two bytes per checked row (the two layouts the planner chooses

@@ -2,7 +2,17 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use veriml_circuits::{compile_model, CompiledModel, QuantOptions, Settings};
+use veriml_circuits::halo2_proofs::{dev::MockProver, halo2curves::bn256::Fr};
+use veriml_circuits::{compile_model, CompiledModel, ModelCircuit, QuantOptions, Settings};
+
+/// The constraints `MockProver` finds failing, as text, if any.
+pub fn failures(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Option<String> {
+    MockProver::run(k, circuit, vec![instances])
+        .unwrap()
+        .verify_par()
+        .err()
+        .map(|e| format!("{e:?}"))
+}
 
 pub fn fixture(model: &str, file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -150,6 +150,11 @@ pub struct QLookup {
     /// bounds of `z` (the circuit proves the clamp).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamp: Option<i64>,
+    /// The function is `relu(x) + g(x)` with `g` tabled (GELU, SiLU, softplus: linear on the
+    /// right, flat on the left, so `g` saturates and can be clamped): the output adds the
+    /// exact `relu(z)·2^grid_shift`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plus_relu: bool,
 }
 
 impl QLookup {
@@ -158,6 +163,16 @@ impl QLookup {
     pub fn get(&self, z: i128) -> i64 {
         let i = (z - self.z_min as i128).clamp(0, self.table.len() as i128 - 1);
         self.table[i as usize]
+    }
+    /// The layer's output for the rounded value `z`: the entry, plus `relu(z)` at the
+    /// activation scale for a `relu + g` table.
+    pub fn apply(&self, z: i128) -> i64 {
+        let relu = if self.plus_relu {
+            (z.max(0) << self.grid_shift) as i64
+        } else {
+            0
+        };
+        self.get(z) + relu
     }
     /// The largest `|entry|`.
     pub fn max_abs(&self) -> i128 {
@@ -292,6 +307,23 @@ impl Builder<'_> {
             Some(Op::Elementwise { label, f, .. }) => (false, Some((label, f))),
             _ => (false, None),
         };
+        // a function that does not saturate but is relu plus one that does: table the latter
+        let tol = (-(s as f64) - 1.0).exp2();
+        let minus_relu = f
+            .filter(|(_, f)| saturation(f, tol).is_none())
+            .map(|(_, f)| Samples {
+                lo: f.lo,
+                step: f.step,
+                values: f
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &y)| y - (f.lo + i as f64 * f.step).max(0.0))
+                    .collect(),
+            })
+            .filter(|g| saturation(g, tol).is_some());
+        let plus_relu = minus_relu.is_some();
+        let f = f.map(|(label, f)| (label, minus_relu.as_ref().unwrap_or(f)));
         // a table reads the rounded value on a grid coarse enough for the table to cover every
         // value it can take: `2^−grid_shift` of the activation unit
         let grid_shift = match f {
@@ -326,16 +358,27 @@ impl Builder<'_> {
         }
         let (lookup, out) = match f {
             Some((label, f)) => {
-                let t = lookup_table(label, f, &zb, grid_shift, s, self.opts.lookup_bits).map_err(
-                    |detail| CompileError::Quantization {
+                let mut t = lookup_table(label, f, &zb, grid_shift, s, self.opts.lookup_bits)
+                    .map_err(|detail| CompileError::Quantization {
                         layer: idx,
                         detail: format!("node `{node}`: {detail}"),
-                    },
-                )?;
+                    })?;
+                t.plus_relu = plus_relu;
                 let (lo, hi) = t.table.iter().fold((i128::MAX, i128::MIN), |m, &v| {
                     (m.0.min(v as i128), m.1.max(v as i128))
                 });
-                (Some(t), vec![(lo, hi); outputs])
+                let out = zb
+                    .iter()
+                    .map(|&(_, zh)| {
+                        let relu = if plus_relu {
+                            zh.max(0) << grid_shift
+                        } else {
+                            0
+                        };
+                        (lo, hi + relu)
+                    })
+                    .collect();
+                (Some(t), out)
             }
             None => (
                 None,
@@ -514,6 +557,7 @@ fn lookup_table(
         z_min: z_min as i64,
         table,
         clamp: clamp.map(|c| c as i64),
+        plus_relu: false,
     })
 }
 
@@ -929,7 +973,7 @@ impl QuantizedModel {
                             .fold(bias[o] as i128, |a, (j, w)| a + w as i128 * x[j] as i128);
                         let q = round_div_pow2(acc, *shift);
                         match lookup {
-                            Some(t) => t.get(q),
+                            Some(t) => t.apply(q),
                             None if *relu => q.max(0) as i64,
                             None => q as i64,
                         }

@@ -337,3 +337,67 @@ fn clamped_lookups_are_exact_and_proven() {
     }
     assert!(rejected >= 6, "only {rejected} clamp cheats applied");
 }
+
+/// A function that does not saturate but is `relu` plus one that does (SiLU = `x·sigmoid(x)`):
+/// the table holds `g = f − relu` over its clamp only, the output adds the exact `relu(z)`
+/// (`p`, with `p·n = 0`), and `p` and `n` both raised with the forward pass following — the
+/// rounded value unchanged, the output one grid step higher — is rejected by `p·n = 0` alone.
+#[test]
+fn relu_plus_a_saturating_table_is_exact_and_sound() {
+    let mut first = dense("fc1", 5, 6, 0.5);
+    if let Op::Dense { weights, .. } = &mut first {
+        weights
+            .dense_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(|w| *w *= 8.0);
+    }
+    let silu = |x: f64| x * sigmoid(x);
+    let g = Graph {
+        input_shape: vec![1, 5],
+        output_shape: vec![1, 2],
+        ops: vec![first, act("s", "Silu", silu), dense("fc2", 6, 2, 3.0)],
+    };
+    let q = Arc::new(
+        QuantizedModel::from_graph(
+            &g,
+            &QuantOptions {
+                input_range: (-1.0, 1.0),
+                ..QuantOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let QLayer::Dense {
+        lookup: Some(t), ..
+    } = &q.layers[0]
+    else {
+        panic!("a lookup layer")
+    };
+    assert!(t.plus_relu && t.clamp.is_some(), "{}", t.table.len());
+    for mask in [0u32, 0x3ff, 0x155, 0x2aa] {
+        let x: Vec<f64> = (0..5)
+            .map(|i| [-1.0, 1.0, 0.3, -0.45][(mask >> (2 * i) & 3) as usize])
+            .collect();
+        let want = g.forward(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let codes = q.quantize_input(&x).unwrap();
+        for (w, got) in want.iter().zip(q.forward(&codes)) {
+            assert!((*w as f64 - q.dequantize(got)).abs() < 0.02, "{w} vs {got}");
+        }
+        for (shape, k) in shapes(&q) {
+            let honest = ModelCircuit::with_input(q.clone(), shape, codes.clone()).unwrap();
+            assert_eq!(failures(k, &honest, honest.instances().unwrap()), None);
+            for index in 0..6 {
+                let bad = honest.clone().with_fault(Fault {
+                    target: FaultTarget::RescaleBothParts,
+                    index,
+                });
+                let failed = failures(k, &bad, bad.instances().unwrap()).expect("rejected");
+                assert!(
+                    failed.contains("\"lookup\"") && !failed.contains("ends and zeros"),
+                    "{failed}"
+                );
+            }
+        }
+    }
+}

@@ -197,14 +197,17 @@ impl ModelConfig {
                     })
                 };
                 let (p, n, op, on) = (value(0), value(1), value(2), value(3));
+                let (p_relu, n_relu) = (p.clone(), n.clone());
                 let zc = p - n - op.clone() + on.clone();
                 let bound = m.query_fixed(lk.lz, Rotation::cur());
                 let y = m.query_advice(a, Rotation::cur());
                 let den = key(m, &lk, zc.clone(), y);
+                let q_lr = m.query_fixed(lk.q_lr, Rotation::cur());
                 vec![
                     q.clone() * (m.query_advice(h, Rotation::cur()) * den - c(1)),
                     q.clone() * op * (bound.clone() - zc.clone()),
                     q * on * (bound + zc),
+                    q_lr * p_relu * n_relu,
                 ]
             });
         }

@@ -69,6 +69,8 @@ pub(crate) struct RowSpec {
     /// A function-table row's entry: the rounded value and what it maps to.
     pub(crate) lz: i128,
     pub(crate) ly: i128,
+    /// A `relu + g` lookup row: `p·n = 0` below it.
+    pub(crate) q_lr: bool,
 }
 
 impl RowSpec {
@@ -87,6 +89,7 @@ impl RowSpec {
             lid: 0,
             lz: 0,
             ly: 0,
+            q_lr: false,
         }
     }
     pub(crate) fn add(&mut self, slot: usize, v: Fr) {
@@ -181,6 +184,7 @@ impl Layout {
                     row.q_lk = true;
                     row.lid = *id;
                     row.lz = clamp_bound(t);
+                    row.q_lr = t.plus_relu;
                     rows.push(row);
                 }
                 let mut parts = vec![(Part::P, &out_bits), (Part::N, &out_bits)];
@@ -247,8 +251,12 @@ impl Layout {
                     // a layer's output: its table entry, its `p` (ReLU) or `p − n`
                     let src = &layers[v - 1];
                     let [p0, n0, _, y0] = blocks[v - 1][i];
-                    if src.lookup.is_some() {
+                    if let Some((_, t)) = &src.lookup {
                         rows[y0].add(slot, coef);
+                        if t.plus_relu {
+                            let bits = shape.parts(src.limbs);
+                            add_value(&mut rows, p0, &bits, slot, coef * pow2(t.grid_shift));
+                        }
                     } else {
                         let bits = shape.parts(src.limbs);
                         add_value(&mut rows, p0, &bits, slot, coef);
@@ -269,8 +277,11 @@ impl Layout {
             let slot = slots.words[k - packing.input_words];
             let coef = pow2(off);
             let [p0, n0, _, y0] = blocks[last][m];
-            if layers[last].lookup.is_some() {
+            if let Some((_, t)) = &layers[last].lookup {
                 rows[y0].add(slot, -coef);
+                if t.plus_relu {
+                    add_value(&mut rows, p0, &out_bits, slot, -coef * pow2(t.grid_shift));
+                }
             } else {
                 add_value(&mut rows, p0, &out_bits, slot, -coef);
                 if !layers[last].relu {

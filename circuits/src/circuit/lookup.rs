@@ -41,6 +41,13 @@
 //! table without a clamp holds `c` = one more than its largest `|z|` there, outside the table,
 //! so `op` and `on` can only be 0.
 //!
+//! **ReLU plus a table.** A function that does not saturate but is `relu(x) + g(x)` with `g`
+//! saturating (GELU, SiLU, softplus, ELU, hard swish: linear on the right, flat on the left)
+//! tables `g` (clamped as above) and adds `relu(z)·2^grid_shift` exactly: the entry row also
+//! sets `q_lr`, whose constraint `p·n = 0` makes `p = relu(z)` (the argument of the ReLU
+//! layers), and the readers of the output weigh `p` by `2^grid_shift` next to the entry
+//! (`FaultTarget::RescaleBothParts` on such a layer is caught by this constraint alone).
+//!
 //! Every gate stays of degree 3: `q_lk·h·(… θ³·y)` and `q_tab·h·(… θ³·ly)`. A model without
 //! lookups has none of these columns, nor `θ`: its circuit is unchanged.
 
@@ -54,6 +61,8 @@ pub(crate) struct LookupColumns {
     pub(crate) lid: Column<Fixed>,
     pub(crate) lz: Column<Fixed>,
     pub(crate) ly: Column<Fixed>,
+    /// A `relu + g` lookup: `p·n = 0` makes `p` the exact `relu(z)` the output adds.
+    pub(crate) q_lr: Column<Fixed>,
 }
 
 impl LookupColumns {
@@ -64,6 +73,7 @@ impl LookupColumns {
             lid: meta.fixed_column(),
             lz: meta.fixed_column(),
             ly: meta.fixed_column(),
+            q_lr: meta.fixed_column(),
         }
     }
 }

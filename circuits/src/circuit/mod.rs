@@ -79,7 +79,7 @@
 //! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+S]` / `instance = a + 2^16·c[+S]` |
 //! | outputs | `q_run = 2` | `a = instance` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
-//! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0` |
+//! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0`; `q_lr·p·n = 0` |
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
 //! `γ + w_0` becomes `γ + w_0 + θ·lid + θ²·lz + θ³·ly` (the byte rows have zeros there).
@@ -320,6 +320,7 @@ impl Circuit<Fr> for ModelCircuit {
                             (lk.lid, Fr::from(row.lid)),
                             (lk.lz, fr_from_i128(row.lz)),
                             (lk.ly, fr_from_i128(row.ly)),
+                            (lk.q_lr, Fr::from(row.q_lr as u64)),
                         ] {
                             if v != Fr::zero() {
                                 region.assign_fixed(col, r, v);

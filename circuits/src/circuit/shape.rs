@@ -123,9 +123,10 @@ impl ColumnShape {
         }
     }
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
-    /// constants column; with lookups, their selector, table id and the table's two columns.
+    /// constants column; with lookups, their two selectors, table id and the table's two
+    /// columns.
     pub fn fixed_columns(&self) -> usize {
-        self.weight_columns + 6 + 2 * usize::from(self.paged()) + 4 * usize::from(self.lookups())
+        self.weight_columns + 6 + 2 * usize::from(self.paged()) + 5 * usize::from(self.lookups())
     }
     /// The model has table lookups (non-linear functions).
     pub fn lookups(&self) -> bool {
@@ -189,10 +190,9 @@ impl ColumnShape {
         let mut shape = ColumnShape {
             weight_columns: 1,
             pages: 1,
-            out_limbs: layers.last().map_or(1, |l| match &l.lookup {
-                Some((_, t)) => limbs_for(bits_for(t.max_abs())),
-                None => l.limbs,
-            }),
+            out_limbs: layers
+                .last()
+                .map_or(1, |l| limbs_for(bits_for(l.out_bound()))),
             relu_limbs: relu_limbs(layers),
             lookup_limbs: lookup_limbs(layers),
             // input codes have a multiple of 16 bits: whole rows in either layout, so the

@@ -30,9 +30,12 @@ impl CLayer {
     /// The largest `|x|` a witness passing the checks can give an output: its parts' range, or
     /// the largest table entry.
     pub(crate) fn out_bound(&self) -> i128 {
+        let parts = (1i128 << (LIMB_BITS * self.limbs as u32)) - 1;
         match &self.lookup {
+            // a `relu + g` output adds `p·2^grid_shift`
+            Some((_, t)) if t.plus_relu => t.max_abs() + (parts << t.grid_shift),
             Some((_, t)) => t.max_abs(),
-            None => (1i128 << (LIMB_BITS * self.limbs as u32)) - 1,
+            None => parts,
         }
     }
 }
@@ -111,8 +114,18 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     for (l, q) in out.iter_mut().zip(&model.layers) {
         let bits = match q {
             QLayer::Dense {
-                lookup: Some(t), ..
-            } => bits_for(t.max_abs()),
+                lookup: Some(t),
+                out_bits,
+                ..
+            } => {
+                // a `relu + g` output also adds `relu(z)·2^grid_shift`, below 2^(out_bits + shift)
+                let relu = if t.plus_relu {
+                    out_bits + t.grid_shift
+                } else {
+                    0
+                };
+                bits_for(t.max_abs()).max(relu) + 1
+            }
             QLayer::Dense { out_bits, .. } => *out_bits,
             QLayer::Relu { out_bits, .. } => {
                 l.limbs = l.limbs.max(limbs_for(prev_bits));

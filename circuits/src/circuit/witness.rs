@@ -130,8 +130,8 @@ pub(crate) fn witness(
         let y = b
             .iter()
             .map(|v| {
-                if l.lookup.is_some() {
-                    v.y
+                if let Some((_, t)) = &l.lookup {
+                    v.y + if t.plus_relu { v.p << t.grid_shift } else { 0 }
                 } else if l.relu {
                     v.p
                 } else {

@@ -148,19 +148,26 @@ def main():
             einfo = json.loads(out.strip().splitlines()[-1])
             out, _, _ = timed([py, os.path.join(ROOT, "benchmarks", "ezkl_step.py"), "accuracy", edir, mdir])
             einfo["accuracy"] = json.loads(out.strip().splitlines()[-1])
-        vreps, ereps = [], []
+        vreps, ereps, efail = [], [], None
         for rep in range(args.reps):
             vreps.append(veriml_rep(veriml, vdir, mdir, srs))
-            if py:
-                ereps.append(ezkl_rep(py, edir, mdir))
+            if py and not efail:
+                try:
+                    ereps.append(ezkl_rep(py, edir, mdir))
+                except RuntimeError as err:
+                    # a failure is a result too (cifar_cnn: EZKL's setup is killed for memory)
+                    killed = "failed (-9)" in str(err)
+                    efail = "killed by the kernel (out of memory)" if killed else str(err)[-300:]
             print(f"{m} rep {rep + 1}/{args.reps}: veriml prove {vreps[-1]['prove_s']:.2f}s"
-                  + (f", ezkl prove {ereps[-1]['prove_s']:.2f}s" if py else ""), file=sys.stderr)
+                  + (f", ezkl prove {ereps[-1]['prove_s']:.2f}s" if ereps else "")
+                  + (f", ezkl {efail}" if efail else ""), file=sys.stderr)
         results[m] = {
             "veriml": summarize(vreps) | {"k": vinfo["k"], "weight_columns": vinfo["weight_columns"],
                                           "pages": vinfo.get("pages", 1),
                                           "accuracy": acc, "reps": vreps},
-            "ezkl": (summarize(ereps) | {"k": einfo["logrows"], "accuracy": einfo["accuracy"],
-                                         "reps": ereps}) if py else None,
+            "ezkl": ({"k": einfo["logrows"], "accuracy": einfo["accuracy"], "failed": efail} if efail
+                     else (summarize(ereps) | {"k": einfo["logrows"], "accuracy": einfo["accuracy"],
+                                               "reps": ereps}) if py else None),
         }
         shutil.rmtree(base, ignore_errors=True)
     meta = {
@@ -200,6 +207,9 @@ def render(meta, results):
     ]
     for m, r in results.items():
         e = r["ezkl"]
+        if e and e.get("failed"):
+            e = None
+            lines.append(f"| {m} | EZKL | {r['ezkl']['k']} | failed: {r['ezkl']['failed']} | | | | | | | |")
         rows = [("VeriML", r["veriml"]), ("EZKL", e)]
         for tool, x in rows:
             if x is None:

@@ -30,7 +30,7 @@ def main(src, dst):
             xs, ys = [], []
             for i, m in enumerate(models):
                 x = results[m].get(tool)
-                if x:
+                if x and not x.get("failed"):
                     xs.append(i + (t - 1) * width)
                     ys.append(x[key] * scale)
             if not xs:
@@ -39,7 +39,7 @@ def main(src, dst):
             if key == "prove_s" and tool != "ezkl":
                 for b, m in zip(bars, [m for m in models if results[m].get(tool)]):
                     e = results[m].get("ezkl")
-                    if e:
+                    if e and not e.get("failed"):
                         ax.annotate(f"{e['prove_s'] / results[m][tool]['prove_s']:.1f}x",
                                     (b.get_x() + b.get_width() / 2, b.get_height()),
                                     ha="center", va="bottom", fontsize=8)

@@ -25,6 +25,7 @@ use crate::error::CompileError;
 use crate::graph::{Graph, Matrix, Op, Samples};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Identifier of the quantization scheme implemented here.
@@ -307,29 +308,36 @@ impl Builder<'_> {
             Some(Op::Elementwise { label, f, .. }) => (false, Some((label, f))),
             _ => (false, None),
         };
-        // a function that does not saturate but is relu plus one that does: table the latter
+        // what is tabled, where it saturates (within half an output unit), and whether the
+        // output adds an exact relu: a function that does not saturate but is relu plus one that
+        // does tables the latter
         let tol = (-(s as f64) - 1.0).exp2();
-        let minus_relu = f
-            .filter(|(_, f)| saturation(f, tol).is_none())
-            .map(|(_, f)| Samples {
-                lo: f.lo,
-                step: f.step,
-                values: f
-                    .values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &y)| y - (f.lo + i as f64 * f.step).max(0.0))
-                    .collect(),
-            })
-            .filter(|g| saturation(g, tol).is_some());
-        let plus_relu = minus_relu.is_some();
-        let f = f.map(|(label, f)| (label, minus_relu.as_ref().unwrap_or(f)));
+        let minus_relu = |f: &Samples| Samples {
+            lo: f.lo,
+            step: f.step,
+            values: f
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| y - (f.lo + i as f64 * f.step).max(0.0))
+                .collect(),
+        };
+        let f = f.map(|(label, f)| match saturation(f, tol) {
+            Some(x) => (label, Cow::Borrowed(&**f), Some(x), false),
+            None => {
+                let g = minus_relu(f);
+                match saturation(&g, tol) {
+                    Some(x) => (label, Cow::Owned(g), Some(x), true),
+                    None => (label, Cow::Borrowed(&**f), None, false),
+                }
+            }
+        });
         // a table reads the rounded value on a grid coarse enough for the table to cover every
         // value it can take: `2^−grid_shift` of the activation unit
-        let grid_shift = match f {
-            Some((_, f)) => {
+        let grid_shift = match &f {
+            Some((_, _, saturates, _)) => {
                 let mut span = float_span(&rows, &bias, &bounds, s);
-                if let Some(x) = saturation(f, (-(s as f64) - 1.0).exp2()) {
+                if let Some(x) = saturates {
                     span = span.min(2.0 * (x * (s as f64).exp2() + 1.0));
                 }
                 grid_shift_for(span, self.opts.lookup_bits)
@@ -357,8 +365,9 @@ impl Builder<'_> {
             });
         }
         let (lookup, out) = match f {
-            Some((label, f)) => {
-                let mut t = lookup_table(label, f, &zb, grid_shift, s, self.opts.lookup_bits)
+            Some((label, f, saturates, plus_relu)) => {
+                let table_bits = self.opts.lookup_bits;
+                let mut t = lookup_table(label, &f, saturates, &zb, grid_shift, s, table_bits)
                     .map_err(|detail| CompileError::Quantization {
                         layer: idx,
                         detail: format!("node `{node}`: {detail}"),
@@ -510,10 +519,12 @@ fn grid_shift_for(span: f64, table_bits: u32) -> u32 {
 }
 
 /// The table of a function over the rounded values `z` a layer can take: entry
-/// `round(f(z·2^(e − S))·2^S)`.
+/// `round(f(z·2^(e − S))·2^S)`; for a function flat beyond `±saturates` (see [`saturation`]),
+/// only the clamp around that.
 fn lookup_table(
     label: &str,
     f: &Samples,
+    saturates: Option<f64>,
     zb: &[(i128, i128)],
     grid_shift: u32,
     s: u32,
@@ -523,7 +534,7 @@ fn lookup_table(
     let mut z_max = zb.iter().map(|b| b.1).max().unwrap_or(0);
     // a function flat beyond ±x needs no entries beyond it: clamp there
     let unit = (grid_shift as f64 - s as f64).exp2();
-    let clamp = saturation(f, (-(s as f64) - 1.0).exp2())
+    let clamp = saturates
         .map(|x| (x / unit).ceil() as i128 + 1)
         .filter(|&c| z_min < -c || z_max > c);
     if let Some(c) = clamp {

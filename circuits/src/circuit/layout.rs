@@ -168,13 +168,13 @@ impl Layout {
             let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
             let mut starts = Vec::with_capacity(layer.outputs);
             for o in 0..layer.outputs {
+                // `p`, `n`, `r` and the entry row of the output's block (the block is one unit)
                 let mut at = [usize::MAX; 4];
+                let start = rows.len();
                 // a lookup output: its entry first, the gate reads `p`, `n` and the clamp's
                 // overflows below it
                 if let Some((id, t)) = &layer.lookup {
                     at[3] = rows.len();
-                    let page = slots.layer[l][o].0 / shape.weight_columns;
-                    units.push((rows.len(), 0, page));
                     let mut row = RowSpec::new(Src::Block {
                         l,
                         o,
@@ -187,25 +187,20 @@ impl Layout {
                     row.q_lr = t.plus_relu;
                     rows.push(row);
                 }
-                let mut parts = vec![(Part::P, &out_bits), (Part::N, &out_bits)];
+                let mut parts = vec![(Part::P, Some(0)), (Part::N, Some(1))];
                 if layer.lookup.is_some() {
-                    parts.extend([(Part::OP, &out_bits), (Part::ON, &out_bits)]);
+                    parts.extend([(Part::OP, None), (Part::ON, None)]);
                 }
-                parts.push((Part::R, &rem_bits));
-                for (part, bits) in parts {
-                    let pi = match part {
-                        Part::P => 0,
-                        Part::N => 1,
-                        Part::R => 2,
-                        _ => 4,
+                parts.push((Part::R, Some(2)));
+                for (part, index) in parts {
+                    if let Some(i) = index {
+                        at[i] = rows.len();
+                    }
+                    let bits = if part == Part::R {
+                        &rem_bits
+                    } else {
+                        &out_bits
                     };
-                    if pi < 4 {
-                        at[pi] = rows.len();
-                    }
-                    if pi == 0 && layer.lookup.is_none() {
-                        let page = slots.layer[l][o].0 / shape.weight_columns;
-                        units.push((rows.len(), 0, page));
-                    }
                     for (t, &b) in bits.iter().enumerate() {
                         let mut row = RowSpec::new(Src::Block { l, o, part, t });
                         row.checked = true;
@@ -216,8 +211,8 @@ impl Layout {
                         rows.push(row);
                     }
                 }
-                let unit = units.last_mut().expect("the block's unit");
-                unit.1 = rows.len() - unit.0;
+                let page = slots.layer[l][o].0 / shape.weight_columns;
+                units.push((start, rows.len() - start, page));
                 starts.push(at);
             }
             blocks.push(starts);

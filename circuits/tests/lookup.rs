@@ -87,16 +87,39 @@ fn tables(q: &QuantizedModel) -> usize {
         .count()
 }
 
+/// Five inputs, each −1, 1, 0.3 or −0.45 by two bits of `mask`.
+fn corner(mask: u32) -> Vec<f64> {
+    (0..5)
+        .map(|i| [-1.0, 1.0, 0.3, -0.45][(mask >> (2 * i) & 3) as usize])
+        .collect()
+}
+
 fn input(q: &QuantizedModel, mask: u32) -> Vec<i64> {
-    let x: Vec<f64> = (0..5)
-        .map(|i| match mask >> (2 * i) & 3 {
-            0 => -1.0,
-            1 => 1.0,
-            2 => 0.3,
-            _ => -0.45,
-        })
-        .collect();
-    q.quantize_input(&x).unwrap()
+    q.quantize_input(&corner(mask)).unwrap()
+}
+
+/// Dense 5 → 6 with weights 8 times larger (its values reach far beyond where the function
+/// changes), the function, dense 6 → 2: the float graph and its quantized model.
+fn wide_then(f: Op) -> (Graph, Arc<QuantizedModel>) {
+    let mut first = dense("fc1", 5, 6, 0.5);
+    if let Op::Dense { weights, .. } = &mut first {
+        weights
+            .dense_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(|w| *w *= 8.0);
+    }
+    let g = Graph {
+        input_shape: vec![1, 5],
+        output_shape: vec![1, 2],
+        ops: vec![first, f, dense("fc2", 6, 2, 3.0)],
+    };
+    let opts = QuantOptions {
+        input_range: (-1.0, 1.0),
+        ..QuantOptions::default()
+    };
+    let q = Arc::new(QuantizedModel::from_graph(&g, &opts).unwrap());
+    (g, q)
 }
 
 /// The shapes a model is planned with: one and two bytes per row, and a paged one.
@@ -275,29 +298,7 @@ fn onnx_activation_models_prove_and_reject_cheats() {
 /// is rejected by the clamp constraints alone.
 #[test]
 fn clamped_lookups_are_exact_and_proven() {
-    let mut first = dense("fc1", 5, 6, 0.5);
-    if let Op::Dense { weights, .. } = &mut first {
-        weights
-            .dense_mut()
-            .unwrap()
-            .iter_mut()
-            .for_each(|w| *w *= 8.0);
-    }
-    let g = Graph {
-        input_shape: vec![1, 5],
-        output_shape: vec![1, 2],
-        ops: vec![first, act("t", "Tanh", f64::tanh), dense("fc2", 6, 2, 3.0)],
-    };
-    let q = Arc::new(
-        QuantizedModel::from_graph(
-            &g,
-            &QuantOptions {
-                input_range: (-1.0, 1.0),
-                ..QuantOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (g, q) = wide_then(act("t", "Tanh", f64::tanh));
     let QLayer::Dense {
         lookup: Some(t), ..
     } = &q.layers[0]
@@ -308,9 +309,7 @@ fn clamped_lookups_are_exact_and_proven() {
     assert_eq!(t.table.len() as i64, 2 * c + 1);
     let mut rejected = 0;
     for mask in [0u32, 0x3ff, 0x155, 0x2aa] {
-        let x: Vec<f64> = (0..5)
-            .map(|i| [-1.0, 1.0, 0.3, -0.45][(mask >> (2 * i) & 3) as usize])
-            .collect();
+        let x = corner(mask);
         let want = g.forward(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
         let codes = q.quantize_input(&x).unwrap();
         for (w, got) in want.iter().zip(q.forward(&codes)) {
@@ -344,30 +343,8 @@ fn clamped_lookups_are_exact_and_proven() {
 /// rounded value unchanged, the output one grid step higher — is rejected by `p·n = 0` alone.
 #[test]
 fn relu_plus_a_saturating_table_is_exact_and_sound() {
-    let mut first = dense("fc1", 5, 6, 0.5);
-    if let Op::Dense { weights, .. } = &mut first {
-        weights
-            .dense_mut()
-            .unwrap()
-            .iter_mut()
-            .for_each(|w| *w *= 8.0);
-    }
     let silu = |x: f64| x * sigmoid(x);
-    let g = Graph {
-        input_shape: vec![1, 5],
-        output_shape: vec![1, 2],
-        ops: vec![first, act("s", "Silu", silu), dense("fc2", 6, 2, 3.0)],
-    };
-    let q = Arc::new(
-        QuantizedModel::from_graph(
-            &g,
-            &QuantOptions {
-                input_range: (-1.0, 1.0),
-                ..QuantOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let (g, q) = wide_then(act("s", "Silu", silu));
     let QLayer::Dense {
         lookup: Some(t), ..
     } = &q.layers[0]
@@ -376,9 +353,7 @@ fn relu_plus_a_saturating_table_is_exact_and_sound() {
     };
     assert!(t.plus_relu && t.clamp.is_some(), "{}", t.table.len());
     for mask in [0u32, 0x3ff, 0x155, 0x2aa] {
-        let x: Vec<f64> = (0..5)
-            .map(|i| [-1.0, 1.0, 0.3, -0.45][(mask >> (2 * i) & 3) as usize])
-            .collect();
+        let x = corner(mask);
         let want = g.forward(&x.iter().map(|&v| v as f32).collect::<Vec<_>>());
         let codes = q.quantize_input(&x).unwrap();
         for (w, got) in want.iter().zip(q.forward(&codes)) {

@@ -162,6 +162,7 @@ mod fault;
 mod field;
 mod layout;
 mod lookup;
+pub mod poseidon;
 mod public;
 mod shape;
 mod slots;

@@ -6,7 +6,9 @@
 //! model ([`Settings::check_model`]), so keys and settings cannot disagree about them.
 //! `model.compiled.json` holds the quantized model itself (the circuit is rebuilt from it).
 
-use crate::circuit::{count_rows, plan, unpack_public, ColumnShape, Plan, PublicLayout};
+use crate::circuit::{
+    count_rows, plan, unpack_public, ColumnShape, Plan, PublicInput, PublicLayout,
+};
 use crate::error::CompileError;
 use crate::graph::Graph;
 use crate::quantize::{decode_input_code, QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME};
@@ -29,14 +31,33 @@ pub const DEFAULT_MAX_WEIGHT_COLUMNS: usize = 32;
 pub struct PlanOptions {
     /// Most fixed weight columns (Freivalds slots).
     pub max_weight_columns: usize,
+    /// The input words are hashed in the circuit (Poseidon) and only their digest is public.
+    pub hashed_input: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             max_weight_columns: DEFAULT_MAX_WEIGHT_COLUMNS,
+            hashed_input: false,
         }
     }
+}
+
+/// The input part of decoded public words.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodedInput {
+    /// The input values the words hold.
+    Values(Vec<f64>),
+    /// The Poseidon digest of the input words (a hashed input).
+    Digest(Fr),
+}
+
+/// Public words read back: the input (or its digest) and the output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    pub input: DecodedInput,
+    pub output: Vec<f64>,
 }
 
 /// Per-layer quantization record.
@@ -176,7 +197,12 @@ impl Settings {
         // the circuit's shape follows from the model; an edited settings file must not reach
         // the prover as a halo2 synthesis error
         let shape = self.circuit.shape;
-        let planned = ColumnShape::for_model(model, shape.row_bytes, shape.weight_columns)?;
+        let planned = ColumnShape::for_model(
+            model,
+            shape.row_bytes,
+            shape.weight_columns,
+            shape.hashed_input,
+        )?;
         if planned != shape {
             return differ(
                 "circuit.shape",
@@ -204,16 +230,52 @@ impl Settings {
         }
     }
 
-    /// Reads the public words of a proof back as the float input and output they encode.
-    pub fn decode_public(&self, words: &[Fr]) -> Option<(Vec<f64>, Vec<f64>)> {
-        let (u, y) = unpack_public(&self.public_layout(), words)?;
+    /// Reads the public words of a proof back as the float input (or its digest) and output
+    /// they encode; `None` if they are not a packing of in-range values.
+    pub fn decode_public(&self, words: &[Fr]) -> Option<Decoded> {
+        let v = unpack_public(&self.public_layout(), words)?;
         let q = &self.quantization;
         let scale = (1u64 << q.activation_scale_bits) as f64;
-        let x = u
-            .into_iter()
-            .map(|u| decode_input_code(q.input_range, q.input_bits, u))
-            .collect();
-        Some((x, y.into_iter().map(|v| v as f64 / scale).collect()))
+        let input = match v.input {
+            PublicInput::Codes(u) => DecodedInput::Values(
+                u.into_iter()
+                    .map(|u| decode_input_code(q.input_range, q.input_bits, u))
+                    .collect(),
+            ),
+            PublicInput::Digest(d) => DecodedInput::Digest(d),
+        };
+        Some(Decoded {
+            input,
+            output: v.output.into_iter().map(|v| v as f64 / scale).collect(),
+        })
+    }
+
+    /// The input codes of readable input values, each of which must be exactly the value of a
+    /// code (as the proof files list them); the error names the first that is not.
+    pub fn input_codes(&self, input: &[f64]) -> Result<Vec<i64>, String> {
+        let q = &self.quantization;
+        let n: usize = self.input_shape.iter().product();
+        if input.len() != n {
+            return Err(format!("{} input values, the model has {n}", input.len()));
+        }
+        let (lo, hi) = q.input_range;
+        let max = ((1u64 << q.input_bits) - 1) as f64;
+        input
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let u = ((v - lo) / (hi - lo) * max).round();
+                if (0.0..=max).contains(&u)
+                    && decode_input_code(q.input_range, q.input_bits, u as i64) == v
+                {
+                    Ok(u as i64)
+                } else {
+                    Err(format!(
+                        "input value {i} = {v} is not the value of an input code"
+                    ))
+                }
+            })
+            .collect()
     }
 
     /// SHA-256 of this file's canonical JSON; proofs and keys record it.
@@ -264,7 +326,7 @@ pub fn compile_graph(
     }
     let model = QuantizedModel::from_graph(graph, opts)?;
     model.validate()?;
-    let Plan { shape, k, .. } = plan(&model, plan_opts.max_weight_columns)?;
+    let Plan { shape, k, .. } = plan(&model, plan_opts.max_weight_columns, plan_opts.hashed_input)?;
     debug_assert_eq!(k, count_rows(&model, shape)?.k());
     if k > crate::circuit::MAX_K {
         return Err(CompileError::Structure {

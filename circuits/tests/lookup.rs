@@ -126,7 +126,7 @@ fn wide_then(f: Op) -> (Graph, Arc<QuantizedModel>) {
 fn shapes(q: &QuantizedModel) -> Vec<(ColumnShape, u32)> {
     let mut out = Vec::new();
     for (rb, cap) in [(1, 64), (2, 64), (2, 2)] {
-        let p = plan_with(q, cap, rb).unwrap();
+        let p = plan_with(q, cap, rb, false).unwrap();
         out.push((p.shape, p.k));
     }
     assert!(out[2].0.paged());
@@ -210,7 +210,7 @@ fn wrong_table_entries_are_rejected() {
 #[test]
 fn an_entry_from_another_table_changes_the_claim_and_is_rejected() {
     let q = lookup_model(10);
-    let p = plan_with(&q, 64, 2).unwrap();
+    let p = plan_with(&q, 64, 2, false).unwrap();
     let mut found = 0;
     for mask in [0u32, 0x3ff, 0x155, 0x2aa] {
         let honest = ModelCircuit::with_input(q.clone(), p.shape, input(&q, mask)).unwrap();

@@ -6,7 +6,10 @@ use common::*;
 use halo2_proofs::halo2curves::bn256::Fr;
 use std::sync::Arc;
 use veriml_circuits::{
-    circuit::{fr_from_i128, pack_public, unpack_public, Fault, FaultTarget, PublicLayout},
+    circuit::{
+        fr_from_i128, pack_public, unpack_public, Fault, FaultTarget, PublicInput, PublicLayout,
+        PublicValues,
+    },
     graph::{Graph, Op},
     halo2_proofs, ColumnShape, ModelCircuit, QuantOptions, QuantizedModel,
 };
@@ -18,7 +21,7 @@ fn check(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> bool {
 /// The circuit with one or two bytes per checked row (the two layouts the planner chooses
 /// from).
 fn planned(q: &QuantizedModel, row_bytes: usize) -> (ColumnShape, u32) {
-    let p = veriml_circuits::circuit::plan_with(q, 64, row_bytes).unwrap();
+    let p = veriml_circuits::circuit::plan_with(q, 64, row_bytes, false).unwrap();
     assert_eq!(p.shape.row_bytes, row_bytes);
     (p.shape, p.k)
 }
@@ -261,9 +264,9 @@ fn public_input_and_output_are_bound() {
     let c = ModelCircuit::with_input(q.clone(), shape, small_input(&q)).unwrap();
     let inst = c.instances().unwrap();
     // the words unpack to exactly the quantized input and output
-    let (xin, yout) = unpack_public(&PublicLayout::of_model(&q, shape), &inst).unwrap();
-    assert_eq!(xin, small_input(&q));
-    assert_eq!(yout, q.forward(&small_input(&q)));
+    let v = unpack_public(&PublicLayout::of_model(&q, shape), &inst).unwrap();
+    assert_eq!(v.input, PublicInput::Codes(small_input(&q)));
+    assert_eq!(v.output, q.forward(&small_input(&q)));
     for i in 0..inst.len() {
         let mut bad = inst.clone();
         bad[i] += Fr::one();
@@ -310,7 +313,10 @@ fn packing_round_trips_and_refuses_stray_bits() {
     let words = pack_public(&q, &shape, &x, &y);
     assert_eq!(
         unpack_public(&PublicLayout::of_model(&q, shape), &words),
-        Some((x.clone(), y))
+        Some(PublicValues {
+            input: PublicInput::Codes(x.clone()),
+            output: y
+        })
     );
     // a bit set outside every slot
     let mut bad = words.clone();
@@ -469,7 +475,7 @@ fn paged_circuits_are_complete_and_sound() {
     for rb in ROW_BYTES {
         for cap in [1, 2, 3] {
             let (q, _, _) = small_model(rb);
-            let plan = veriml_circuits::circuit::plan_with(&q, cap, rb).unwrap();
+            let plan = veriml_circuits::circuit::plan_with(&q, cap, rb, false).unwrap();
             let (shape, k) = (plan.shape, plan.k);
             assert_eq!(shape.weight_columns, cap);
             assert!(shape.pages > 1, "{shape:?}");

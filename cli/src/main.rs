@@ -72,6 +72,20 @@ struct CompileOpts {
     /// one more bit halves the function's input step (more accurate) and doubles its rows.
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=20))]
     lookup_bits: u32,
+    /// `public`: the input values are public words of the proof (packed, several per word);
+    /// `hashed`: the circuit hashes the input words (Poseidon) and only the digest is public,
+    /// so the EVM verifier stays small however large the input (images: every public word
+    /// costs the verifier about 200 bytes of code). The proof file still lists the input;
+    /// `verify` checks that it hashes to the digest.
+    #[arg(long, value_enum, default_value = "public")]
+    input_visibility: InputVisibility,
+}
+
+/// How a proof shows its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum InputVisibility {
+    Public,
+    Hashed,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +122,9 @@ enum Cmd {
         /// Most fixed weight columns (see `compile --help`).
         #[arg(long, default_value_t = veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS)]
         max_weight_columns: usize,
+        /// Public input words or only their digest (see `compile --help`).
+        #[arg(long, value_enum, default_value = "public")]
+        input_visibility: InputVisibility,
     },
     /// Generate the proving and verifying keys (pk.bin, vk.bin) and the SRS copy (kzg.srs).
     Setup {
@@ -297,6 +314,7 @@ fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Setti
             &q,
             &veriml_circuits::settings::PlanOptions {
                 max_weight_columns: opts.max_weight_columns,
+                hashed_input: opts.input_visibility == InputVisibility::Hashed,
             },
         )?)
     })?;
@@ -323,7 +341,7 @@ fn calibrate(
     samples: &Path,
     target: TargetArg,
     input_range: (f64, f64),
-    max_weight_columns: usize,
+    plan: veriml_circuits::settings::PlanOptions,
 ) -> Result<serde_json::Value> {
     use veriml_circuits::calibrate::{calibrate, Target};
     let bytes = std::fs::read(onnx).with_context(|| format!("cannot read {}", onnx.display()))?;
@@ -346,7 +364,7 @@ fn calibrate(
             &veriml_circuits::settings::model_name_of(onnx),
             &veriml_circuits::settings::sha256_hex(&bytes),
             &base,
-            &veriml_circuits::settings::PlanOptions { max_weight_columns },
+            &plan,
             &inputs,
             target,
         )
@@ -940,6 +958,7 @@ fn run(cli: Cli) -> Result<()> {
             target,
             input_range,
             max_weight_columns,
+            input_visibility,
         } => calibrate(
             &ui,
             &model,
@@ -947,7 +966,10 @@ fn run(cli: Cli) -> Result<()> {
             &samples,
             target,
             input_range,
-            max_weight_columns,
+            veriml_circuits::settings::PlanOptions {
+                max_weight_columns,
+                hashed_input: input_visibility == InputVisibility::Hashed,
+            },
         )?,
         Cmd::Setup {
             dir,
@@ -1033,6 +1055,7 @@ fn run(cli: Cli) -> Result<()> {
                 input_range: (0.0, 1.0),
                 max_weight_columns: veriml_circuits::settings::DEFAULT_MAX_WEIGHT_COLUMNS,
                 lookup_bits: 12,
+                input_visibility: InputVisibility::Public,
             };
             let s = compile(&ui, &onnx, &dir, &opts)?;
             ui.say(&format!(

@@ -111,7 +111,7 @@ fn synthesis(c: &mut Criterion) {
         ("rescale blocks: 16x192", dense(16, 192)),
         ("packed inputs: 2048x2", dense(2048, 2)),
     ] {
-        let planned = plan(&q, MAX_WEIGHT_COLUMNS).unwrap();
+        let planned = plan(&q, MAX_WEIGHT_COLUMNS, false).unwrap();
         let (shape, k) = (planned.shape, planned.k);
         let x: Vec<i64> = (0..q.input_len())
             .map(|i| ((i * 37) % 16384) as i64)

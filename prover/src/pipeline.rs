@@ -31,7 +31,10 @@ use snark_verifier_sdk::{
 use std::path::Path;
 use std::sync::Arc;
 use veriml_circuits::{
-    circuit::fr_from_i128, halo2_proofs, ModelCircuit, QuantizedModel, Settings,
+    circuit::{fr_from_i128, input_digest},
+    halo2_proofs,
+    settings::DecodedInput,
+    ModelCircuit, QuantizedModel, Settings,
 };
 
 /// A proving key with its header.
@@ -351,7 +354,7 @@ pub fn check_readable(
     proof: &ProofFile,
     instances: &[Fr],
 ) -> Result<(), ProverError> {
-    let (input, output) = settings.decode_public(instances).ok_or_else(|| {
+    let decoded = settings.decode_public(instances).ok_or_else(|| {
         ProverError::Rejected("the public words are not a packing of in-range values".into())
     })?;
     let first_diff = |what: &str, readable: &[f64], proven: &[f64]| -> Result<(), ProverError> {
@@ -370,8 +373,21 @@ pub fn check_readable(
             None => Ok(()),
         }
     };
-    first_diff("input", &proof.input, &input)?;
-    first_diff("output", &proof.output, &output)
+    match decoded.input {
+        DecodedInput::Values(input) => first_diff("input", &proof.input, &input)?,
+        DecodedInput::Digest(digest) => {
+            // a hashed input: the readable input must hash to the proven digest
+            let codes = settings
+                .input_codes(&proof.input)
+                .map_err(|e| ProverError::Rejected(format!("the proof file's input: {e}")))?;
+            if input_digest(&settings.public_layout(), &codes) != digest {
+                return Err(ProverError::Rejected(
+                    "the proof file's input does not hash to the proven input digest".into(),
+                ));
+            }
+        }
+    }
+    first_diff("output", &proof.output, &decoded.output)
 }
 
 /// Checks that a proof file belongs to a verifying key (settings and model hashes).
@@ -440,13 +456,13 @@ pub fn mock(
     let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq)?;
     mock_circuit(settings.circuit.k, &circuit)?;
     let inst = circuit.instances().expect("witness");
-    let (_, output) = settings
+    let decoded = settings
         .decode_public(&inst)
         .ok_or_else(|| ProverError::Rejected("the public words do not unpack".into()))?;
     Ok(MockReport {
         k: settings.circuit.k,
         rows_used: settings.circuit.rows_used,
-        output,
+        output: decoded.output,
     })
 }
 

@@ -234,7 +234,7 @@ fn input_above_the_declared_range_cannot_be_proven() {
             )
             .unwrap();
         for row_bytes in [1, 2] {
-            let plan = plan_with(&model, 64, row_bytes).unwrap();
+            let plan = plan_with(&model, 64, row_bytes, false).unwrap();
             let srs = Srs::insecure_dev(plan.k, 5);
             let keygen = ModelCircuit::keygen(model.clone(), plan.shape);
             let vk = keygen_vk(&srs.params, &keygen).unwrap();
@@ -271,7 +271,7 @@ fn input_above_the_declared_range_cannot_be_proven() {
 fn the_declared_range_is_part_of_the_verifying_key() {
     let vk_of = |model: QuantizedModel| {
         let model = Arc::new(model);
-        let plan = plan_with(&model, 64, 2).unwrap();
+        let plan = plan_with(&model, 64, 2, false).unwrap();
         let srs = Srs::insecure_dev(plan.k, 1);
         let vk = keygen_vk(&srs.params, &ModelCircuit::keygen(model, plan.shape)).unwrap();
         format!("{:?}", vk.fixed_commitments())

@@ -94,6 +94,7 @@ fn oversized_verifier_is_refused() {
         &opts(),
         &veriml_circuits::settings::PlanOptions {
             max_weight_columns: veriml_circuits::circuit::MAX_WEIGHT_COLUMNS,
+            hashed_input: false,
         },
     )
     .unwrap();

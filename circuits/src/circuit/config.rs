@@ -28,6 +28,8 @@ pub struct ModelConfig {
     /// With lookups: the table-key challenge `θ`, the lookup-row selector, the table id and
     /// the function tables' two columns.
     pub(crate) lookup: Option<LookupColumns>,
+    /// With a hashed input: the sponge's columns (`poseidon.rs`).
+    pub(crate) sponge: Option<SpongeColumns>,
     pub(crate) shape: ColumnShape,
 }
 
@@ -66,6 +68,9 @@ impl ModelConfig {
             .collect();
         let [q_run, q_rc, q_tab, q_blk, q_z, q_x] = [(); 6].map(|_| meta.fixed_column());
         let instance: Column<Instance> = meta.instance_column();
+        let sponge = shape.hashed_input.then(|| {
+            SpongeColumns::configure(meta, instance, shape.input_words, shape.sponge_start())
+        });
         // pages: copies of `a` in other pages are tied by copy constraints, constant rows hold 1
         let paged = shape.paged();
         let t = paged.then(|| meta.advice_column_in(SecondPhase));
@@ -247,9 +252,14 @@ impl ModelConfig {
             let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
             let rest = m.query_advice(a, Rotation::cur())
                 + m.query_advice(c_, Rotation(stride)) * k(pow2(shape.row_bits()));
+            // the word is public, or the sponge's message cell (copied to where it is absorbed)
+            let target = match sponge {
+                Some(sp) => m.query_advice(sp.m, Rotation::cur()),
+                None => m.query_instance(instance, Rotation::cur()),
+            };
             let mut out = vec![
                 acc * (m.query_advice(c_, Rotation::cur()) - rest.clone()),
-                word.clone() * (m.query_instance(instance, Rotation::cur()) - rest),
+                word.clone() * (target - rest),
             ];
             // the input-word rows open page 0: t = 1
             if let Some(t) = t {
@@ -276,6 +286,7 @@ impl ModelConfig {
             q_pg,
             gamma,
             lookup,
+            sponge,
             shape,
         }
     }

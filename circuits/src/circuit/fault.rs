@@ -63,6 +63,15 @@ pub enum FaultTarget {
     LookupMultiplicity,
     /// The inverse `h` of a lookup row one higher.
     LookupInverse,
+    /// A Poseidon round's new state one higher in its first element, the rest of the sponge
+    /// and the public digest following: only that round's constraint stops it.
+    SpongeRound,
+    /// An absorbed message one higher than its input word, the sponge and the public digest
+    /// following: only the copy constraint stops it.
+    SpongeMessage,
+    /// The message cell of an input-word row one higher, the absorbed message, the sponge and
+    /// the public digest following: only the input-word gate stops it.
+    SpongeWord,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

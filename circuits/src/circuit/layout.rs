@@ -126,15 +126,17 @@ impl Layout {
         let in_parts = shape.in_parts();
         let per = packing.inputs_per_word;
         let (j_in, n_in, stride) = (shape.input_words, model.input_len(), shape.stride());
-        let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * stride + i / per;
-        // the public layout: layer m holds part m of every input word, then (first layer only)
-        // the output words
+        let (j0, k0) = (shape.in_word_offset(), shape.out_word_offset());
+        let in_row = |i: usize, t: usize| ((i % per) * in_parts + t) * stride + j0 + i / per;
+        // the public layout: layer m holds part m of every input word, the first layer the
+        // output words too (before the input words with a hashed input, after a row for the
+        // digest, so that the public words are the instance's first rows)
         let mut rows = Vec::new();
         for r in 0..shape.input_rows() {
             let (m, j) = (r / stride, r % stride);
             let mut row;
-            if j < j_in {
-                let i = j * per + m / in_parts;
+            if (j0..j0 + j_in).contains(&j) {
+                let i = (j - j0) * per + m / in_parts;
                 row = RowSpec::new(if i < n_in {
                     Src::Input { i, t: m % in_parts }
                 } else {
@@ -145,8 +147,8 @@ impl Layout {
                 }
                 row.checked = true;
                 row.q_x = if m == 0 { 2 } else { 1 };
-            } else if m == 0 {
-                row = RowSpec::new(Src::OutWord(j - j_in));
+            } else if m == 0 && (k0..k0 + shape.output_words).contains(&j) {
+                row = RowSpec::new(Src::OutWord(j - k0));
                 row.q_run = 2;
             } else {
                 row = RowSpec::new(Src::Zero);
@@ -154,6 +156,7 @@ impl Layout {
             rows.push(row);
         }
         // the accumulators of the last layer read `c = 0` one stride below
+        rows.extend((0..j0).map(|_| RowSpec::new(Src::Zero)));
         for _ in 0..j_in {
             let mut row = RowSpec::new(Src::Zero);
             row.q_z = 2;
@@ -286,7 +289,7 @@ impl Layout {
             consts[slot] -= coef * fr_from_i128(shape.out_offset());
         }
         for (k, &slot) in slots.words.iter().enumerate() {
-            rows[j_in + k].add(slot, Fr::one());
+            rows[k0 + k].add(slot, Fr::one());
         }
         let mut rows = paginate(rows, &units, &consts, shape);
         for t in 0..TABLE_SIZE {
@@ -482,8 +485,13 @@ fn checked_slots(
     layers: &[CLayer],
     shape: &ColumnShape,
 ) -> Result<Slots, CompileError> {
-    let (expected, slots) =
-        ColumnShape::derive(model, layers, shape.row_bytes, shape.weight_columns)?;
+    let (expected, slots) = ColumnShape::derive(
+        model,
+        layers,
+        shape.row_bytes,
+        shape.weight_columns,
+        shape.hashed_input,
+    )?;
     if expected != *shape {
         return Err(CompileError::Format {
             what: "settings",
@@ -508,8 +516,8 @@ pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount
     let mut cs = ConstraintSystem::<Fr>::default();
     ModelConfig::configure(&mut cs, shape);
     Ok(RowCount {
-        used,
-        instances: shape.input_words + shape.output_words,
+        used: used.max(shape.sponge_end()),
+        instances: shape.public_words(),
         reserved: cs.minimum_rows(),
     })
 }
@@ -531,7 +539,7 @@ pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
             l.outputs * (2 * value + rem) + lookup
         })
         .sum();
-    shape.input_rows() + shape.input_words + blocks + TABLE_SIZE + 2
+    shape.input_rows() + shape.in_word_offset() + shape.input_words + blocks + TABLE_SIZE + 2
 }
 
 /// A column shape, its row count and the `k` it gives.
@@ -546,18 +554,26 @@ pub struct Plan {
 /// `max_weight_columns` slots beyond that), rows and `k`. Each weight column is one more
 /// commitment for the verifier (about 7,000 gas and 300 bytes of EVM code); pages cost rows
 /// (copies of the values that feed them) and a few fixed columns, whatever the width.
-pub fn plan(model: &QuantizedModel, max_weight_columns: usize) -> Result<Plan, CompileError> {
+///
+/// With `hashed_input` the input words are absorbed by a Poseidon sponge in the circuit and only
+/// their digest is public (`poseidon.rs`): a verifier that stays small whatever the input size,
+/// for about 140 rows per two input words.
+pub fn plan(
+    model: &QuantizedModel,
+    max_weight_columns: usize,
+    hashed_input: bool,
+) -> Result<Plan, CompileError> {
     // two bytes per row halve the rows; one byte per row saves two advice columns (for the
     // prover two commitments, for the EVM verifier about 14,000 gas): taken when `k` allows
     let mut best: Option<Plan> = None;
     for row_bytes in [2, 1] {
         let mut cap = max_weight_columns.min(MAX_WEIGHT_COLUMNS);
-        let mut p = plan_with(model, cap, row_bytes)?;
+        let mut p = plan_with(model, cap, row_bytes, hashed_input)?;
         // a paged circuit with fewer columns a page has more copy rows but less work per row for
         // the prover and a smaller verifier: take the fewest columns that keep `k`
         while p.shape.paged() && cap > MIN_PAGE_COLUMNS {
             cap /= 2;
-            let q = plan_with(model, cap, row_bytes)?;
+            let q = plan_with(model, cap, row_bytes, hashed_input)?;
             if q.k > p.k {
                 break;
             }
@@ -578,8 +594,9 @@ pub fn plan_with(
     model: &QuantizedModel,
     max_weight_columns: usize,
     row_bytes: usize,
+    hashed_input: bool,
 ) -> Result<Plan, CompileError> {
-    let shape = ColumnShape::for_model(model, row_bytes, max_weight_columns)?;
+    let shape = ColumnShape::for_model(model, row_bytes, max_weight_columns, hashed_input)?;
     let rows = count_rows(model, shape)?;
     let k = rows.k();
     Ok(Plan { shape, rows, k })

@@ -172,11 +172,14 @@ pub use config::ModelConfig;
 pub use fault::{Fault, FaultTarget};
 pub use field::{fr_from_i128, fr_to_i128};
 pub use layout::{count_rows, plan, plan_with, statement_digest, Plan, RowCount};
-pub use public::{pack_public, unpack_public, Packing, PublicLayout};
+pub use public::{
+    input_digest, pack_public, unpack_public, Packing, PublicInput, PublicLayout, PublicValues,
+};
 pub use shape::ColumnShape;
 
 use layout::*;
 use lookup::*;
+use poseidon::SpongeColumns;
 use public::*;
 use shape::*;
 use slots::*;
@@ -243,8 +246,13 @@ impl ModelCircuit {
             let layout = Layout::build(&self.model, &self.shape, self.digest).ok()?;
             let wit = witness(&layout.layers, &self.shape, input, self.fault);
             let cells = first_phase(&layout, &self.shape, &wit, self.fault);
-            let mut words = cells.c[..self.shape.input_words].to_vec();
-            words.extend((0..self.shape.output_words).map(|k| cells.a[self.shape.input_words + k]));
+            let (j0, k0) = (self.shape.in_word_offset(), self.shape.out_word_offset());
+            let mut words = match &cells.sponge {
+                // the digest the (faulted) sponge region ends in
+                Some(sp) => vec![sp.rows.last().expect("a sponge row")[0]],
+                None => cells.c[j0..j0 + self.shape.input_words].to_vec(),
+            };
+            words.extend((0..self.shape.output_words).map(|k| cells.a[k0 + k]));
             return Some(words);
         }
         let layers = circuit_layers(&self.model);
@@ -351,6 +359,9 @@ impl Circuit<Fr> for ModelCircuit {
                         }
                     }
                 }
+                if let Some(sp) = cfg.sponge {
+                    assign_sponge(&mut region, &sp, &shape, cells.as_ref())?;
+                }
                 if shape.paged() {
                     for (r, row) in layout.rows.iter().enumerate() {
                         match row.src {
@@ -383,4 +394,55 @@ impl Circuit<Fr> for ModelCircuit {
             },
         )
     }
+}
+
+/// Assigns the sponge region of a hashed input (`poseidon.rs`): its fixed cells, the digest
+/// selector on row 0, the state and message cells, and the copies tying each absorbed message
+/// to the message cell of its input-word row.
+fn assign_sponge(
+    region: &mut halo2_proofs::circuit::Region<'_, Fr>,
+    sp: &SpongeColumns,
+    shape: &ColumnShape,
+    cells: Option<&Cells>,
+) -> Result<(), Error> {
+    let (n, start, j0) = (
+        shape.input_words,
+        shape.sponge_start(),
+        shape.in_word_offset(),
+    );
+    for (u, (rc, q)) in poseidon::sponge_fixed(n).into_iter().enumerate() {
+        for (col, v) in sp.rc.iter().zip(rc) {
+            if v != Fr::zero() {
+                region.assign_fixed(*col, start + u, v);
+            }
+        }
+        for (col, v) in [sp.q_full, sp.q_part, sp.q_abs].into_iter().zip(q) {
+            if v != 0 {
+                region.assign_fixed(col, start + u, Fr::from(v));
+            }
+        }
+    }
+    region.assign_fixed(sp.q_dig, 0, Fr::one());
+    let sponge = cells.map(|cs| cs.sponge.as_ref().expect("a sponge witness"));
+    let rows = poseidon::sponge_rows(n);
+    let mut messages = Vec::with_capacity(rows);
+    for u in 0..rows {
+        for (i, col) in sp.x.iter().enumerate() {
+            region.assign_advice(
+                *col,
+                start + u,
+                sponge.map_or(Value::unknown(), |s| Value::known(s.rows[u][i])),
+            );
+        }
+        let m = sponge.map_or(Value::unknown(), |s| {
+            Value::known(s.rows[u][poseidon::WIDTH])
+        });
+        messages.push(region.assign_advice(sp.m, start + u, m).cell());
+    }
+    for j in 0..n {
+        let v = sponge.map_or(Value::unknown(), |s| Value::known(s.word_cells[j]));
+        let word = region.assign_advice(sp.m, j0 + j, v).cell();
+        region.constrain_equal(word, messages[poseidon::message_row(n, j)]);
+    }
+    Ok(())
 }

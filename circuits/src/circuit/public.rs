@@ -1,4 +1,6 @@
-//! The public words: input codes and outputs packed into few field elements, and back.
+//! The public words: input codes and outputs packed into few field elements, and back. With a
+//! hashed input the input words stay in the circuit and the public words are their Poseidon
+//! digest ([`super::poseidon::hash_words`]) and the output words.
 
 use super::*;
 
@@ -21,13 +23,18 @@ impl PublicLayout {
     }
 }
 
-/// Where each public value goes: `(word, bit offset)` for the inputs, then the outputs.
+/// Where each value goes: `(word, bit offset)` for the input codes (among the input words),
+/// then the outputs (among the public words).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packing {
     pub inputs: Vec<(usize, u32)>,
     pub outputs: Vec<(usize, u32)>,
+    /// Words the input codes are packed into.
+    pub code_words: usize,
+    /// Public words of the input: the code words, or 1 (their digest) with a hashed input.
     pub input_words: usize,
     pub output_words: usize,
+    pub hashed: bool,
     /// Inputs per word (the last word may hold fewer).
     pub inputs_per_word: usize,
 }
@@ -41,13 +48,17 @@ impl Packing {
                 .collect();
             (v, n.div_ceil(per))
         };
-        let (inputs, input_words) = place(layout.inputs, layout.shape.in_slot(), 0);
+        let (inputs, code_words) = place(layout.inputs, layout.shape.in_slot(), 0);
+        let hashed = layout.shape.hashed_input;
+        let input_words = if hashed { 1 } else { code_words };
         let (outputs, output_words) = place(layout.outputs, layout.shape.out_slot(), input_words);
         Packing {
             inputs,
             outputs,
+            code_words,
             input_words,
             output_words,
+            hashed,
             inputs_per_word: (WORD_BITS / layout.shape.in_slot()).max(1) as usize,
         }
     }
@@ -56,7 +67,23 @@ impl Packing {
     }
 }
 
-/// Packs input codes `u` and outputs into words.
+/// Packs input codes `u` into the input words.
+pub(crate) fn code_words(pk: &Packing, u: &[i128]) -> Vec<Fr> {
+    let mut words = vec![Fr::zero(); pk.code_words];
+    for (&(w, off), &v) in pk.inputs.iter().zip(u) {
+        words[w] += fr_from_i128(v) * pow2(off);
+    }
+    words
+}
+
+/// The digest a hashed-input proof has for its first public word: Poseidon of the words the
+/// input codes pack into.
+pub fn input_digest(layout: &PublicLayout, codes: &[i64]) -> Fr {
+    let u: Vec<i128> = codes.iter().map(|&x| x as i128).collect();
+    super::poseidon::hash_words(&code_words(&Packing::new(layout), &u))
+}
+
+/// Packs input codes `u` and outputs into the public words.
 pub(crate) fn pack_values(
     pk: &Packing,
     shape: &ColumnShape,
@@ -64,8 +91,11 @@ pub(crate) fn pack_values(
     outputs: &[i128],
 ) -> Vec<Fr> {
     let mut words = vec![Fr::zero(); pk.words()];
-    for (&(w, off), &v) in pk.inputs.iter().zip(u) {
-        words[w] += fr_from_i128(v) * pow2(off);
+    let codes = code_words(pk, u);
+    if pk.hashed {
+        words[0] = super::poseidon::hash_words(&codes);
+    } else {
+        words[..pk.input_words].copy_from_slice(&codes);
     }
     for (&(w, off), &y) in pk.outputs.iter().zip(outputs) {
         words[w] += fr_from_i128(y + shape.out_offset()) * pow2(off);
@@ -86,13 +116,35 @@ pub fn pack_public(
     pack_values(&Packing::new(&layout), shape, &u, &y)
 }
 
-/// Unpacks public words into the input codes and the quantized output; `None` if they are not a
-/// packing of values that fit their slots (wrong count, or a bit outside every slot).
-pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, Vec<i64>)> {
+/// What public words hold: the input codes (or, with a hashed input, their digest) and the
+/// quantized output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicValues {
+    pub input: PublicInput,
+    pub output: Vec<i64>,
+}
+
+/// The input part of the public words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicInput {
+    Codes(Vec<i64>),
+    /// The Poseidon digest of the input words ([`input_digest`]).
+    Digest(Fr),
+}
+
+/// Unpacks public words into the input codes (or their digest) and the quantized output; `None`
+/// if they are not a packing of values that fit their slots (wrong count, or a bit outside
+/// every slot).
+pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<PublicValues> {
     let shape = layout.shape;
     let pk = Packing::new(layout);
     if words.len() != pk.words() {
         return None;
+    }
+    let mut used = vec![[0u8; 32]; words.len()];
+    if pk.hashed {
+        // the digest may be any field element
+        used[0] = [0xff; 32];
     }
     // the words as little-endian 256-bit integers
     let ints: Vec<[u8; 32]> = words
@@ -104,7 +156,6 @@ pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, V
             b
         })
         .collect();
-    let mut used = vec![[0u8; 32]; words.len()];
     let mut take = |w: usize, off: u32, bits: u32| -> i128 {
         let mut v = 0i128;
         for i in 0..bits {
@@ -117,11 +168,16 @@ pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, V
         }
         v
     };
-    let inputs: Vec<i64> = pk
-        .inputs
-        .iter()
-        .map(|&(w, off)| take(w, off, shape.in_slot()) as i64)
-        .collect();
+    let input = if pk.hashed {
+        PublicInput::Digest(words[0])
+    } else {
+        PublicInput::Codes(
+            pk.inputs
+                .iter()
+                .map(|&(w, off)| take(w, off, shape.in_slot()) as i64)
+                .collect(),
+        )
+    };
     let outputs: Vec<i64> = pk
         .outputs
         .iter()
@@ -132,5 +188,8 @@ pub fn unpack_public(layout: &PublicLayout, words: &[Fr]) -> Option<(Vec<i64>, V
             return None;
         }
     }
-    Some((inputs, outputs))
+    Some(PublicValues {
+        input,
+        output: outputs,
+    })
 }

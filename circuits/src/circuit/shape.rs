@@ -30,6 +30,11 @@ pub struct ColumnShape {
     /// not written, so the shapes of models without lookups read as before).
     #[serde(default, skip_serializing_if = "no_lookups")]
     pub lookup_limbs: usize,
+    /// The input words are absorbed by a Poseidon sponge in the circuit (`poseidon.rs`) and
+    /// only the digest is public; `false` (public input words) is not written, so the shapes
+    /// of circuits with public inputs read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hashed_input: bool,
 }
 
 impl Default for ColumnShape {
@@ -45,6 +50,7 @@ impl Default for ColumnShape {
             output_words: 1,
             input_layers: 1,
             lookup_limbs: 0,
+            hashed_input: false,
         }
     }
 }
@@ -91,9 +97,10 @@ pub(crate) fn split(v: i128, bits: &[u32]) -> Vec<i128> {
 }
 
 impl ColumnShape {
-    /// `a, c, s, h`, `b, g` with two bytes per row, and the page powers `t` with pages.
+    /// `a, c, s, h`, `b, g` with two bytes per row, the page powers `t` with pages, and the
+    /// sponge's state and message columns with a hashed input.
     pub fn advice_columns(&self) -> usize {
-        2 + 2 * self.row_bytes + usize::from(self.paged())
+        2 + 2 * self.row_bytes + usize::from(self.paged()) + 4 * usize::from(self.hashed_input)
     }
     /// Bits of one full checked row.
     pub(crate) fn row_bits(&self) -> u32 {
@@ -124,9 +131,13 @@ impl ColumnShape {
     }
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
     /// constants column; with lookups, their two selectors, table id and the table's two
-    /// columns.
+    /// columns; with a hashed input, the sponge's round constants and four selectors.
     pub fn fixed_columns(&self) -> usize {
-        self.weight_columns + 6 + 2 * usize::from(self.paged()) + 5 * usize::from(self.lookups())
+        self.weight_columns
+            + 6
+            + 2 * usize::from(self.paged())
+            + 5 * usize::from(self.lookups())
+            + 7 * usize::from(self.hashed_input)
     }
     /// The model has table lookups (non-linear functions).
     pub fn lookups(&self) -> bool {
@@ -155,9 +166,43 @@ impl ColumnShape {
     pub(crate) fn out_offset(&self) -> i128 {
         1i128 << (LIMB_BITS * self.out_limbs as u32)
     }
-    /// `S`: rows of one layer of the public layout (its stride).
+    /// `S`: rows of one layer of the public layout (its stride): the input words and the
+    /// output words, and with a hashed input one more row first (the digest's instance row).
     pub(crate) fn stride(&self) -> usize {
-        self.input_words + self.output_words
+        self.input_words + self.output_words + usize::from(self.hashed_input)
+    }
+    /// Column of the first input word in a layer of the public layout: 0, or after the
+    /// digest's row and the output words with a hashed input.
+    pub(crate) fn in_word_offset(&self) -> usize {
+        if self.hashed_input {
+            1 + self.output_words
+        } else {
+            0
+        }
+    }
+    /// Row of the first output word (and its index among the public words).
+    pub(crate) fn out_word_offset(&self) -> usize {
+        if self.hashed_input {
+            1
+        } else {
+            self.input_words
+        }
+    }
+    /// Public words: the input words (or their digest) and the output words.
+    pub fn public_words(&self) -> usize {
+        self.out_word_offset() + self.output_words
+    }
+    /// First row of the sponge region (below the public layout's first layer).
+    pub(crate) fn sponge_start(&self) -> usize {
+        self.stride()
+    }
+    /// Rows the sponge region reaches (0 with public inputs).
+    pub(crate) fn sponge_end(&self) -> usize {
+        if self.hashed_input {
+            self.sponge_start() + super::poseidon::sponge_rows(self.input_words)
+        } else {
+            0
+        }
     }
     /// Rows of the public layout.
     pub(crate) fn input_rows(&self) -> usize {
@@ -176,8 +221,16 @@ impl ColumnShape {
         model: &QuantizedModel,
         row_bytes: usize,
         max_columns: usize,
+        hashed_input: bool,
     ) -> Result<Self, CompileError> {
-        Ok(Self::derive(model, &circuit_layers(model), row_bytes, max_columns)?.0)
+        Ok(Self::derive(
+            model,
+            &circuit_layers(model),
+            row_bytes,
+            max_columns,
+            hashed_input,
+        )?
+        .0)
     }
 
     /// The shape and the slot assignment it comes from.
@@ -186,6 +239,7 @@ impl ColumnShape {
         layers: &[CLayer],
         row_bytes: usize,
         max_columns: usize,
+        hashed_input: bool,
     ) -> Result<(Self, Slots), CompileError> {
         let mut shape = ColumnShape {
             weight_columns: 1,
@@ -202,9 +256,10 @@ impl ColumnShape {
             input_words: 1,
             output_words: 1,
             input_layers: 1,
+            hashed_input,
         };
         let pk = Packing::new(&PublicLayout::of_model(model, shape));
-        shape.input_words = pk.input_words;
+        shape.input_words = pk.code_words;
         shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
         let slots = Slots::assign(

@@ -174,6 +174,15 @@ pub(crate) struct Cells {
     pub(crate) a: Vec<Fr>,
     pub(crate) b: Vec<Fr>,
     pub(crate) c: Vec<Fr>,
+    /// With a hashed input: the sponge region and the message cells of the input-word rows.
+    pub(crate) sponge: Option<SpongeCells>,
+}
+
+/// The hashed input's cells (`poseidon.rs`).
+pub(crate) struct SpongeCells {
+    pub(crate) rows: Vec<poseidon::SpongeRow>,
+    /// `m` of each input-word row.
+    pub(crate) word_cells: Vec<Fr>,
 }
 
 pub(crate) fn first_phase(
@@ -231,13 +240,14 @@ pub(crate) fn first_phase(
         }
     }
     let (j_in, stride, region) = (shape.input_words, shape.stride(), shape.input_rows());
+    let j0 = shape.in_word_offset();
     // the `index`-th row (modulo their number) a fault may change
     let pick = |target: FaultTarget, pred: &dyn Fn(usize, &RowSpec) -> bool| -> Option<usize> {
         let f = fault.filter(|f| f.target == target)?;
         let hits: Vec<usize> = (0..n).filter(|&r| pred(r, &rows[r])).collect();
         (!hits.is_empty()).then(|| hits[f.index % hits.len()])
     };
-    let in_layout = |r: usize| r < region && r % stride < j_in;
+    let in_layout = |r: usize| r < region && (j0..j0 + j_in).contains(&(r % stride));
     let accumulator = |r: usize| r >= stride && in_layout(r);
     // before the accumulators and multiplicities, which follow it
     if let Some(r) = pick(FaultTarget::PaddingInput, &|r, row| {
@@ -302,7 +312,12 @@ pub(crate) fn first_phase(
             }
         }
     }
-    let mut cells = Cells { a, b, c };
+    let mut cells = Cells {
+        a,
+        b,
+        c,
+        sponge: None,
+    };
     let first_part = |want: Part| move |_: usize, row: &RowSpec| matches!(row.src, Src::Block { part, t: 0, .. } if part == want);
     let one = Fr::one();
     let wide = shape.row_bytes == 2;
@@ -402,6 +417,24 @@ pub(crate) fn first_phase(
         if let Some(r) = pick(target, pred) {
             cells.a[r] += one;
         }
+    }
+    if shape.hashed_input {
+        // the words the input gate reads off `c`, absorbed as they are (unless a fault says)
+        let mut word_cells = cells.c[j0..j0 + j_in].to_vec();
+        let hit = |target: FaultTarget| fault.filter(|f| f.target == target).map(|f| f.index);
+        if let Some(i) = hit(FaultTarget::SpongeWord) {
+            word_cells[i % j_in] += one;
+        }
+        let mut absorbed = word_cells.clone();
+        if let Some(i) = hit(FaultTarget::SpongeMessage) {
+            absorbed[i % j_in] += one;
+        }
+        let rounds = j_in.div_ceil(2) * (poseidon::FULL_ROUNDS + poseidon::PARTIAL_ROUNDS);
+        let bump = hit(FaultTarget::SpongeRound).map(|i| i % rounds);
+        cells.sponge = Some(SpongeCells {
+            rows: poseidon::sponge_witness(&absorbed, bump),
+            word_cells,
+        });
     }
     cells
 }

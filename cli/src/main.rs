@@ -544,6 +544,15 @@ fn verify(
         "proof verified: model {} output {:?}",
         settings.model_name, proof.output
     ));
+    // a hashed input: the first public word is the Poseidon digest the file's input hashes to
+    let digest = settings
+        .circuit
+        .shape
+        .hashed_input
+        .then(|| proof.instances[0].clone());
+    if let Some(h) = &digest {
+        ui.say(&format!("input digest (Poseidon, first public word): {h}"));
+    }
     if header.srs.is_insecure() && !ui.json {
         eprintln!("WARNING: verified against keys from an INSECURE development SRS");
     }
@@ -552,6 +561,7 @@ fn verify(
         "verify_seconds": d.as_secs_f64(),
         "model": settings.model_name,
         "output": proof.output,
+        "input_digest": digest,
         "srs": header.srs.label(),
         "insecure_srs": header.srs.is_insecure(),
     }))

@@ -557,7 +557,7 @@ pub struct Plan {
 ///
 /// With `hashed_input` the input words are absorbed by a Poseidon sponge in the circuit and only
 /// their digest is public (`poseidon.rs`): a verifier that stays small whatever the input size,
-/// for about 140 rows per two input words.
+/// for about 200 rows per two input words.
 pub fn plan(
     model: &QuantizedModel,
     max_weight_columns: usize,

@@ -411,12 +411,10 @@ fn assign_sponge(
         shape.in_word_offset(),
     );
     for (u, (rc, q)) in poseidon::sponge_fixed(n).into_iter().enumerate() {
-        for (col, v) in sp.rc.iter().zip(rc) {
-            if v != Fr::zero() {
-                region.assign_fixed(*col, start + u, v);
-            }
+        if rc != Fr::zero() {
+            region.assign_fixed(sp.rc, start + u, rc);
         }
-        for (col, v) in [sp.q_full, sp.q_part, sp.q_abs].into_iter().zip(q) {
+        for (col, v) in [sp.q_round, sp.q_full, sp.q_abs].into_iter().zip(q) {
             if v != 0 {
                 region.assign_fixed(col, start + u, Fr::from(v));
             }

@@ -15,15 +15,15 @@
 //! padding unambiguous.
 //!
 //! **Layout.** Four first-phase advice columns: the state `x₀, x₁, x₂` and the message column
-//! `m`; fixed columns: the round constants `rc₀..rc₂` and the selectors `q_full`, `q_part`,
-//! `q_abs` (0, 1, or 2 for the first absorption) and `q_dig`. The region starts below the
-//! public layout's first layer (row `S`) and runs down:
+//! `m`; fixed columns: the round constants `rc` (lane `j`'s constant on the round's row `+j`)
+//! and the selectors `q_round`, `q_full`, `q_abs` (0, 1, or 2 for the first absorption) and
+//! `q_dig`. The region starts below the public layout's first layer (row `S`) and runs down:
 //! - absorption (`q_abs`, 1 row): `x' = x + (0, m, m[+1])`; the first one `x' = (n, m, m[+1])`
 //!   (`(n, 0, m[+1])` when `n` is odd);
-//! - full round (`q_full`, 3 rows): with `y = x + rc`, the next row holds `s = y²`, the one
-//!   after `f = s²`, the third the new state `x''' = M·(f ∘ y)`, i.e. `M·y⁵`;
-//! - partial round (`q_part`, 2 rows): `x₀[+1] = y₀²`, `x₁[+1] = x₀[+1]²`, and
-//!   `x'' = M·(x₁[+1]·y₀, y₁, y₂)`.
+//! - round (`q_round`, 3 rows): with `y = x + rc`, the next row holds `s`, the one after `f`,
+//!   the third the new state `x''' = M·(f ∘ y)`. Lane 0 always has `s₀ = y₀²`, `f₀ = s₀²`
+//!   (so `f₀·y₀ = y₀⁵`); lanes 1 and 2 the same in a full round (`q_full`) and `f = 1` in a
+//!   partial one (`q_round − q_full`), so that one mixing constraint serves both kinds.
 //!
 //! Every intermediate cell is *determined* by the cells above it (one square per cell), so each
 //! permutation's output is exactly Poseidon of its input: there is no free cell to cheat with.
@@ -35,7 +35,9 @@
 //! forward pass reads, and by Poseidon's collision resistance it determines the input codes.
 //!
 //! Every constraint has degree at most 3 (a selector times a square, or a selector times `f·y`;
-//! the 3-valued `q_abs` is a degree-2 selector on linear constraints). A circuit with public
+//! the 3-valued `q_abs` is a degree-2 selector on linear constraints). One gate for both round
+//! kinds and one constant column keep the EVM verifier small: each column is a commitment and
+//! each queried cell an evaluation it reads, and every constraint is code it runs. A circuit with public
 //! inputs has none of these columns: its keys are unchanged.
 
 use super::config::{c, k, select};
@@ -208,8 +210,8 @@ pub fn hash_words(words: &[Fr]) -> Fr {
     state[0]
 }
 
-/// Rows of one permutation with its absorption: 1 + 3 per full round + 2 per partial round.
-pub(crate) const PERMUTATION_ROWS: usize = 1 + 3 * FULL_ROUNDS + 2 * PARTIAL_ROUNDS;
+/// Rows of one permutation with its absorption: 1, then 3 per round.
+pub(crate) const PERMUTATION_ROWS: usize = 1 + 3 * (FULL_ROUNDS + PARTIAL_ROUNDS);
 
 /// Rows of the sponge region for `n` words (the final state's row included).
 pub(crate) fn sponge_rows(n: usize) -> usize {
@@ -228,9 +230,9 @@ pub(crate) fn message_row(n: usize, j: usize) -> usize {
 pub(crate) struct SpongeColumns {
     pub(crate) x: [Column<Advice>; WIDTH],
     pub(crate) m: Column<Advice>,
-    pub(crate) rc: [Column<Fixed>; WIDTH],
+    pub(crate) rc: Column<Fixed>,
+    pub(crate) q_round: Column<Fixed>,
     pub(crate) q_full: Column<Fixed>,
-    pub(crate) q_part: Column<Fixed>,
     pub(crate) q_abs: Column<Fixed>,
     pub(crate) q_dig: Column<Fixed>,
 }
@@ -247,45 +249,30 @@ impl SpongeColumns {
         let x = [(); WIDTH].map(|_| meta.advice_column_in(FirstPhase));
         let m = meta.advice_column_in(FirstPhase);
         meta.enable_equality(m);
-        let rc = [(); WIDTH].map(|_| meta.fixed_column());
-        let [q_full, q_part, q_abs, q_dig] = [(); 4].map(|_| meta.fixed_column());
+        let [rc, q_round, q_full, q_abs, q_dig] = [(); 5].map(|_| meta.fixed_column());
         let mds = spec().mds;
         let cur = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>, rot: i32| {
             x.map(|c| m.query_advice(c, Rotation(rot)))
         };
-        let inputs = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| {
+        meta.create_gate("poseidon round", |m| {
+            let q = m.query_fixed(q_round, Rotation::cur());
+            let full = m.query_fixed(q_full, Rotation::cur());
             let x0 = cur(m, 0);
-            let rc = rc.map(|c| m.query_fixed(c, Rotation::cur()));
-            [0, 1, 2].map(|j| x0[j].clone() + rc[j].clone())
-        };
-        meta.create_gate("poseidon full round", |m| {
-            let q = m.query_fixed(q_full, Rotation::cur());
-            let y = inputs(m);
+            let y: [Expression<Fr>; WIDTH] =
+                std::array::from_fn(|j| x0[j].clone() + m.query_fixed(rc, Rotation(j as i32)));
             let (s, f, next) = (cur(m, 1), cur(m, 2), cur(m, 3));
-            let mut out = Vec::with_capacity(3 * WIDTH);
-            for j in 0..WIDTH {
-                out.push(q.clone() * (s[j].clone() - y[j].clone() * y[j].clone()));
-                out.push(q.clone() * (f[j].clone() - s[j].clone() * s[j].clone()));
+            let mut out = vec![
+                q.clone() * (s[0].clone() - y[0].clone() * y[0].clone()),
+                q.clone() * (f[0].clone() - s[0].clone() * s[0].clone()),
+            ];
+            for j in 1..WIDTH {
+                out.push(full.clone() * (s[j].clone() - y[j].clone() * y[j].clone()));
+                out.push(full.clone() * (f[j].clone() - s[j].clone() * s[j].clone()));
+                out.push((q.clone() - full.clone()) * (f[j].clone() - c(1)));
             }
             for (i, row) in mds.iter().enumerate() {
                 let mixed =
                     (0..WIDTH).fold(c(0), |acc, j| acc + k(row[j]) * f[j].clone() * y[j].clone());
-                out.push(q.clone() * (next[i].clone() - mixed));
-            }
-            out
-        });
-        meta.create_gate("poseidon partial round", |m| {
-            let q = m.query_fixed(q_part, Rotation::cur());
-            let y = inputs(m);
-            let (below, next) = (cur(m, 1), cur(m, 2));
-            let (s, f) = (below[0].clone(), below[1].clone());
-            let mut out = vec![
-                q.clone() * (s.clone() - y[0].clone() * y[0].clone()),
-                q.clone() * (f.clone() - s.clone() * s),
-            ];
-            let sboxed = [f * y[0].clone(), y[1].clone(), y[2].clone()];
-            for (i, row) in mds.iter().enumerate() {
-                let mixed = (0..WIDTH).fold(c(0), |acc, j| acc + k(row[j]) * sboxed[j].clone());
                 out.push(q.clone() * (next[i].clone() - mixed));
             }
             out
@@ -322,8 +309,8 @@ impl SpongeColumns {
             x,
             m,
             rc,
+            q_round,
             q_full,
-            q_part,
             q_abs,
             q_dig,
         }
@@ -333,24 +320,22 @@ impl SpongeColumns {
 /// One row of the sponge region: the state columns and the message.
 pub(crate) type SpongeRow = [Fr; WIDTH + 1];
 
-/// The fixed cells of the sponge region: per row the round constants and `q_full`, `q_part`,
+/// The fixed cells of the sponge region: per row the round constant and `q_round`, `q_full`,
 /// `q_abs` (the digest selector is on row 0 of the circuit, outside the region).
-pub(crate) fn sponge_fixed(n: usize) -> Vec<([Fr; WIDTH], [u64; 3])> {
+pub(crate) fn sponge_fixed(n: usize) -> Vec<(Fr, [u64; 3])> {
     let sp = spec();
-    let mut rows = vec![([Fr::zero(); WIDTH], [0u64; 3]); sponge_rows(n)];
+    let mut rows = vec![(Fr::zero(), [0u64; 3]); sponge_rows(n)];
     let mut u = 0;
     for b in 0..n.div_ceil(2) {
         rows[u].1[2] = if b == 0 { 2 } else { 1 };
         u += 1;
         for (r, rc) in sp.round_constants.iter().enumerate() {
-            rows[u].0 = *rc;
-            if full_round(r) {
-                rows[u].1[0] = 1;
-                u += 3;
-            } else {
-                rows[u].1[1] = 1;
-                u += 2;
+            rows[u].1[0] = 1;
+            rows[u].1[1] = u64::from(full_round(r));
+            for (j, v) in rc.iter().enumerate() {
+                rows[u + j].0 = *v;
             }
+            u += 3;
         }
     }
     debug_assert_eq!(u + 1, rows.len());
@@ -390,12 +375,13 @@ pub(crate) fn sponge_witness(words: &[Fr], bump: Option<usize>) -> Vec<SpongeRow
                 state = mix(&sp.mds, std::array::from_fn(|j| f[j] * y[j]));
                 u += 3;
             } else {
+                // lanes 1 and 2 pass through: `f = 1` (their `s` is not read)
                 let s = y[0].square();
                 let f = s.square();
                 rows[u + 1][0] = s;
-                rows[u + 1][1] = f;
+                rows[u + 2][..WIDTH].copy_from_slice(&[f, Fr::one(), Fr::one()]);
                 state = mix(&sp.mds, [f * y[0], y[1], y[2]]);
-                u += 2;
+                u += 3;
             }
             if bump == Some(round) {
                 state[0] += Fr::one();

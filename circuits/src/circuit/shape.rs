@@ -137,7 +137,7 @@ impl ColumnShape {
             + 6
             + 2 * usize::from(self.paged())
             + 5 * usize::from(self.lookups())
-            + 7 * usize::from(self.hashed_input)
+            + 5 * usize::from(self.hashed_input)
     }
     /// The model has table lookups (non-linear functions).
     pub fn lookups(&self) -> bool {

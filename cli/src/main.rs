@@ -412,6 +412,7 @@ fn settings_summary(s: &Settings) -> serde_json::Value {
         "pages": s.circuit.shape.pages,
         "macs": s.circuit.macs,
         "public_inputs": s.circuit.num_instances,
+        "input_visibility": if s.circuit.shape.hashed_input { "hashed" } else { "public" },
         "model_sha256": s.model_sha256,
     })
 }

@@ -610,3 +610,98 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
         assert!(err.contains(what), "{err}");
     }
 }
+
+#[test]
+fn a_hashed_input_proves_and_verifies_on_chain_with_one_input_word() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
+    // digits_mlp: 64 input codes in 5 words (an odd count), 1 output word
+    let c = json(&veriml(&[
+        "--json",
+        "compile",
+        s(&fixture("digits_mlp", "model.onnx")),
+        "-d",
+        s(d),
+        "--input-range",
+        "0,1",
+        "--input-visibility",
+        "hashed",
+    ]));
+    assert_eq!(c["public_inputs"], 2, "{c}");
+    assert_eq!(c["input_visibility"], "hashed", "{c}");
+    json(&veriml(&[
+        "--json",
+        "setup",
+        "-d",
+        s(d),
+        "--insecure-dev-srs",
+    ]));
+    let input = fixture("digits_mlp", "input.json");
+    let p = json(&veriml(&[
+        "--json",
+        "prove",
+        "-d",
+        s(d),
+        "--input",
+        s(&input),
+    ]));
+    let v = json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "verify",
+        "-d",
+        s(d),
+    ]));
+    assert_eq!(v["output"], p["output"]);
+    let proof: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("proof.json")).unwrap()).unwrap();
+    assert_eq!(v["input_digest"], proof["instances"][0]);
+    assert_eq!(proof["instances"].as_array().unwrap().len(), 2);
+    json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "create-evm-verifier",
+        "-d",
+        s(d),
+        "--solc",
+        s(&solc),
+    ]));
+    let e = json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "verify-evm",
+        "-d",
+        s(d),
+    ]));
+    println!("hashed digits_mlp: EVM verify gas {}", e["gas_used"]);
+    // the readable input changed to another in-range value: it no longer hashes to the digest
+    let mut bad = proof.clone();
+    let x = bad["input"][10].as_f64().unwrap();
+    bad["input"][10] = serde_json::json!(if x > 0.5 { 0.0 } else { 1.0 });
+    std::fs::write(d.join("bad_input.json"), bad.to_string()).unwrap();
+    // the digest word changed
+    let mut word = proof.clone();
+    let w = word["instances"][0].as_str().unwrap().to_string();
+    let last = if w.ends_with('0') { "1" } else { "0" };
+    word["instances"][0] = serde_json::json!(format!("{}{last}", &w[..w.len() - 1]));
+    std::fs::write(d.join("bad_word.json"), word.to_string()).unwrap();
+    for (file, why) in [
+        ("bad_input.json", "does not hash to the proven input digest"),
+        ("bad_word.json", ""),
+    ] {
+        for cmd in ["verify", "verify-evm"] {
+            let out = veriml(&[
+                cmd,
+                "--allow-insecure-srs",
+                "-d",
+                s(d),
+                "--proof",
+                s(&d.join(file)),
+            ]);
+            assert!(!out.status.success(), "{cmd} accepted {file}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(why), "{cmd} {file}: {err}");
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! at most 3, so the quotient is computed on a domain only twice the table and split in two
 //! pieces; there are no halo2 lookup arguments (range checks and function tables are
 //! logarithmic derivatives in the one running sum), and no copy constraints unless the model is
-//! wider than one page of slots (below).
+//! wider than one page of slots (below) or its input is hashed.
 //!
 //! Columns: `a`, `b`, `c` (first phase), `s`, `h`, `g` (second phase, after a challenge `γ`);
 //! `b` and `g` only in the two-byte layout (below).
@@ -78,6 +78,7 @@
 //! | ends, zeros | `q_z = 1` / `2` | `s = −Σ_f γ^f w_f` / `c = 0` and `a − 256·b = 0` |
 //! | inputs | `q_x = 1` / `2` | `c = a + 2^16·c[+S]` / `instance = a + 2^16·c[+S]` |
 //! | outputs | `q_run = 2` | `a = instance` |
+//! | sponge (hashed input only) | `q_round`, `q_full`, `q_abs`, `q_dig` | see `poseidon.rs`; the input gate's `instance` is then the message column `m` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
 //! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0`; `q_lr·p·n = 0` |
 //!
@@ -105,12 +106,19 @@
 //! each is one more equation of the running sum. Every packed value is range checked, so the
 //! words determine the values.
 //!
+//! **Hashed input** (`ColumnShape::hashed_input`). The layer gets one more row first and puts
+//! the output words before the input words (rows `1..1+K`, then `1+K..1+K+J`); the input-word
+//! gate compares each word with a message cell of the Poseidon sponge (`poseidon.rs`) instead
+//! of the instance, and the sponge's digest is the first public word (row 0). The public words
+//! are then the digest and the `K` output words, whatever the input size.
+//!
 //! # Module map
 //! | file | what |
 //! |---|---|
 //! | `shape.rs` | [`ColumnShape`]: the circuit's `Params`, byte counts and how values are cut into rows |
 //! | `slots.rs` | dense layers as the circuit sees them; equations packed into Freivalds slots |
 //! | `lookup.rs` | the function-lookup chip (non-linear functions by table): columns, keys, soundness |
+//! | `poseidon.rs` | the input-hash chip: Poseidon's parameters, the sponge, its gates and soundness |
 //! | `public.rs` | the public words: packing and unpacking of input codes and outputs |
 //! | `layout.rs` | the rows (sources, selectors, fixed weights), the statement digest, the planner |
 //! | `config.rs` | columns, challenge and gates |

@@ -159,8 +159,9 @@ pub fn spec() -> &'static Spec {
     })
 }
 
+/// Round `r` is full (the first and last `FULL_ROUNDS / 2`), or partial.
 fn full_round(r: usize) -> bool {
-    r < FULL_ROUNDS / 2 || r >= FULL_ROUNDS / 2 + PARTIAL_ROUNDS
+    !(FULL_ROUNDS / 2..FULL_ROUNDS / 2 + PARTIAL_ROUNDS).contains(&r)
 }
 
 fn pow5(x: Fr) -> Fr {

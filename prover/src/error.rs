@@ -50,7 +50,7 @@ pub enum ProverError {
     #[error("Solidity compilation failed: {0}")]
     Solidity(String),
 
-    #[error("the generated verifier has {size} bytes of runtime code, over the EIP-170 limit of {limit}; each weight column (Freivalds slot) adds about 300 bytes: a model this wide needs a smaller verifier than this circuit gives (see settings.json circuit.shape.weight_columns)")]
+    #[error("the generated verifier has {size} bytes of runtime code, over the EIP-170 limit of {limit}; each weight column (Freivalds slot) adds about 300 bytes and each public word about 200: compile again with a lower --max-weight-columns (see settings.json circuit.shape.weight_columns) or, for a large input, --input-visibility hashed (one public word for the whole input)")]
     VerifierTooLarge { size: usize, limit: usize },
 
     #[error("EVM execution failed: {0}")]

@@ -334,23 +334,32 @@ fn calibrate_writes_a_provable_compilation() {
 }
 
 /// Compiles a fixture model into `d` with at most `columns` weight columns (asserted to page the
-/// circuit), sets it up with a development SRS, proves its input.json and verifies the proof
-/// natively (same output) and in revm (verifier within EIP-170). Returns the JSON answers of
+/// circuit) and takes it through the EVM ([`through_the_evm`]). Returns the JSON answers of
 /// compile, prove, create-evm-verifier and verify-evm.
 fn paged_through_the_evm(d: &Path, model: &str, columns: &str) -> [serde_json::Value; 4] {
+    let [c, p, _, e, g] = through_the_evm(d, model, &["--max-weight-columns", columns]);
+    assert!(c["pages"].as_u64().unwrap() > 1, "{c}");
+    [c, p, e, g]
+}
+
+/// Compiles a fixture model into `d` (inputs in [0, 1], then `flags`), sets it up with a
+/// development SRS, proves its input.json and verifies the proof natively (same output) and in
+/// revm (verifier within EIP-170). Returns the JSON answers of compile, prove, verify,
+/// create-evm-verifier and verify-evm.
+fn through_the_evm(d: &Path, model: &str, flags: &[&str]) -> [serde_json::Value; 5] {
     let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
-    let c = json(&veriml(&[
+    let onnx = fixture(model, "model.onnx");
+    let mut compile = vec![
         "--json",
         "compile",
-        s(&fixture(model, "model.onnx")),
+        s(&onnx),
         "-d",
         s(d),
         "--input-range",
         "0,1",
-        "--max-weight-columns",
-        columns,
-    ]));
-    assert!(c["pages"].as_u64().unwrap() > 1, "{c}");
+    ];
+    compile.extend_from_slice(flags);
+    let c = json(&veriml(&compile));
     json(&veriml(&[
         "--json",
         "setup",
@@ -393,7 +402,7 @@ fn paged_through_the_evm(d: &Path, model: &str, columns: &str) -> [serde_json::V
         s(d),
     ]));
     assert_eq!(g["verified"], true);
-    [c, p, e, g]
+    [c, p, v, e, g]
 }
 
 /// A weight-column cap below the model's slots pages the circuit instead of refusing it: the
@@ -615,66 +624,15 @@ fn evm_verifier_checks_proofs_in_process_and_on_anvil() {
 fn a_hashed_input_proves_and_verifies_on_chain_with_one_input_word() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
     // digits_mlp: 64 input codes in 5 words (an odd count), 1 output word
-    let c = json(&veriml(&[
-        "--json",
-        "compile",
-        s(&fixture("digits_mlp", "model.onnx")),
-        "-d",
-        s(d),
-        "--input-range",
-        "0,1",
-        "--input-visibility",
-        "hashed",
-    ]));
+    let [c, _, v, _, g] = through_the_evm(d, "digits_mlp", &["--input-visibility", "hashed"]);
     assert_eq!(c["public_inputs"], 2, "{c}");
     assert_eq!(c["input_visibility"], "hashed", "{c}");
-    json(&veriml(&[
-        "--json",
-        "setup",
-        "-d",
-        s(d),
-        "--insecure-dev-srs",
-    ]));
-    let input = fixture("digits_mlp", "input.json");
-    let p = json(&veriml(&[
-        "--json",
-        "prove",
-        "-d",
-        s(d),
-        "--input",
-        s(&input),
-    ]));
-    let v = json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "verify",
-        "-d",
-        s(d),
-    ]));
-    assert_eq!(v["output"], p["output"]);
     let proof: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("proof.json")).unwrap()).unwrap();
     assert_eq!(v["input_digest"], proof["instances"][0]);
     assert_eq!(proof["instances"].as_array().unwrap().len(), 2);
-    json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "create-evm-verifier",
-        "-d",
-        s(d),
-        "--solc",
-        s(&solc),
-    ]));
-    let e = json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "verify-evm",
-        "-d",
-        s(d),
-    ]));
-    println!("hashed digits_mlp: EVM verify gas {}", e["gas_used"]);
+    println!("hashed digits_mlp: EVM verify gas {}", g["gas_used"]);
     // the readable input changed to another in-range value: it no longer hashes to the digest
     let mut bad = proof.clone();
     let x = bad["input"][10].as_f64().unwrap();

@@ -904,7 +904,6 @@ impl QuantizedModel {
             )));
         }
         let (lo, hi) = self.input_range;
-        let max = self.input_code_max();
         input
             .iter()
             .enumerate()
@@ -917,8 +916,7 @@ impl QuantizedModel {
                         "input value {i} = {v} is outside the range [{lo}, {hi}] declared at compile time"
                     )));
                 }
-                let u = ((v - lo) / (hi - lo) * max as f64).round() as i64;
-                Ok(u.clamp(0, max))
+                Ok(encode_input_code(self.input_range, self.input_bits, v))
             })
             .collect()
     }
@@ -1018,6 +1016,14 @@ impl QuantizedModel {
             })
             .sum()
     }
+}
+
+/// The code nearest to an input value (clamped to the codes): the inverse of
+/// [`decode_input_code`] on its values.
+pub fn encode_input_code(range: (f64, f64), bits: u32, v: f64) -> i64 {
+    let max = (1i64 << bits) - 1;
+    let u = ((v - range.0) / (range.1 - range.0) * max as f64).round() as i64;
+    u.clamp(0, max)
 }
 
 /// The input value code `u` stands for, for a range and code width (`u` in range or not).

@@ -11,7 +11,9 @@ use crate::circuit::{
 };
 use crate::error::CompileError;
 use crate::graph::Graph;
-use crate::quantize::{decode_input_code, QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME};
+use crate::quantize::{
+    decode_input_code, encode_input_code, QLayer, QuantOptions, QuantizedModel, QUANT_SCHEME,
+};
 use halo2_proofs::halo2curves::bn256::Fr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -258,17 +260,13 @@ impl Settings {
         if input.len() != n {
             return Err(format!("{} input values, the model has {n}", input.len()));
         }
-        let (lo, hi) = q.input_range;
-        let max = ((1u64 << q.input_bits) - 1) as f64;
         input
             .iter()
             .enumerate()
             .map(|(i, &v)| {
-                let u = ((v - lo) / (hi - lo) * max).round();
-                if (0.0..=max).contains(&u)
-                    && decode_input_code(q.input_range, q.input_bits, u as i64) == v
-                {
-                    Ok(u as i64)
+                let u = encode_input_code(q.input_range, q.input_bits, v);
+                if decode_input_code(q.input_range, q.input_bits, u) == v {
+                    Ok(u)
                 } else {
                     Err(format!(
                         "input value {i} = {v} is not the value of an input code"

@@ -83,6 +83,15 @@ pub fn input_digest(layout: &PublicLayout, codes: &[i64]) -> Fr {
     super::poseidon::hash_words(&code_words(&Packing::new(layout), &u))
 }
 
+/// Packs quantized outputs into the output words.
+pub(crate) fn output_words(pk: &Packing, shape: &ColumnShape, outputs: &[i128]) -> Vec<Fr> {
+    let mut words = vec![Fr::zero(); pk.output_words];
+    for (&(w, off), &y) in pk.outputs.iter().zip(outputs) {
+        words[w - pk.input_words] += fr_from_i128(y + shape.out_offset()) * pow2(off);
+    }
+    words
+}
+
 /// Packs input codes `u` and outputs into the public words.
 pub(crate) fn pack_values(
     pk: &Packing,
@@ -90,16 +99,13 @@ pub(crate) fn pack_values(
     u: &[i128],
     outputs: &[i128],
 ) -> Vec<Fr> {
-    let mut words = vec![Fr::zero(); pk.words()];
     let codes = code_words(pk, u);
-    if pk.hashed {
-        words[0] = super::poseidon::hash_words(&codes);
+    let mut words = if pk.hashed {
+        vec![super::poseidon::hash_words(&codes)]
     } else {
-        words[..pk.input_words].copy_from_slice(&codes);
-    }
-    for (&(w, off), &y) in pk.outputs.iter().zip(outputs) {
-        words[w] += fr_from_i128(y + shape.out_offset()) * pow2(off);
-    }
+        codes
+    };
+    words.extend(output_words(pk, shape, outputs));
     words
 }
 

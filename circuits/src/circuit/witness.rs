@@ -199,7 +199,8 @@ pub(crate) fn first_phase(
         vec![Fr::zero(); n],
     );
     let in_bits = vec![shape.row_bits(); shape.in_parts()];
-    let words = pack_values(&layout.packing, shape, &wit.u, &wit.outputs);
+    // the output-word rows (the input words are accumulated in `c` below)
+    let out_words = output_words(&layout.packing, shape, &wit.outputs);
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
             // copies are filled once every fault is in (they follow their source)
@@ -225,7 +226,7 @@ pub(crate) fn first_phase(
                 }
             }
             Src::OutWord(k) => {
-                a[r] = words[layout.packing.input_words + k];
+                a[r] = out_words[k];
                 continue;
             }
         };

@@ -1099,10 +1099,25 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// A build with the `asm` feature runs ADX and BMI2 instructions in every field multiplication:
+/// refuse to start (instead of dying on an illegal instruction) on a CPU without them.
+fn check_cpu() -> Result<()> {
+    #[cfg(all(feature = "asm", target_arch = "x86_64"))]
+    if !(std::arch::is_x86_feature_detected!("adx") && std::arch::is_x86_feature_detected!("bmi2"))
+    {
+        bail!(
+            "this veriml was built with the `asm` feature (BN254 arithmetic in x86-64 assembly), \
+             which needs a CPU with ADX and BMI2 (Intel Broadwell, AMD Zen and later); rebuild it \
+             with `cargo build --release -p veriml-cli --no-default-features`"
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let json = cli.json;
-    if let Err(e) = run(cli) {
+    if let Err(e) = check_cpu().and_then(|()| run(cli)) {
         if json {
             println!("{}", json!({"error": format!("{e:#}")}));
         } else {

@@ -258,6 +258,30 @@ def zoo():
         b.bin("Mul", left)
         b.gemm(2, 4)
     out["gated"] = graph_model("gated", [1, 5], 2, 17, gated, rng)
+
+    # products of two activations: gating, a broadcast scalar factor, the model input as a
+    # factor; their sum and concatenation feed the head
+    rng = np.random.default_rng(20)
+
+    def products(b):
+        b.gemm(6, 5)
+        b.op("Relu")
+        gate = b.cur
+        b.cur = "input"
+        b.gemm(6, 5)
+        b.op("Tanh")
+        b.bin("Mul", gate)
+        gated = b.cur
+        b.cur = "input"
+        b.gemm(1, 5)
+        b.bin("Mul", gated)
+        scaled = b.cur
+        b.cur = "input"
+        b.gemm(5, 5)
+        b.bin("Mul", "input")
+        b.concat(scaled)
+        b.gemm(3, 11)
+    out["products"] = graph_model("products", [1, 5], 3, 21, products, rng)
     return out
 
 
@@ -274,8 +298,11 @@ def fix_int_inits(m):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "fixtures", "models", "conv_zoo"))
+    ap.add_argument("--only", help="write only this model")
     a = ap.parse_args()
     for name, (m, rng) in zoo().items():
+        if a.only and name != a.only:
+            continue
         m = fix_int_inits(m)
         d = os.path.join(a.out, name)
         os.makedirs(d, exist_ok=True)

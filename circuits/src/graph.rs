@@ -171,9 +171,30 @@ pub enum Op {
         label: String,
         f: Arc<Samples>,
     },
+    /// The product of two earlier values (ids as in [`Op::Concat`]), element by element after
+    /// a selection of each (how broadcasting is written): `y_o = a[left[o]] · b[right[o]]`
+    /// with `a`, `b` the values `operands.0`, `operands.1`.
+    Product {
+        node: String,
+        operands: (usize, usize),
+        left: Vec<usize>,
+        right: Vec<usize>,
+    },
 }
 
 impl Op {
+    /// The values (ids as in [`Op::Concat`]) the op names explicitly: a concatenation's
+    /// sources, a product's operands (other ops read the previous value).
+    pub fn reads(&self) -> Vec<usize> {
+        match self {
+            Op::Concat { sources, .. } => sources.clone(),
+            Op::Product {
+                operands: (a, b), ..
+            } => vec![*a, *b],
+            _ => Vec::new(),
+        }
+    }
+
     /// The ONNX node name this op came from.
     pub fn node(&self) -> &str {
         match self {
@@ -181,7 +202,8 @@ impl Op {
             | Op::Relu { node }
             | Op::Reshape { node, .. }
             | Op::Concat { node, .. }
-            | Op::Elementwise { node, .. } => node,
+            | Op::Elementwise { node, .. }
+            | Op::Product { node, .. } => node,
         }
     }
 }
@@ -245,6 +267,19 @@ impl Graph {
                         })
                         .collect();
                 }
+                Op::Product {
+                    operands: (a, b),
+                    left,
+                    right,
+                    ..
+                } => {
+                    let value = |v: usize| match v {
+                        0 => input.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                        v => out[v - 1].clone(),
+                    };
+                    let (a, b) = (value(*a), value(*b));
+                    x = left.iter().zip(right).map(|(&i, &j)| a[i] * b[j]).collect();
+                }
                 Op::Relu { .. } => x.iter_mut().for_each(|v| *v = v.max(0.0)),
                 Op::Elementwise { f, .. } => x.iter_mut().for_each(|v| *v = f.eval(*v)),
                 Op::Reshape { .. } => {}
@@ -262,6 +297,7 @@ impl Graph {
                 Op::Dense {
                     inputs, outputs, ..
                 } => inputs * outputs,
+                Op::Product { left, .. } => left.len(),
                 _ => 0,
             })
             .sum()

@@ -19,9 +19,11 @@
 //!   `HardSigmoid` become) and `LeakyRelu` become one ReLU between two dense ops;
 //! - any other element-wise function of one activation, over one node or several (GELU written
 //!   out, SiLU, softplus), is sampled into an [`Op::Elementwise`] (proven by table lookup);
+//! - `Mul` of two computed tensors is an [`Op::Product`] of the two materialized values, each
+//!   output naming the element of each factor numpy broadcasting pairs with it;
 //! - consecutive dense ops are composed into one.
 //!
-//! Anything else (a product of two activations, softmax, ...) is an
+//! Anything else (a matrix product of two activations, softmax, ...) is an
 //! [`CompileError::UnsupportedOp`] naming the op and its node.
 
 use crate::error::CompileError;
@@ -42,7 +44,7 @@ use tract_onnx::tract_core::ops::{
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Mul of two activations (with broadcasting), Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
 
 /// Where an element-wise function is sampled (beyond it, extrapolated linearly) and how finely.
 const SAMPLE_RANGE: f64 = 1024.0;
@@ -493,13 +495,7 @@ const FUSE_BUDGET: usize = 1 << 30;
 /// Composes a dense op with the dense op right before it when it reads only that op's output
 /// and nothing else reads it; renumbers the values concatenations read.
 fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
-    let referenced: HashSet<usize> = ops
-        .iter()
-        .flat_map(|op| match op {
-            Op::Concat { sources, .. } => sources.clone(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let referenced: HashSet<usize> = ops.iter().flat_map(Op::reads).collect();
     // old value id -> new value id
     let mut map: Vec<usize> = vec![0];
     let mut out: Vec<Op> = Vec::with_capacity(ops.len());
@@ -531,6 +527,17 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
             Op::Concat { node, sources } => Op::Concat {
                 node,
                 sources: sources.iter().map(|&v| map[v]).collect(),
+            },
+            Op::Product {
+                node,
+                operands: (a, b),
+                left,
+                right,
+            } => Op::Product {
+                node,
+                operands: (map[a], map[b]),
+                left,
+                right,
             },
             op => op,
         };
@@ -717,6 +724,41 @@ fn region_label(model: &Model, nodes: &[usize]) -> String {
     names.join("·")
 }
 
+/// For every element of a tensor of shape `out`, the flat index of the element of a tensor of
+/// shape `shape` that numpy broadcasting pairs with it (trailing axes aligned, axes of size 1
+/// repeated).
+fn broadcast_index(shape: &[usize], out: &[usize], node: &str) -> Result<Vec<usize>, CompileError> {
+    let bad = || CompileError::Structure {
+        node: node.into(),
+        detail: format!("shape {shape:?} does not broadcast to {out:?}"),
+    };
+    if shape.len() > out.len() {
+        return Err(bad());
+    }
+    let pad = out.len() - shape.len();
+    let dims: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(shape.iter().copied())
+        .collect();
+    if dims.iter().zip(out).any(|(&d, &o)| d != o && d != 1) {
+        return Err(bad());
+    }
+    let n: usize = out.iter().product();
+    Ok((0..n)
+        .map(|flat| {
+            let (mut rest, mut idx, mut stride) = (flat, 0, 1);
+            for (&d, &o) in dims.iter().zip(out).rev() {
+                let i = rest % o;
+                rest /= o;
+                if d != 1 {
+                    idx += i * stride;
+                }
+                stride *= d;
+            }
+            idx
+        })
+        .collect())
+}
+
 /// Builds the graph's ops: non-linear nodes become ops on *materialized* values (the model
 /// input and the ops' outputs); affine nodes stay pending, as a set of materialized sources,
 /// until a non-linear node or the output needs them, and are then one dense op over the
@@ -868,6 +910,27 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 || node
                     .op_as::<TypedBinOp>()
                     .is_some_and(|b| b.0.is::<Add>() || b.0.is::<Sub>());
+            let product = node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Mul>());
+            if product && computed.len() == 2 {
+                // the product of two activations, broadcast like numpy: each output reads one
+                // element of each factor
+                let (xa, xb) = (computed[0].1, computed[1].1);
+                let (sa, sb) = (concrete_shape(model, xa)?, concrete_shape(model, xb)?);
+                let so = concrete_shape(model, out)?;
+                let (left, right) = (
+                    broadcast_index(&sa, &so, &node.name)?,
+                    broadcast_index(&sb, &so, &node.name)?,
+                );
+                let (va, vb) = (w.value(xa)?, w.value(xb)?);
+                w.ops.push(Op::Product {
+                    node: node.name.clone(),
+                    operands: (va, vb),
+                    left,
+                    right,
+                });
+                w.mat.insert(out, w.ops.len());
+                continue;
+            }
             if !linear {
                 return Err(CompileError::UnsupportedOp {
                     op: node.op.name().to_string(),

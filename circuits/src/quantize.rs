@@ -110,6 +110,18 @@ pub enum QLayer {
         len: usize,
         out_bits: u32,
     },
+    /// The element-wise product of the two layers before it, rescaled:
+    /// `y_o = round(x_o · x'_o / 2^shift)`. Those two layers are its *operands*: dense layers
+    /// with `shift = 0` selecting (and broadcasting) the factors, the second scaled by
+    /// `2^(shift − S)` so that the product returns to the activation scale.
+    Product {
+        node: String,
+        outputs: usize,
+        /// A multiple of 8 (the remainder is range checked in whole bytes), at least `S`.
+        shift: u32,
+        /// Every output satisfies `|y| < 2^out_bits`.
+        out_bits: u32,
+    },
 }
 
 impl QLayer {
@@ -118,6 +130,8 @@ impl QLayer {
     pub fn sources(&self, l: usize) -> Vec<usize> {
         match self {
             QLayer::Dense { sources, .. } if !sources.is_empty() => sources.clone(),
+            // the two operand layers before it
+            QLayer::Product { .. } => vec![l - 1, l],
             _ => vec![l],
         }
     }
@@ -132,6 +146,7 @@ impl QLayer {
             QLayer::Dense { relu: true, .. } => "dense+relu".into(),
             QLayer::Dense { .. } => "dense".into(),
             QLayer::Relu { .. } => "relu".into(),
+            QLayer::Product { .. } => "product".into(),
         }
     }
 }
@@ -414,6 +429,103 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// The element-wise product `a[left[o]] · b[right[o]]` of layer values `a`, `b`: two
+    /// operand layers (exact selections, `shift = 0`; the second scaled by `2^(shift − S)`),
+    /// then the product layer, rounded back to the activation scale.
+    fn product(
+        &mut self,
+        node: &str,
+        (a, b): (usize, usize),
+        left: &[usize],
+        right: &[usize],
+        src_op: usize,
+    ) -> Result<(), CompileError> {
+        let s = self.opts.activation_scale_bits;
+        let shift = s.div_ceil(SHIFT_STEP).max(1) * SHIFT_STEP;
+        let n = left.len();
+        let mut operands = [(a, left, 0u32), (b, right, shift - s)];
+        for (v, idx, _) in operands.iter_mut() {
+            if idx.len() != n || idx.iter().any(|&i| i >= self.bounds[*v].len()) {
+                return Err(CompileError::Structure {
+                    node: node.into(),
+                    detail: "the factors of a product do not match its output".into(),
+                });
+            }
+            // the input codes are not at the activation scale: an identity layer converts them
+            if *v == 0 {
+                let w = self.bounds[0].len();
+                self.dense(
+                    &format!("{node}/in"),
+                    w,
+                    w,
+                    identity(w),
+                    vec![0.0; w],
+                    vec![0],
+                    None,
+                    src_op,
+                )?;
+                *v = self.layers.len();
+            }
+        }
+        let mut factors = Vec::with_capacity(2);
+        for (k, (v, idx, scale)) in operands.into_iter().enumerate() {
+            let bounds: Vec<(i128, i128)> = idx
+                .iter()
+                .map(|&i| {
+                    let (lo, hi) = self.bounds[v][i];
+                    (lo << scale, hi << scale)
+                })
+                .collect();
+            let max_abs = bounds.iter().map(|b| b.0.abs().max(b.1.abs())).max();
+            let weights = Matrix::Sparse {
+                nonzeros: idx.iter().map(|&i| vec![(i, 1i64 << scale)]).collect(),
+            };
+            let idx_layer = self.layers.len();
+            self.layers.push(QLayer::Dense {
+                node: format!("{node}/{}", ["a", "b"][k]),
+                inputs: self.bounds[v].len(),
+                outputs: n,
+                weights,
+                bias: vec![0; n],
+                shift: 0,
+                relu: false,
+                out_bits: bits_for(max_abs.unwrap_or(0)),
+                lookup: None,
+                sources: if v == idx_layer { Vec::new() } else { vec![v] },
+            });
+            self.src.push(src_op);
+            factors.push(bounds.clone());
+            self.bounds.push(bounds);
+        }
+        // interval product: the extremes are at the corners
+        let out: Vec<(i128, i128)> = factors[0]
+            .iter()
+            .zip(&factors[1])
+            .map(|(&(al, ah), &(bl, bh))| {
+                let c = [al * bl, al * bh, ah * bl, ah * bh];
+                let (lo, hi) = (*c.iter().min().unwrap(), *c.iter().max().unwrap());
+                (round_div_pow2(lo, shift), round_div_pow2(hi, shift))
+            })
+            .collect();
+        let max_abs = out.iter().map(|b| b.0.abs().max(b.1.abs())).max();
+        let out_bits = bits_for(max_abs.unwrap_or(0));
+        if out_bits > 100 {
+            return Err(CompileError::Quantization {
+                layer: self.layers.len(),
+                detail: format!("products of `{node}` need {out_bits} bits"),
+            });
+        }
+        self.layers.push(QLayer::Product {
+            node: node.into(),
+            outputs: n,
+            shift,
+            out_bits,
+        });
+        self.src.push(src_op);
+        self.bounds.push(out);
+        Ok(())
+    }
+
     /// A stand-alone ReLU on the last layer's output.
     fn relu(&mut self, node: &str, src_op: usize) -> Result<(), CompileError> {
         let bounds: Vec<(i128, i128)> = self
@@ -642,14 +754,7 @@ impl QuantizedModel {
         // codes, l + 1: layer l's output); a concatenation waits for the op that reads it
         let mut at: Vec<Option<usize>> = vec![Some(0)];
         let mut concat: Option<Vec<usize>> = None;
-        let referenced: HashSet<usize> = graph
-            .ops
-            .iter()
-            .flat_map(|op| match op {
-                Op::Concat { sources, .. } => sources.clone(),
-                _ => Vec::new(),
-            })
-            .collect();
+        let referenced: HashSet<usize> = graph.ops.iter().flat_map(Op::reads).collect();
         let ops = &graph.ops;
         let mut i = 0;
         while i < ops.len() {
@@ -708,6 +813,31 @@ impl QuantizedModel {
                     }
                     i = j.unwrap_or(i) + 1;
                     continue;
+                }
+                Op::Product {
+                    node,
+                    operands: (ga, gb),
+                    left,
+                    right,
+                } => {
+                    if concat.take().is_some() {
+                        return Err(CompileError::Structure {
+                            node: node.clone(),
+                            detail: "a product reads its two operands, not a concatenation".into(),
+                        });
+                    }
+                    let value = |g: usize| {
+                        at.get(g)
+                            .copied()
+                            .flatten()
+                            .ok_or_else(|| CompileError::Structure {
+                                node: node.clone(),
+                                detail: "multiplies a value computed later or never".into(),
+                            })
+                    };
+                    let (a, b_) = (value(*ga)?, value(*gb)?);
+                    b.product(node, (a, b_), left, right, i)?;
+                    at.push(Some(b.layers.len()));
                 }
                 op @ (Op::Relu { .. } | Op::Elementwise { .. }) => {
                     let srcs = reads(&mut concat, &at)?;
@@ -859,8 +989,44 @@ impl QuantizedModel {
                     if *shift > MAX_SHIFT_BITS || *out_bits == 0 || *out_bits > 100 {
                         return bad(i, "scale or bound out of limits".into());
                     }
-                    if *shift == 0 || shift % SHIFT_STEP != 0 {
+                    // a product's operands select exactly (no rounding); every other dense
+                    // layer rescales
+                    // (the product checks that both layers before it are operands)
+                    let operand = [i + 1, i + 2]
+                        .iter()
+                        .any(|&j| matches!(self.layers.get(j), Some(QLayer::Product { .. })));
+                    if operand {
+                        if *shift != 0 || lookup.is_some() || *relu {
+                            return bad(i, "a product's operand layer must select exactly".into());
+                        }
+                    } else if *shift == 0 || shift % SHIFT_STEP != 0 {
                         return bad(i, format!("weight scale {shift} is not a multiple of 8"));
+                    }
+                    width = *outputs;
+                }
+                QLayer::Product {
+                    outputs,
+                    shift,
+                    out_bits,
+                    ..
+                } => {
+                    let operands = i >= 2
+                        && [i - 2, i - 1].iter().all(|&j| {
+                            matches!(&self.layers[j], QLayer::Dense { outputs: o, shift: 0, .. } if o == outputs)
+                        });
+                    if !operands {
+                        return bad(
+                            i,
+                            "a product must follow its two operand layers, of its width".into(),
+                        );
+                    }
+                    if *shift < self.activation_scale_bits
+                        || shift % SHIFT_STEP != 0
+                        || *shift > MAX_SHIFT_BITS
+                        || *out_bits == 0
+                        || *out_bits > 100
+                    {
+                        return bad(i, "product scale or bound out of limits".into());
                     }
                     width = *outputs;
                 }
@@ -989,6 +1155,9 @@ impl QuantizedModel {
                     })
                     .collect(),
                 QLayer::Relu { .. } => x.iter().map(|&v| v.max(0)).collect(),
+                QLayer::Product { outputs, shift, .. } => (0..*outputs)
+                    .map(|o| round_div_pow2(x[o] as i128 * x[outputs + o] as i128, *shift) as i64)
+                    .collect(),
             };
             out.push(x);
         }
@@ -1013,6 +1182,7 @@ impl QuantizedModel {
                     inputs, outputs, ..
                 } => inputs * outputs,
                 QLayer::Relu { .. } => 0,
+                QLayer::Product { outputs, .. } => *outputs,
             })
             .sum()
     }

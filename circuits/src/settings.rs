@@ -315,6 +315,7 @@ pub fn compile_graph(
             crate::graph::Op::Dense { .. }
                 | crate::graph::Op::Relu { .. }
                 | crate::graph::Op::Elementwise { .. }
+                | crate::graph::Op::Product { .. }
         )
     }) {
         return Err(CompileError::Structure {
@@ -389,6 +390,18 @@ fn layer_settings(model: &QuantizedModel) -> Vec<LayerSettings> {
                 weight_scale_bits: 0,
                 out_bits: *out_bits,
                 relu: true,
+            },
+            QLayer::Product {
+                node,
+                shift,
+                out_bits,
+                ..
+            } => LayerSettings {
+                node: node.clone(),
+                op: "product".into(),
+                weight_scale_bits: *shift,
+                out_bits: *out_bits,
+                relu: false,
             },
         })
         .collect()

@@ -176,26 +176,6 @@ fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
     assert!(e.to_string().contains("Softmax"));
 }
 
-/// A product of two different activations is not an element-wise function of one: a typed
-/// error naming the node.
-#[test]
-fn a_product_of_two_activations_is_a_typed_error() {
-    let e = veriml_circuits::compile_model(
-        &fixture("conv_zoo/gated", "model.onnx"),
-        &opts(),
-        &Default::default(),
-    )
-    .unwrap_err();
-    match &e {
-        CompileError::UnsupportedOp { op, node, needed } => {
-            assert!(op.contains("Mul"), "op {op}");
-            assert!(node.contains("mul"), "node {node}");
-            assert!(needed.contains("product of two activations"), "{needed}");
-        }
-        other => panic!("expected UnsupportedOp, got {other:?}"),
-    }
-}
-
 #[test]
 fn malformed_and_missing_files_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -700,6 +700,9 @@ fn accuracy(
                         (node, *outputs)
                     }
                     veriml_circuits::quantize::QLayer::Relu { node, len, .. } => (node, *len),
+                    veriml_circuits::quantize::QLayer::Product { node, outputs, .. } => {
+                        (node, *outputs)
+                    }
                 };
                 let op = l.kind();
                 json!({

@@ -30,6 +30,8 @@ pub struct ModelConfig {
     pub(crate) lookup: Option<LookupColumns>,
     /// With a hashed input: the sponge's columns (`poseidon.rs`).
     pub(crate) sponge: Option<SpongeColumns>,
+    /// With products: the product gate's selector (`product.rs`).
+    pub(crate) q_mul: Option<Column<Fixed>>,
     pub(crate) shape: ColumnShape,
 }
 
@@ -247,6 +249,10 @@ impl ModelConfig {
             ]
         });
 
+        let q_mul = shape
+            .products()
+            .then(|| product::configure(meta, a, &shape));
+
         let stride = shape.stride() as i32;
         meta.create_gate("input words", |m| {
             let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
@@ -287,6 +293,7 @@ impl ModelConfig {
             gamma,
             lookup,
             sponge,
+            q_mul,
             shape,
         }
     }

@@ -72,6 +72,12 @@ pub enum FaultTarget {
     /// The message cell of an input-word row one higher, the absorbed message, the sponge and
     /// the public digest following: only the input-word gate stops it.
     SpongeWord,
+    /// A product one above its rounded value (remainder unchanged), the rest of the forward
+    /// pass and the public words following: only the product gate stops it.
+    ProductOutput,
+    /// A product's first factor one above the value it selects, the product and the rest
+    /// following: only the factor's equation in the running sum stops it.
+    ProductFactor,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

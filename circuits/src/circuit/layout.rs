@@ -71,6 +71,8 @@ pub(crate) struct RowSpec {
     pub(crate) ly: i128,
     /// A `relu + g` lookup row: `p·n = 0` below it.
     pub(crate) q_lr: bool,
+    /// The first row of a product's block: the product gate (`product.rs`).
+    pub(crate) q_mul: bool,
 }
 
 impl RowSpec {
@@ -90,6 +92,7 @@ impl RowSpec {
             lz: 0,
             ly: 0,
             q_lr: false,
+            q_mul: false,
         }
     }
     pub(crate) fn add(&mut self, slot: usize, v: Fr) {
@@ -165,60 +168,78 @@ impl Layout {
         // rows that gates tie by rotation stay together, in the page of their own equation: the
         // public layout (page 0), and each output's block
         let mut units: Vec<(usize, usize, usize)> = vec![(0, rows.len(), 0)];
-        let mut blocks: Vec<Vec<[usize; 4]>> = Vec::with_capacity(layers.len());
-        for (l, layer) in layers.iter().enumerate() {
+        let mut blocks: Vec<Vec<[usize; 4]>> = layers
+            .iter()
+            .map(|l| Vec::with_capacity(l.outputs))
+            .collect();
+        // the rows of output `o` of layer `l`: `p`, `n` and `r` (and a lookup's entry row and
+        // clamp overflows); returns where `p`, `n`, `r` and the entry start
+        let push_block = |rows: &mut Vec<RowSpec>, l: usize, o: usize| {
+            let layer = &layers[l];
             let out_bits = shape.parts(layer.limbs);
             let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);
-            let mut starts = Vec::with_capacity(layer.outputs);
-            for o in 0..layer.outputs {
-                // `p`, `n`, `r` and the entry row of the output's block (the block is one unit)
-                let mut at = [usize::MAX; 4];
-                let start = rows.len();
-                // a lookup output: its entry first, the gate reads `p`, `n` and the clamp's
-                // overflows below it
-                if let Some((id, t)) = &layer.lookup {
-                    at[3] = rows.len();
-                    let mut row = RowSpec::new(Src::Block {
-                        l,
-                        o,
-                        part: Part::Y,
-                        t: 0,
-                    });
-                    row.q_lk = true;
-                    row.lid = *id;
-                    row.lz = clamp_bound(t);
-                    row.q_lr = t.plus_relu;
+            let mut at = [usize::MAX; 4];
+            // a lookup output: its entry first, the gate reads `p`, `n` and the clamp's
+            // overflows below it
+            if let Some((id, t)) = &layer.lookup {
+                at[3] = rows.len();
+                let mut row = RowSpec::new(Src::Block {
+                    l,
+                    o,
+                    part: Part::Y,
+                    t: 0,
+                });
+                row.q_lk = true;
+                row.lid = *id;
+                row.lz = clamp_bound(t);
+                row.q_lr = t.plus_relu;
+                rows.push(row);
+            }
+            let mut parts = vec![(Part::P, Some(0)), (Part::N, Some(1))];
+            if layer.lookup.is_some() {
+                parts.extend([(Part::OP, None), (Part::ON, None)]);
+            }
+            parts.push((Part::R, Some(2)));
+            for (part, index) in parts {
+                if let Some(i) = index {
+                    at[i] = rows.len();
+                }
+                let bits = if part == Part::R {
+                    &rem_bits
+                } else {
+                    &out_bits
+                };
+                for (t, &b) in bits.iter().enumerate() {
+                    let mut row = RowSpec::new(Src::Block { l, o, part, t });
+                    row.checked = true;
+                    row.small = shape.small(b);
+                    // a one-byte row of a two-byte layout: its low byte must be zero
+                    row.q_z = if row.small { 2 } else { 0 };
+                    row.q_blk = layer.relu && part == Part::P && t == 0;
+                    row.q_mul = layer.product && part == Part::P && t == 0;
                     rows.push(row);
                 }
-                let mut parts = vec![(Part::P, Some(0)), (Part::N, Some(1))];
-                if layer.lookup.is_some() {
-                    parts.extend([(Part::OP, None), (Part::ON, None)]);
-                }
-                parts.push((Part::R, Some(2)));
-                for (part, index) in parts {
-                    if let Some(i) = index {
-                        at[i] = rows.len();
-                    }
-                    let bits = if part == Part::R {
-                        &rem_bits
-                    } else {
-                        &out_bits
-                    };
-                    for (t, &b) in bits.iter().enumerate() {
-                        let mut row = RowSpec::new(Src::Block { l, o, part, t });
-                        row.checked = true;
-                        row.small = shape.small(b);
-                        // a one-byte row of a two-byte layout: its low byte must be zero
-                        row.q_z = if row.small { 2 } else { 0 };
-                        row.q_blk = layer.relu && part == Part::P && t == 0;
-                        rows.push(row);
-                    }
+            }
+            at
+        };
+        let mut l = 0;
+        while l < layers.len() {
+            // a product and its two operands: their blocks output by output, so that the
+            // product gate reads both factors by rotation; one unit, in the first operand's page
+            let group = if layers.get(l + 2).is_some_and(|p| p.product) {
+                3
+            } else {
+                1
+            };
+            for o in 0..layers[l].outputs {
+                let start = rows.len();
+                for (m, starts) in blocks.iter_mut().enumerate().skip(l).take(group) {
+                    starts.push(push_block(&mut rows, m, o));
                 }
                 let page = slots.layer[l][o].0 / shape.weight_columns;
                 units.push((start, rows.len() - start, page));
-                starts.push(at);
             }
-            blocks.push(starts);
+            l += group;
         }
 
         // coefficients
@@ -230,6 +251,10 @@ impl Layout {
                 }
             };
         for (li, layer) in layers.iter().enumerate() {
+            // a product's equation is its gate
+            if layer.product {
+                continue;
+            }
             let d = pow2(layer.shift);
             let out_bits = shape.parts(layer.limbs);
             let rem_bits = shape.parts((layer.shift / LIMB_BITS) as usize);

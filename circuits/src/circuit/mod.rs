@@ -80,6 +80,7 @@
 //! | outputs | `q_run = 2` | `a = instance` |
 //! | sponge (hashed input only) | `q_round`, `q_full`, `q_abs`, `q_dig` | see `poseidon.rs`; the input gate's `instance` is then the message column `m` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
+//! | product (products only) | `q_mul` | `x·x' + d/2 − d·(p − n) − r = 0`, factors and product by rotation (`product.rs`) |
 //! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0`; `q_lr·p·n = 0` |
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
@@ -119,6 +120,7 @@
 //! | `slots.rs` | dense layers as the circuit sees them; equations packed into Freivalds slots |
 //! | `lookup.rs` | the function-lookup chip (non-linear functions by table): columns, keys, soundness |
 //! | `poseidon.rs` | the input-hash chip: Poseidon's parameters, the sponge, its gates and soundness |
+//! | `product.rs` | the product chip (products of two activations): its gate and soundness |
 //! | `public.rs` | the public words: packing and unpacking of input codes and outputs |
 //! | `layout.rs` | the rows (sources, selectors, fixed weights), the statement digest, the planner |
 //! | `config.rs` | columns, challenge and gates |
@@ -171,6 +173,7 @@ mod field;
 mod layout;
 mod lookup;
 pub mod poseidon;
+mod product;
 mod public;
 mod shape;
 mod slots;
@@ -342,6 +345,13 @@ impl Circuit<Fr> for ModelCircuit {
                             if v != Fr::zero() {
                                 region.assign_fixed(col, r, v);
                             }
+                        }
+                    }
+                }
+                if let Some(q_mul) = cfg.q_mul {
+                    for (r, row) in layout.rows.iter().enumerate() {
+                        if row.q_mul {
+                            region.assign_fixed(q_mul, r, Fr::one());
                         }
                     }
                 }

@@ -35,6 +35,13 @@ pub struct ColumnShape {
     /// of circuits with public inputs read as before.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hashed_input: bool,
+    /// Bytes of each part `p`, `n` of every product and of its two factors (the product gate's
+    /// layout, `product.rs`); 0 when the model has no product (and then not written).
+    #[serde(default, skip_serializing_if = "no_lookups")]
+    pub product_limbs: usize,
+    /// Bytes of a product's remainder: its divisor is `2^(8·product_rem_limbs)`.
+    #[serde(default, skip_serializing_if = "no_lookups")]
+    pub product_rem_limbs: usize,
 }
 
 impl Default for ColumnShape {
@@ -51,6 +58,8 @@ impl Default for ColumnShape {
             input_layers: 1,
             lookup_limbs: 0,
             hashed_input: false,
+            product_limbs: 0,
+            product_rem_limbs: 0,
         }
     }
 }
@@ -131,13 +140,15 @@ impl ColumnShape {
     }
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
     /// constants column; with lookups, their two selectors, table id and the table's two
-    /// columns; with a hashed input, the sponge's round constants and four selectors.
+    /// columns; with a hashed input, the sponge's round constants and four selectors; with
+    /// products, their selector.
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns
             + 6
             + 2 * usize::from(self.paged())
             + 5 * usize::from(self.lookups())
             + 5 * usize::from(self.hashed_input)
+            + usize::from(self.products())
     }
     /// The model has table lookups (non-linear functions).
     pub fn lookups(&self) -> bool {
@@ -147,6 +158,10 @@ impl ColumnShape {
         self.parts(self.lookup_limbs)
     }
     /// More than one page of slots.
+    /// Whether the model has products (the product gate and its selector).
+    pub fn products(&self) -> bool {
+        self.product_limbs > 0
+    }
     pub fn paged(&self) -> bool {
         self.pages > 1
     }
@@ -249,6 +264,8 @@ impl ColumnShape {
                 .map_or(1, |l| limbs_for(bits_for(l.out_bound()))),
             relu_limbs: relu_limbs(layers),
             lookup_limbs: lookup_limbs(layers),
+            product_limbs: product_limbs(layers),
+            product_rem_limbs: product_rem_limbs(layers),
             // input codes have a multiple of 16 bits: whole rows in either layout, so the
             // range checks bound a code by exactly its largest value
             in_limbs: (model.input_bits / LIMB_BITS) as usize,

@@ -20,6 +20,9 @@ pub(crate) struct CLayer {
     pub(crate) limbs: usize,
     /// The function table the rounded value is looked up in, and its id (from 1).
     pub(crate) lookup: Option<(u64, QLookup)>,
+    /// A product layer (`product.rs`): output `o` is `round(x_o·x'_o / 2^shift)` of its two
+    /// operand layers, checked by the product gate; it has no equation of its own.
+    pub(crate) product: bool,
 }
 
 impl CLayer {
@@ -47,6 +50,31 @@ pub(crate) fn lookup_limbs(layers: &[CLayer]) -> usize {
         .iter()
         .filter(|l| l.lookup.is_some())
         .map(|l| l.limbs)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The byte count of the parts of every product and operand layer: the largest any of them
+/// needs (0 without products).
+pub(crate) fn product_limbs(layers: &[CLayer]) -> usize {
+    (0..layers.len())
+        .filter(|&l| in_product(layers, l))
+        .map(|l| layers[l].limbs)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether layer `l` is a product or one of its two operands.
+pub(crate) fn in_product(layers: &[CLayer], l: usize) -> bool {
+    (l..l + 3).any(|m| layers.get(m).is_some_and(|p| p.product))
+}
+
+/// The bytes of a product's remainder (its shift; the same for every product), 0 without.
+pub(crate) fn product_rem_limbs(layers: &[CLayer]) -> usize {
+    layers
+        .iter()
+        .filter(|l| l.product)
+        .map(|l| (l.shift / LIMB_BITS) as usize)
         .max()
         .unwrap_or(0)
 }
@@ -89,6 +117,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 sources: Vec::new(),
                 limbs: limbs_for(*out_bits),
                 lookup: lookup.clone().map(|t| (0, t)),
+                product: false,
             },
             QLayer::Relu { len, out_bits, .. } => {
                 let weights = Matrix::Sparse {
@@ -104,8 +133,29 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     sources: Vec::new(),
                     limbs: limbs_for(*out_bits),
                     lookup: None,
+                    product: false,
                 }
             }
+            QLayer::Product {
+                outputs,
+                shift,
+                out_bits,
+                ..
+            } => CLayer {
+                inputs: 2 * outputs,
+                outputs: *outputs,
+                weights: Matrix::Sparse {
+                    nonzeros: vec![Vec::new(); *outputs],
+                },
+                // the rounding half, as the gate adds it
+                bias: vec![1i128 << (shift - 1); *outputs],
+                shift: *shift,
+                relu: false,
+                sources: Vec::new(),
+                limbs: limbs_for(*out_bits),
+                lookup: None,
+                product: true,
+            },
         })
         .collect();
     // a stand-alone ReLU splits its input into p and n: n is as large as the input's negative
@@ -126,7 +176,7 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 };
                 bits_for(t.max_abs()).max(relu) + 1
             }
-            QLayer::Dense { out_bits, .. } => *out_bits,
+            QLayer::Dense { out_bits, .. } | QLayer::Product { out_bits, .. } => *out_bits,
             QLayer::Relu { out_bits, .. } => {
                 l.limbs = l.limbs.max(limbs_for(prev_bits));
                 *out_bits
@@ -137,6 +187,13 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
     let relu = relu_limbs(&out);
     for l in out.iter_mut().filter(|l| l.relu) {
         l.limbs = relu;
+    }
+    // the product gate reads both factors and the product by rotation: one byte count for all
+    let product = product_limbs(&out);
+    for l in 0..out.len() {
+        if in_product(&out, l) {
+            out[l].limbs = product;
+        }
     }
     let lookup = lookup_limbs(&out);
     let mut id = 0;
@@ -212,7 +269,7 @@ impl Slots {
         padding_rows: usize,
     ) -> Result<Self, CompileError> {
         let (mut count, mut used) = (0usize, SLOT_BITS);
-        let mut layer = Vec::with_capacity(layers.len());
+        let mut layer: Vec<Vec<(usize, Fr)>> = Vec::with_capacity(layers.len());
         for (li, l) in layers.iter().enumerate() {
             let x: Vec<i128> = l
                 .sources
@@ -233,6 +290,12 @@ impl Slots {
                 .and_then(|v| v.checked_add(d))
                 .ok_or_else(overflow)?;
             let mut v = vec![(0, Fr::zero()); l.outputs];
+            // a product has no equation (its gate checks it); its block sits in its first
+            // operand's unit
+            if l.product {
+                layer.push(layer[li - 2].clone());
+                continue;
+            }
             for o in packing_order(l) {
                 let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
                 bound = bound.checked_add(own).ok_or_else(overflow)?;

@@ -59,11 +59,16 @@ pub(crate) fn witness(
     let other_table = hit(FaultTarget::LookupOtherTable, total_lookups);
     let clamp_inside = hit(FaultTarget::LookupClampInside, total_lookups);
     let mut seen_lookups = 0;
+    let total_products: usize = layers.iter().filter(|l| l.product).map(|l| l.outputs).sum();
+    let wrong_product = hit(FaultTarget::ProductOutput, total_products);
+    let wrong_factor = hit(FaultTarget::ProductFactor, total_products);
+    let (mut seen_products, mut seen_factors) = (0, 0);
     // every layer value: the input codes, then each layer's output
     let mut vals: Vec<Vec<i128>> = vec![u.clone()];
     let mut blocks = Vec::with_capacity(layers.len());
     let mut seen = 0;
-    for l in layers {
+    for (li, l) in layers.iter().enumerate() {
+        let first_operand = layers.get(li + 2).is_some_and(|p| p.product);
         let x: Vec<i128> = l
             .sources
             .iter()
@@ -71,11 +76,28 @@ pub(crate) fn witness(
             .collect();
         let b: Vec<BlockVals> = (0..l.outputs)
             .map(|o| {
-                let z = l
-                    .row(o)
-                    .fold(l.bias[o], |acc, (j, w)| acc + w as i128 * x[j]);
+                let z = if l.product {
+                    l.bias[o] + x[o] * x[l.outputs + o]
+                } else {
+                    l.row(o)
+                        .fold(l.bias[o], |acc, (j, w)| acc + w as i128 * x[j])
+                };
                 let mut q = z.div_euclid(1i128 << l.shift);
                 let mut r = z - (q << l.shift);
+                if l.product {
+                    // the product one higher, its remainder unchanged: only the gate stops it
+                    if wrong_product == Some(seen_products) {
+                        q += 1;
+                    }
+                    seen_products += 1;
+                }
+                if first_operand {
+                    // a factor one higher, the product following: only its equation stops it
+                    if wrong_factor == Some(seen_factors) {
+                        q += 1;
+                    }
+                    seen_factors += 1;
+                }
                 let mut extra = 0;
                 if shifted == Some(seen) {
                     q += 1;

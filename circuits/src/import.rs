@@ -40,7 +40,7 @@ use tract_onnx::tract_core::ops::{
     element_wise::ElementWiseOp,
     konst::Const,
     math::{Add, Div, Max, Min, Mul, Sub},
-    nn::{LeakyRelu, Reduce, Reducer},
+    nn::{LeakyRelu, Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind},
     source::TypedSource,
 };
 
@@ -724,6 +724,114 @@ fn region_label(model: &Model, nodes: &[usize]) -> String {
     names.join("·")
 }
 
+/// A function sampled like an element-wise region (`SAMPLE_RANGE`, `SAMPLE_STEP`).
+fn sampled(f: impl Fn(f64) -> f64) -> Arc<Samples> {
+    let n = (2.0 * SAMPLE_RANGE / SAMPLE_STEP) as usize + 1;
+    Arc::new(Samples {
+        lo: -SAMPLE_RANGE,
+        step: SAMPLE_STEP,
+        values: (0..n)
+            .map(|i| f(-SAMPLE_RANGE + i as f64 * SAMPLE_STEP))
+            .collect(),
+    })
+}
+
+/// The groups a reduction over `axes` of a tensor of shape `shape` makes (flat indices of the
+/// elements sharing every other coordinate), and the group of every element.
+fn reduction_groups(shape: &[usize], axes: &[usize]) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let n: usize = shape.iter().product();
+    let mut key_of = HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of = Vec::with_capacity(n);
+    for flat in 0..n {
+        let (mut rest, mut key) = (flat, Vec::with_capacity(shape.len()));
+        for (axis, &d) in shape.iter().enumerate().rev() {
+            if !axes.contains(&axis) {
+                key.push(rest % d);
+            }
+            rest /= d;
+        }
+        let g = *key_of.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(flat);
+        group_of.push(g);
+    }
+    (groups, group_of)
+}
+
+/// The multiply-accumulates of a node bilinear in its two computed inputs `a`, `b` (a matrix
+/// product of two activations): for each output, the pairs (element of `a`, element of `b`) it
+/// sums. Read off by evaluating the node with `a` a unit vector and `b` numbered `1, 2, ...`
+/// (each output then holds the number of the one element it pairs with), and checked on
+/// random integer operands: a node that is not a sum of such products is refused.
+#[allow(clippy::type_complexity)]
+fn bilinear_pairs(
+    model: &Model,
+    node: &TypedNode,
+    a: OutletId,
+    b: OutletId,
+) -> Result<Vec<Vec<(usize, usize)>>, CompileError> {
+    let (sa, sb) = (concrete_shape(model, a)?, concrete_shape(model, b)?);
+    let (na, nb): (usize, usize) = (sa.iter().product(), sb.iter().product());
+    let run = |va: Vec<f32>, vb: Vec<f32>| -> Result<Vec<f32>, CompileError> {
+        let mut memo = HashMap::from([
+            (a, tensor_of(&sa, va, &node.name)?.into_tvalue()),
+            (b, tensor_of(&sb, vb, &node.name)?.into_tvalue()),
+        ]);
+        let out = eval_from(model, OutletId::new(node.id, 0), &mut memo)?;
+        to_f32_vec(&out.into_tensor(), &node.name)
+    };
+    let refuse = || CompileError::UnsupportedOp {
+        op: node.op.name().to_string(),
+        node: node.name.clone(),
+        needed: "a bilinear operation VeriML could not read as sums of products of one element of each operand".into(),
+    };
+    if nb >= 1 << 24 {
+        return Err(refuse());
+    }
+    let numbered: Vec<f32> = (1..=nb).map(|q| q as f32).collect();
+    let mut pairs: Vec<Vec<(usize, usize)>> = Vec::new();
+    for p in 0..na {
+        let mut unit = vec![0f32; na];
+        unit[p] = 1.0;
+        let out = run(unit, numbered.clone())?;
+        pairs.resize(out.len(), Vec::new());
+        for (o, &v) in out.iter().enumerate() {
+            if v != 0.0 {
+                if v.fract() != 0.0 || v < 1.0 || v as usize > nb {
+                    return Err(refuse());
+                }
+                pairs[o].push((p, v as usize - 1));
+            }
+        }
+    }
+    // the pairs must reproduce the node on other operands
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut small = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % 7) as f32 - 3.0
+            })
+            .collect()
+    };
+    let (ra, rb) = (small(na), small(nb));
+    let out = run(ra.clone(), rb.clone())?;
+    let agrees = out.len() == pairs.len()
+        && out.iter().zip(&pairs).all(|(&v, ps)| {
+            let want: f32 = ps.iter().map(|&(p, q)| ra[p] * rb[q]).sum();
+            (v - want).abs() < 1e-3
+        });
+    if !agrees {
+        return Err(refuse());
+    }
+    Ok(pairs)
+}
+
 /// For every element of a tensor of shape `out`, the flat index of the element of a tensor of
 /// shape `shape` that numpy broadcasting pairs with it (trailing axes aligned, axes of size 1
 /// repeated).
@@ -821,6 +929,105 @@ impl Walk<'_> {
     }
 }
 
+/// Softmax over `axes`, numerically stable and every step proven: the maximum of each group by
+/// rounds of ReLUs (exact), `e = exp(min(s − max, 0))` by table (the `min` only makes the
+/// function flat on both sides so its table is clamped: `s − max ≤ 0` holds for every honest
+/// and every accepted witness), the group sums, their reciprocals `1/max(sum, 1)` by table (a
+/// sum is at least the entry of the maximum, `exp(0) = 1`), and the products `e · (1/sum)`.
+fn softmax_ops(
+    w: &mut Walk<'_>,
+    node: &TypedNode,
+    x: OutletId,
+    axes: &[usize],
+) -> Result<(), CompileError> {
+    let shape = concrete_shape(w.model, x)?;
+    let (groups, group_of) = reduction_groups(&shape, axes);
+    let (n, name) = (group_of.len(), node.name.clone());
+    let scores = w.ready(x)?;
+    w.ops
+        .extend(max_pool_ops(&format!("{name}/max"), &groups, n, false));
+    let max = w.ops.len();
+    w.ops.push(Op::Concat {
+        node: format!("{name}/shift/in"),
+        sources: vec![scores, max],
+    });
+    let shift: Vec<_> = (0..n)
+        .map(|i| (vec![(i, 1.0), (n + group_of[i], -1.0)], 0.0))
+        .collect();
+    w.ops.push(sparse_dense(
+        format!("{name}/shift"),
+        n + groups.len(),
+        &shift,
+    ));
+    w.ops.push(Op::Elementwise {
+        node: format!("{name}/exp"),
+        label: "Exp".into(),
+        f: sampled(|v| v.min(0.0).exp()),
+    });
+    let e = w.ops.len();
+    let sums: Vec<_> = groups
+        .iter()
+        .map(|g| (g.iter().map(|&i| (i, 1.0)).collect(), 0.0))
+        .collect();
+    w.ops.push(sparse_dense(format!("{name}/sum"), n, &sums));
+    w.ops.push(Op::Elementwise {
+        node: format!("{name}/reciprocal"),
+        label: "Reciprocal".into(),
+        f: sampled(|v| 1.0 / v.max(1.0)),
+    });
+    let recip = w.ops.len();
+    w.ops.push(Op::Product {
+        node: name,
+        operands: (e, recip),
+        left: (0..n).collect(),
+        right: group_of,
+    });
+    Ok(())
+}
+
+/// `x / sqrt(mean(x²) + eps)` over `axis` (what tract makes of LayerNormalization once the mean
+/// is subtracted; scale and shift stay affine): the squares (products), their means, the
+/// reciprocal square root by table, and the products with it.
+fn rms_norm_ops(
+    w: &mut Walk<'_>,
+    node: &TypedNode,
+    x: OutletId,
+    axis: usize,
+    eps: f64,
+) -> Result<(), CompileError> {
+    let shape = concrete_shape(w.model, x)?;
+    let (groups, group_of) = reduction_groups(&shape, &[axis]);
+    let (n, name) = (group_of.len(), node.name.clone());
+    let v = w.value(x)?;
+    w.ops.push(Op::Product {
+        node: format!("{name}/square"),
+        operands: (v, v),
+        left: (0..n).collect(),
+        right: (0..n).collect(),
+    });
+    let means: Vec<_> = groups
+        .iter()
+        .map(|g| {
+            let k = 1.0 / g.len() as f32;
+            (g.iter().map(|&i| (i, k)).collect(), 0.0)
+        })
+        .collect();
+    w.ops.push(sparse_dense(format!("{name}/mean"), n, &means));
+    w.ops.push(Op::Elementwise {
+        node: format!("{name}/rsqrt"),
+        label: "Rsqrt".into(),
+        f: sampled(move |m| 1.0 / (m.max(0.0) + eps).sqrt()),
+    });
+    let r = w.ops.len();
+    w.ops.push(Op::Product {
+        node: name,
+        operands: (v, r),
+        left: (0..n).collect(),
+        right: group_of,
+    });
+    Ok(())
+}
+
 /// Reduces a loaded, typed and decluttered tract model to the project's [`Graph`].
 fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
     let inputs = model.input_outlets().map_err(|e| CompileError::Structure {
@@ -910,6 +1117,35 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 || node
                     .op_as::<TypedBinOp>()
                     .is_some_and(|b| b.0.is::<Add>() || b.0.is::<Sub>());
+            if node.op_is::<EinSum>() && computed.len() == 2 {
+                // a matrix product of two activations: one product per multiply-accumulate,
+                // then their sums
+                let (xa, xb) = (computed[0].1, computed[1].1);
+                let pairs = bilinear_pairs(model, node, xa, xb)?;
+                let (va, vb) = (w.value(xa)?, w.value(xb)?);
+                let (mut left, mut right, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+                for ps in &pairs {
+                    let row = ps
+                        .iter()
+                        .map(|&(p, q)| {
+                            left.push(p);
+                            right.push(q);
+                            (left.len() - 1, 1.0)
+                        })
+                        .collect();
+                    rows.push((row, 0.0));
+                }
+                w.ops.push(Op::Product {
+                    node: format!("{}/macs", node.name),
+                    operands: (va, vb),
+                    left,
+                    right,
+                });
+                let macs = pairs.iter().map(Vec::len).sum();
+                w.ops.push(sparse_dense(node.name.clone(), macs, &rows));
+                w.mat.insert(out, w.ops.len());
+                continue;
+            }
             let product = node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Mul>());
             if product && computed.len() == 2 {
                 // the product of two activations, broadcast like numpy: each output reads one
@@ -950,6 +1186,26 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
             continue;
         }
         let (slot, x) = computed[0];
+        if let Some(sm) = node.op_as::<Softmax>() {
+            if sm.kind != SoftmaxKind::Softmax {
+                return Err(unsupported(node));
+            }
+            softmax_ops(&mut w, node, x, &sm.axes)?;
+            w.mat.insert(out, w.ops.len());
+            continue;
+        }
+        if let Some(rn) = node.op_as::<RmsNorm>() {
+            let eps = rn
+                .eps
+                .cast_to_scalar::<f32>()
+                .map_err(|e| CompileError::Structure {
+                    node: node.name.clone(),
+                    detail: format!("epsilon: {e}"),
+                })? as f64;
+            rms_norm_ops(&mut w, node, x, rn.axis, eps)?;
+            w.mat.insert(out, w.ops.len());
+            continue;
+        }
         let kind = classify(model, node, slot)?;
         match kind {
             Kind::Affine => {

@@ -49,6 +49,9 @@ const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, 
 /// Where an element-wise function is sampled (beyond it, extrapolated linearly) and how finely.
 const SAMPLE_RANGE: f64 = 1024.0;
 const SAMPLE_STEP: f64 = 1.0 / 256.0;
+/// Where the reciprocal square root of a normalization is cut into tables (each a factor 16
+/// apart); means of squares above the last are clamped to it.
+const RSQRT_SEGMENTS: [f64; 7] = [0.0, 1.0 / 256.0, 1.0 / 16.0, 1.0, 16.0, 256.0, 1024.0];
 
 type Model = TypedModel;
 
@@ -726,13 +729,17 @@ fn region_label(model: &Model, nodes: &[usize]) -> String {
 
 /// A function sampled like an element-wise region (`SAMPLE_RANGE`, `SAMPLE_STEP`).
 fn sampled(f: impl Fn(f64) -> f64) -> Arc<Samples> {
-    let n = (2.0 * SAMPLE_RANGE / SAMPLE_STEP) as usize + 1;
+    sampled_on(SAMPLE_RANGE, (2.0 * SAMPLE_RANGE / SAMPLE_STEP) as usize, f)
+}
+
+/// A function sampled at `n + 1` points over `[−range, range]` (it is extrapolated linearly
+/// beyond: for a function flat outside, exactly).
+fn sampled_on(range: f64, n: usize, f: impl Fn(f64) -> f64) -> Arc<Samples> {
+    let step = 2.0 * range / n as f64;
     Arc::new(Samples {
-        lo: -SAMPLE_RANGE,
-        step: SAMPLE_STEP,
-        values: (0..n)
-            .map(|i| f(-SAMPLE_RANGE + i as f64 * SAMPLE_STEP))
-            .collect(),
+        lo: -range,
+        step,
+        values: (0..=n).map(|i| f(-range + i as f64 * step)).collect(),
     })
 }
 
@@ -1013,18 +1020,70 @@ fn rms_norm_ops(
         })
         .collect();
     w.ops.push(sparse_dense(format!("{name}/mean"), n, &means));
-    w.ops.push(Op::Elementwise {
-        node: format!("{name}/rsqrt"),
-        label: "Rsqrt".into(),
-        f: sampled(move |m| 1.0 / (m.max(0.0) + eps).sqrt()),
+    let ms = w.ops.len();
+    // rsqrt changes by orders of magnitude over the means a layer can see: one table per
+    // segment [t_k, t_(k+1)] (the function clamped to it, so flat outside and tabled at the
+    // resolution the segment needs; each table reads the mean minus the segment's middle, so
+    // that its symmetric clamp covers exactly the segment), the segments summed: a relative
+    // error bounded alike from 2^-8 to the last bound, beyond which the mean is clamped
+    let rsqrt = move |m: f64| 1.0 / (m + eps).sqrt();
+    let mut parts = Vec::with_capacity(RSQRT_SEGMENTS.len());
+    for (k, seg) in RSQRT_SEGMENTS.windows(2).enumerate() {
+        let (lo, hi) = (seg[0], seg[1]);
+        let mid = (lo + hi) / 2.0;
+        let base = if k == 0 { 0.0 } else { rsqrt(lo) };
+        w.ops.push(Op::Concat {
+            node: format!("{name}/rsqrt{k}/in"),
+            sources: vec![ms],
+        });
+        w.ops.push(sparse_dense(
+            format!("{name}/rsqrt{k}/in"),
+            groups.len(),
+            &(0..groups.len())
+                .map(|g| (vec![(g, 1.0)], -mid as f32))
+                .collect::<Vec<_>>(),
+        ));
+        w.ops.push(Op::Elementwise {
+            node: format!("{name}/rsqrt{k}"),
+            label: format!("Rsqrt[{lo}, {hi}]"),
+            // flat beyond ±(hi − lo)/2: sampled finely over twice that, the clamp's corners on
+            // sample points
+            f: sampled_on(hi - lo, 1 << 16, move |u| rsqrt((u + mid).clamp(lo, hi)) - base),
+        });
+        parts.push(w.ops.len());
+    }
+    w.ops.push(Op::Concat {
+        node: format!("{name}/rsqrt/in"),
+        sources: parts.clone(),
     });
+    let sum: Vec<_> = (0..groups.len())
+        .map(|g| {
+            let row = (0..parts.len()).map(|k| (k * groups.len() + g, 1.0)).collect();
+            (row, 0.0)
+        })
+        .collect();
+    w.ops.push(sparse_dense(
+        format!("{name}/rsqrt"),
+        parts.len() * groups.len(),
+        &sum,
+    ));
     let r = w.ops.len();
     w.ops.push(Op::Product {
-        node: name,
+        node: format!("{name}/scale"),
         operands: (v, r),
         left: (0..n).collect(),
         right: group_of,
     });
+    // |x_i| ≤ sqrt(len · mean(x²)): every output lies within ±sqrt(len), which interval
+    // arithmetic cannot see (it bounds x and the reciprocal apart). A clamp the circuit
+    // enforces (two ReLU layers) makes it a bound for every later layer; it only acts on the
+    // rounding of nearly constant rows.
+    let len = groups.iter().map(Vec::len).max().unwrap_or(1) as f32;
+    let bound = len.sqrt() * 1.0625 + 0.0625;
+    w.ops
+        .extend(piecewise_ops(&format!("{name}/floor"), &Piece::Max(vec![-bound; n]), n));
+    w.ops
+        .extend(piecewise_ops(&name, &Piece::Min(vec![bound; n]), n));
     Ok(())
 }
 

@@ -162,8 +162,8 @@ pub struct QLookup {
     pub z_min: i64,
     pub table: Vec<i64>,
     /// For a function flat beyond `±c` (sigmoid, tanh, erf, ...): the rounded value is clamped
-    /// to `[−c, c]` before the lookup and the table covers exactly that, whatever the interval
-    /// bounds of `z` (the circuit proves the clamp).
+    /// to `[−c, c]` before the lookup and the table covers that, whatever the interval bounds
+    /// of `z` (the circuit proves the clamp), less any side the interval bounds do not reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clamp: Option<i64>,
     /// The function is `relu(x) + g(x)` with `g` tabled (GELU, SiLU, softplus: linear on the
@@ -644,13 +644,15 @@ fn lookup_table(
 ) -> Result<QLookup, String> {
     let mut z_min = zb.iter().map(|b| b.0).min().unwrap_or(0);
     let mut z_max = zb.iter().map(|b| b.1).max().unwrap_or(0);
-    // a function flat beyond ±x needs no entries beyond it: clamp there
+    // a function flat beyond ±x needs no entries beyond it: clamp there (the table still needs
+    // no entries the rounded value cannot reach on the other side)
     let unit = (grid_shift as f64 - s as f64).exp2();
     let clamp = saturates
         .map(|x| (x / unit).ceil() as i128 + 1)
         .filter(|&c| z_min < -c || z_max > c);
     if let Some(c) = clamp {
-        (z_min, z_max) = (-c, c);
+        // (an interval wholly beyond one side clamps every value to that side: one entry)
+        (z_min, z_max) = (z_min.clamp(-c, c), z_max.clamp(-c, c));
     }
     let len = z_max - z_min + 1;
     if len > 1i128 << MAX_LOOKUP_BITS.min(table_bits + 1) {
@@ -974,7 +976,9 @@ impl QuantizedModel {
                             || t.table.len() > 1 << (MAX_LOOKUP_BITS + 1)
                             || t.table.iter().any(|v| v.unsigned_abs() >= 1 << 60)
                             || t.clamp.is_some_and(|c| {
-                                c <= 0 || t.z_min != -c || t.table.len() as i64 != 2 * c + 1
+                                // the table within the clamp, reaching it on at least one side
+                                let top = t.z_min + t.table.len() as i64 - 1;
+                                c <= 0 || t.z_min < -c || top > c || (t.z_min != -c && top != c)
                             })
                         {
                             return bad(i, "lookup table empty, too large or with a ReLU".into());

@@ -282,7 +282,78 @@ def zoo():
         b.concat(scaled)
         b.gemm(3, 11)
     out["products"] = graph_model("products", [1, 5], 3, 21, products, rng)
+    out["attention"] = attention_block("attention", seq=5, d_in=6, width=12, heads=3, ff=16,
+                                       out_len=3, seed=22)
     return out
+
+
+def attention_block(name, seq, d_in, width, heads, ff, out_len, seed):
+    """A transformer encoder block as PyTorch exports one: embedding, LayerNorm, multi-head
+    softmax attention (MatMul of two activations twice), residual, LayerNorm, GELU MLP, residual,
+    mean over the tokens, a linear head."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def param(arr, stem):
+        n = f"{stem}{len(inits)}"
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), n))
+        return n
+
+    def ints(arr, stem):
+        n = f"{stem}{len(inits)}"
+        inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.int64), n))
+        return n
+
+    def node(op, inputs, stem, **attrs):
+        out = f"{stem}_out"
+        nodes.append(helper.make_node(op, inputs, [out], name=f"/{stem}", **attrs))
+        return out
+
+    def linear(x, n_in, n_out, stem, scale=0.5):
+        y = node("MatMul", [x, param(r(rng, n_in, n_out, scale=scale), "w")], f"{stem}/MatMul")
+        return node("Add", [param(r(rng, n_out, scale=0.1), "b"), y], f"{stem}/Add")
+
+    def layer_norm(x, stem):
+        return node("LayerNormalization",
+                    [x, param(1.0 + r(rng, width, scale=0.1), "g"), param(r(rng, width, scale=0.1), "beta")],
+                    stem, axis=-1, epsilon=1e-5)
+
+    dh = width // heads
+    x = node("Reshape", ["input", ints([1, seq, d_in], "shape")], "reshape_in")
+    h = linear(x, d_in, width, "emb")
+    a = layer_norm(h, "ln1")
+    qkv = linear(a, width, 3 * width, "qkv")
+    nodes.append(helper.make_node("Split", [qkv, ints([width] * 3, "split")],
+                                  ["q", "k", "v"], name="/split", axis=-1))
+    q = node("Transpose", [node("Reshape", ["q", ints([1, seq, heads, dh], "s")], "rq")], "tq",
+             perm=[0, 2, 1, 3])
+    k = node("Transpose", [node("Reshape", ["k", ints([1, seq, heads, dh], "s")], "rk")], "tk",
+             perm=[0, 2, 3, 1])
+    v = node("Transpose", [node("Reshape", ["v", ints([1, seq, heads, dh], "s")], "rv")], "tv",
+             perm=[0, 2, 1, 3])
+    scores = node("Div", [node("MatMul", [q, k], "scores"), param(np.array(np.sqrt(dh)), "c")], "scaled")
+    probs = node("Softmax", [scores], "softmax", axis=-1)
+    ctx = node("Transpose", [node("MatMul", [probs, v], "context")], "tc", perm=[0, 2, 1, 3])
+    ctx = node("Reshape", [ctx, ints([1, seq, width], "s")], "merge")
+    h = node("Add", [h, linear(ctx, width, width, "o")], "residual1")
+    m = linear(layer_norm(h, "ln2"), width, ff, "ff1")
+    t = node("Div", [m, param(np.array(np.sqrt(2.0)), "c")], "gelu/div")
+    t = node("Add", [node("Erf", [t], "gelu/erf"), param(np.array(1.0), "c")], "gelu/add")
+    t = node("Mul", [node("Mul", [m, t], "gelu/mul"), param(np.array(0.5), "c")], "gelu/half")
+    h = node("Add", [h, linear(t, ff, width, "ff2")], "residual2")
+    pooled = node("ReduceMean", [h], "pool", axes=[1], keepdims=0)
+    y = node("Gemm", [pooled, param(r(rng, out_len, width), "w"), param(r(rng, out_len, scale=0.1), "b")],
+             "head", transB=1)
+    nodes[-1].output[0] = "output"
+    g = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, seq, d_in])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, out_len])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m)
+    return m, np.random.default_rng(seed + 1)
 
 
 def fix_int_inits(m):

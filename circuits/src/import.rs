@@ -790,10 +790,12 @@ fn bilinear_pairs(
         let out = eval_from(model, OutletId::new(node.id, 0), &mut memo)?;
         to_f32_vec(&out.into_tensor(), &node.name)
     };
-    let refuse = || CompileError::UnsupportedOp {
+    let refuse = || {
+        CompileError::UnsupportedOp {
         op: node.op.name().to_string(),
         node: node.name.clone(),
         needed: "a bilinear operation VeriML could not read as sums of products of one element of each operand".into(),
+    }
     };
     if nb >= 1 << 24 {
         return Err(refuse());
@@ -1048,7 +1050,9 @@ fn rms_norm_ops(
             label: format!("Rsqrt[{lo}, {hi}]"),
             // flat beyond ±(hi − lo)/2: sampled finely over twice that, the clamp's corners on
             // sample points
-            f: sampled_on(hi - lo, 1 << 16, move |u| rsqrt((u + mid).clamp(lo, hi)) - base),
+            f: sampled_on(hi - lo, 1 << 16, move |u| {
+                rsqrt((u + mid).clamp(lo, hi)) - base
+            }),
         });
         parts.push(w.ops.len());
     }
@@ -1058,7 +1062,9 @@ fn rms_norm_ops(
     });
     let sum: Vec<_> = (0..groups.len())
         .map(|g| {
-            let row = (0..parts.len()).map(|k| (k * groups.len() + g, 1.0)).collect();
+            let row = (0..parts.len())
+                .map(|k| (k * groups.len() + g, 1.0))
+                .collect();
             (row, 0.0)
         })
         .collect();
@@ -1080,8 +1086,11 @@ fn rms_norm_ops(
     // rounding of nearly constant rows.
     let len = groups.iter().map(Vec::len).max().unwrap_or(1) as f32;
     let bound = len.sqrt() * 1.0625 + 0.0625;
-    w.ops
-        .extend(piecewise_ops(&format!("{name}/floor"), &Piece::Max(vec![-bound; n]), n));
+    w.ops.extend(piecewise_ops(
+        &format!("{name}/floor"),
+        &Piece::Max(vec![-bound; n]),
+        n,
+    ));
     w.ops
         .extend(piecewise_ops(&name, &Piece::Min(vec![bound; n]), n));
     Ok(())

@@ -1177,14 +1177,13 @@ impl QuantizedModel {
         hex::encode(Sha256::digest(bytes))
     }
 
-    /// Total multiply-accumulates.
+    /// Total multiply-accumulates: the stored weights of the dense layers (every entry of a
+    /// dense matrix, the nonzeros of a sparse one) and one per product.
     pub fn macs(&self) -> usize {
         self.layers
             .iter()
             .map(|l| match l {
-                QLayer::Dense {
-                    inputs, outputs, ..
-                } => inputs * outputs,
+                QLayer::Dense { weights, .. } => weights.values().count(),
                 QLayer::Relu { .. } => 0,
                 QLayer::Product { outputs, .. } => *outputs,
             })

@@ -1,0 +1,166 @@
+//! A transformer block the project has not been tuned on (`conv_zoo/attention`: 5 tokens, width
+//! 12, 3 heads of 4, LayerNorm, softmax attention, GELU MLP, residuals): import against ONNX's
+//! reference evaluator, accuracy, completeness, and compound cheats on the attention and
+//! normalization layers, each caught by the one constraint that guards it.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use veriml_circuits::circuit::{plan, Fault, FaultTarget};
+use veriml_circuits::quantize::{QLayer, QuantizedModel};
+use veriml_circuits::{import, ModelCircuit, QuantOptions};
+
+const MODEL: &str = "conv_zoo/attention";
+
+#[test]
+fn attention_block_matches_the_reference_outputs() {
+    let g = import::load_onnx(&fixture(MODEL, "model.onnx")).unwrap();
+    let s = samples(MODEL);
+    let (_, compiled) = compile(MODEL);
+    let q = &compiled.model;
+    let mut max_err = 0f64;
+    for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        // the float graph: softmax and LayerNorm rewritten (row max, exp, reciprocal, rsqrt
+        // tables by segment) and still ONNX's outputs
+        for (g, w) in g.forward(&xf).iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-4, "{g} vs {w}");
+        }
+        let got: Vec<f64> = q
+            .forward(&q.quantize_input(x).unwrap())
+            .into_iter()
+            .map(|v| q.dequantize(v))
+            .collect();
+        assert_eq!(argmax(&got), argmax(want), "{got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            max_err = max_err.max((g - w).abs());
+        }
+    }
+    println!("largest abs output error {max_err:.6}");
+    // EZKL 23.0.5's largest error on digits_attn at its default calibration
+    assert!(max_err < 0.05, "{max_err}");
+}
+
+/// The model with small tables (the circuit stays at k = 16 for the mock prover).
+fn small() -> (Arc<QuantizedModel>, ModelCircuit, u32) {
+    let o = QuantOptions {
+        lookup_bits: 8,
+        ..opts()
+    };
+    let (_, compiled) =
+        veriml_circuits::compile_model(&fixture(MODEL, "model.onnx"), &o, &Default::default())
+            .unwrap();
+    let q = Arc::new(compiled.model);
+    let p = plan(&q, 32, false).unwrap();
+    let x = q.quantize_input(&samples(MODEL).inputs[2]).unwrap();
+    let c = ModelCircuit::with_input(q.clone(), p.shape, x).unwrap();
+    (q, c, p.k)
+}
+
+/// The first fault index of layer `target` among the layers `counts` (a fault's index runs over
+/// the outputs of the layers it can hit, in order).
+fn first_index(q: &QuantizedModel, target: usize, counts: impl Fn(&QLayer) -> bool) -> usize {
+    q.layers[..target]
+        .iter()
+        .filter(|l| counts(l))
+        .map(outputs)
+        .sum()
+}
+
+fn outputs(l: &QLayer) -> usize {
+    match l {
+        QLayer::Dense { outputs, .. } | QLayer::Product { outputs, .. } => *outputs,
+        QLayer::Relu { len, .. } => *len,
+    }
+}
+
+fn layer(q: &QuantizedModel, name: &str) -> usize {
+    q.layers
+        .iter()
+        .position(|l| match l {
+            QLayer::Dense { node, .. }
+            | QLayer::Product { node, .. }
+            | QLayer::Relu { node, .. } => node.ends_with(name),
+        })
+        .unwrap_or_else(|| panic!("no layer {name}"))
+}
+
+#[test]
+fn attention_block_proves_and_rejects_compound_cheats() {
+    let (q, honest, k) = small();
+    let words = honest.instances().unwrap();
+    assert_eq!(failures(k, &honest, words.clone()), None);
+    let product = |l: &QLayer| matches!(l, QLayer::Product { .. });
+    let lookup = |l: &QLayer| {
+        matches!(
+            l,
+            QLayer::Dense {
+                lookup: Some(_),
+                ..
+            }
+        )
+    };
+    let any = |_: &QLayer| true;
+    let cases = [
+        // a softmax probability one unit higher, the context, the MLP and the output following
+        (
+            "a wrong softmax row",
+            FaultTarget::ProductOutput,
+            first_index(&q, layer(&q, "/softmax"), product) + 3,
+            "\"product\"",
+        ),
+        // an exp entry one above its table's, the row's sum and probabilities following
+        (
+            "a wrong exp",
+            FaultTarget::LookupOutput,
+            first_index(&q, layer(&q, "/softmax/shift"), lookup) + 1,
+            "ends and zeros",
+        ),
+        // the row maximum raised by one unit (its remainder short by a divisor), every shifted
+        // score and what follows it moved: the remainder's range check
+        (
+            "a wrong max",
+            FaultTarget::RescaleShiftQuotient,
+            first_index(&q, layer(&q, "/softmax/max"), any),
+            "ends and zeros",
+        ),
+        // a pairwise maximum with both parts raised (the same difference): p·n = 0
+        (
+            "a wrong pairwise max",
+            FaultTarget::RescaleBothParts,
+            first_index(&q, layer(&q, "/softmax/max/round0"), any) + 2,
+            "rounding",
+        ),
+        // an rsqrt entry one above its table's, the normalized row following
+        (
+            "a wrong reciprocal square root",
+            FaultTarget::LookupOutput,
+            first_index(
+                &q,
+                layer(&q, "ln2.reduced_sum_dd.rms_norm/rsqrt2/in"),
+                lookup,
+            ),
+            "ends and zeros",
+        ),
+        // a normalized value one unit off its product, the rest following
+        (
+            "a wrong normalization",
+            FaultTarget::ProductOutput,
+            first_index(&q, layer(&q, "ln1.reduced_sum_dd.rms_norm/scale"), product) + 4,
+            "\"product\"",
+        ),
+        // an attention score's factor one above the query element it selects
+        (
+            "a wrong query",
+            FaultTarget::ProductFactor,
+            first_index(&q, layer(&q, "/scores/macs"), product) + 5,
+            "ends and zeros",
+        ),
+    ];
+    for (what, target, index, by) in cases {
+        let c = honest.clone().with_fault(Fault { target, index });
+        let claimed = c.instances().unwrap();
+        let failed = failures(k, &c, claimed).unwrap_or_else(|| panic!("{what} was accepted"));
+        assert!(failed.contains(by), "{what}: {failed}");
+    }
+}

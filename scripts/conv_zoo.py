@@ -185,13 +185,21 @@ def zoo():
         ("Gemm", {"transB": 1}, [r(rng, 2, 4), r(rng, 2, scale=0.1)]),
         ("LeakyRelu", {"alpha": 0.2}, []),
     ], 2, 8)
-    # an operation without a chip yet (a typed error naming it and its node)
+    # softmax between two dense layers
     rng = np.random.default_rng(4)
     out["softmax"] = model("softmax", [1, 4], [
         ("Gemm", {"transB": 1}, [r(rng, 3, 4), r(rng, 3, scale=0.1)]),
         ("Softmax", {"axis": 1}, []),
         ("Gemm", {"transB": 1}, [r(rng, 2, 3), r(rng, 2, scale=0.1)]),
     ], 2, 4)
+    # an operation without a chip yet (a typed error naming it and its node)
+    rng = np.random.default_rng(23)
+    out["argmax"] = model("argmax", [1, 4], [
+        ("Gemm", {"transB": 1}, [r(rng, 3, 4), r(rng, 3, scale=0.1)]),
+        ("ArgMax", {"axis": 1, "keepdims": 1}, []),
+        ("Cast", {"to": TensorProto.FLOAT}, []),
+        ("Gemm", {"transB": 1}, [r(rng, 2, 1), r(rng, 2, scale=0.1)]),
+    ], 2, 24)
     # non-linear functions by table lookup: one-node ops, and GELU and SiLU written out as
     # PyTorch exports them (the activation read twice)
     rng = np.random.default_rng(12)

@@ -23,7 +23,12 @@
 //!   output naming the element of each factor numpy broadcasting pairs with it;
 //! - consecutive dense ops are composed into one.
 //!
-//! Anything else (a matrix product of two activations, softmax, ...) is an
+//! - an `EinSum` of two computed tensors (attention's `Q·Kᵀ` and `A·V`) is one product per
+//!   multiply-accumulate (read off by probing the op) and a dense op summing them;
+//! - `Softmax` and `RmsNorm` (what tract makes of `LayerNormalization` once the mean is
+//!   subtracted) are written with those ops (see [`softmax_ops`], [`rms_norm_ops`]).
+//!
+//! Anything else (`ArgMax`, `TopK`, ...) is an
 //! [`CompileError::UnsupportedOp`] naming the op and its node.
 
 use crate::error::CompileError;
@@ -44,7 +49,7 @@ use tract_onnx::tract_core::ops::{
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Mul of two activations (with broadcasting), Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Mul of two activations (with broadcasting), MatMul of two activations, Softmax, LayerNormalization, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
 
 /// Where an element-wise function is sampled (beyond it, extrapolated linearly) and how finely.
 const SAMPLE_RANGE: f64 = 1024.0;

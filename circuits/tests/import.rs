@@ -160,20 +160,20 @@ fn tiny_and_mnist_quantized_errors_are_small() {
 #[test]
 fn unsupported_op_is_a_typed_error_naming_the_op_and_node() {
     let e = veriml_circuits::compile_model(
-        &fixture("conv_zoo/softmax", "model.onnx"),
+        &fixture("conv_zoo/argmax", "model.onnx"),
         &opts(),
         &Default::default(),
     )
     .unwrap_err();
     match &e {
         CompileError::UnsupportedOp { op, node, needed } => {
-            assert!(op.contains("Softmax"), "op {op}");
-            assert!(node.contains("softmax1"), "node {node}");
+            assert!(op.contains("ArgMax"), "op {op}");
+            assert!(node.contains("argmax1"), "node {node}");
             assert!(needed.contains("Gemm"));
         }
         other => panic!("expected UnsupportedOp, got {other:?}"),
     }
-    assert!(e.to_string().contains("Softmax"));
+    assert!(e.to_string().contains("ArgMax"));
 }
 
 #[test]

@@ -12,6 +12,27 @@ use veriml_circuits::{import, ModelCircuit, QuantOptions};
 
 const MODEL: &str = "conv_zoo/attention";
 
+/// Softmax alone between two dense layers: the float graph and the quantized model against
+/// ONNX's reference evaluator.
+#[test]
+fn softmax_matches_the_reference_outputs() {
+    let model = "conv_zoo/softmax";
+    let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
+    let (_, compiled) = compile(model);
+    let q = &compiled.model;
+    let s = samples(model);
+    for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        for (g, w) in g.forward(&xf).iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+        }
+        let got = q.forward(&q.quantize_input(x).unwrap());
+        for (g, w) in got.iter().zip(want) {
+            assert!((q.dequantize(*g) - w).abs() < 2e-3, "{g} vs {w}");
+        }
+    }
+}
+
 #[test]
 fn attention_block_matches_the_reference_outputs() {
     let g = import::load_onnx(&fixture(MODEL, "model.onnx")).unwrap();

@@ -295,6 +295,38 @@ fn activation_and_residual_models_prove_and_verify_on_chain() {
     }
 }
 
+/// The shared transformer block (LayerNorm, 2-head softmax attention, GELU MLP) with the
+/// defaults, and products of two activations: proven, verified natively and in the EVM within
+/// EIP-170; digits_attn agrees with the float model's top-1 on all 64 samples and its largest
+/// error is below EZKL 23.0.5's (0.050).
+#[test]
+fn transformer_and_products_prove_and_verify_on_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let [c, p, _, e, g] = through_the_evm(dir.path(), "digits_attn", &[]);
+    println!(
+        "digits_attn: {c}
+prove {}, verifier {e}, EVM verify gas {}",
+        p["prove_seconds"], g["gas_used"]
+    );
+    let a = json(&veriml(&[
+        "--json",
+        "accuracy",
+        "-d",
+        s(dir.path()),
+        "--samples",
+        s(&fixture("digits_attn", "samples.json")),
+    ]));
+    assert_eq!(a["samples"], 64, "{a}");
+    assert_eq!(a["top1_agreement"], 64, "{a}");
+    assert!(a["max_abs_error"].as_f64().unwrap() < 0.05, "{a}");
+    let dir = tempfile::tempdir().unwrap();
+    let [c, _, _, e] = paged_through_the_evm(dir.path(), "conv_zoo/products", "4");
+    println!(
+        "conv_zoo/products: {c}
+verifier {e}"
+    );
+}
+
 /// `calibrate` writes the chosen compilation (which then proves) and reports every candidate.
 #[test]
 fn calibrate_writes_a_provable_compilation() {

@@ -320,7 +320,7 @@ prove {}, verifier {e}, EVM verify gas {}",
     assert_eq!(a["top1_agreement"], 64, "{a}");
     assert!(a["max_abs_error"].as_f64().unwrap() < 0.05, "{a}");
     let dir = tempfile::tempdir().unwrap();
-    let [c, _, _, e] = paged_through_the_evm(dir.path(), "conv_zoo/products", "4");
+    let [c, _, _, e] = paged_through_the_evm(dir.path(), "conv_zoo/products", "2");
     println!(
         "conv_zoo/products: {c}
 verifier {e}"

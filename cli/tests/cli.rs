@@ -219,14 +219,14 @@ fn unsupported_op_fails_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let out = veriml(&[
         "compile",
-        s(&fixture("conv_zoo/softmax", "model.onnx")),
+        s(&fixture("conv_zoo/argmax", "model.onnx")),
         "-d",
         s(dir.path()),
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("unsupported operation") && err.contains("Softmax"),
+        err.contains("unsupported operation") && err.contains("ArgMax"),
         "{err}"
     );
     let out = veriml(&[

@@ -292,10 +292,14 @@ def zoo():
     out["products"] = graph_model("products", [1, 5], 3, 21, products, rng)
     out["attention"] = attention_block("attention", seq=5, d_in=6, width=12, heads=3, ff=16,
                                        out_len=3, seed=22)
+    # causal (a constant mask through Where), 2 heads of 4, the first token's features
+    # (Gather) next to the maximum over the tokens (ReduceMax) for the head
+    out["causal_attention"] = attention_block("causal_attention", seq=4, d_in=5, width=8, heads=2,
+                                              ff=12, out_len=4, seed=25, causal=True, pool="first_max")
     return out
 
 
-def attention_block(name, seq, d_in, width, heads, ff, out_len, seed):
+def attention_block(name, seq, d_in, width, heads, ff, out_len, seed, causal=False, pool="mean"):
     """A transformer encoder block as PyTorch exports one: embedding, LayerNorm, multi-head
     softmax attention (MatMul of two activations twice), residual, LayerNorm, GELU MLP, residual,
     mean over the tokens, a linear head."""
@@ -340,6 +344,11 @@ def attention_block(name, seq, d_in, width, heads, ff, out_len, seed):
     v = node("Transpose", [node("Reshape", ["v", ints([1, seq, heads, dh], "s")], "rv")], "tv",
              perm=[0, 2, 1, 3])
     scores = node("Div", [node("MatMul", [q, k], "scores"), param(np.array(np.sqrt(dh)), "c")], "scaled")
+    if causal:
+        keep = np.tril(np.ones((seq, seq), dtype=bool)).reshape(1, 1, seq, seq)
+        kname = f"mask{len(inits)}"
+        inits.append(numpy_helper.from_array(keep, kname))
+        scores = node("Where", [kname, scores, param(np.array(-1e4), "c")], "causal")
     probs = node("Softmax", [scores], "softmax", axis=-1)
     ctx = node("Transpose", [node("MatMul", [probs, v], "context")], "tc", perm=[0, 2, 1, 3])
     ctx = node("Reshape", [ctx, ints([1, seq, width], "s")], "merge")
@@ -349,8 +358,13 @@ def attention_block(name, seq, d_in, width, heads, ff, out_len, seed):
     t = node("Add", [node("Erf", [t], "gelu/erf"), param(np.array(1.0), "c")], "gelu/add")
     t = node("Mul", [node("Mul", [m, t], "gelu/mul"), param(np.array(0.5), "c")], "gelu/half")
     h = node("Add", [h, linear(t, ff, width, "ff2")], "residual2")
-    pooled = node("ReduceMean", [h], "pool", axes=[1], keepdims=0)
-    y = node("Gemm", [pooled, param(r(rng, out_len, width), "w"), param(r(rng, out_len, scale=0.1), "b")],
+    if pool == "mean":
+        pooled, n_pool = node("ReduceMean", [h], "pool", axes=[1], keepdims=0), width
+    else:
+        first = node("Gather", [h, ints(0, "i")], "first", axis=1)
+        top = node("ReduceMax", [h], "top", axes=[1], keepdims=0)
+        pooled, n_pool = node("Concat", [first, top], "pool", axis=1), 2 * width
+    y = node("Gemm", [pooled, param(r(rng, out_len, n_pool), "w"), param(r(rng, out_len, scale=0.1), "b")],
              "head", transB=1)
     nodes[-1].output[0] = "output"
     g = helper.make_graph(

@@ -37,19 +37,24 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::{
-    array::{Pad, Slice, TypedConcat},
+    array::{
+        CumSum, Gather, GatherElements, MultiBroadcastTo, Pad, Slice, StridedSlice, Tile,
+        TypedConcat,
+    },
     binary::TypedBinOp,
+    cast::Cast,
     change_axes::AxisOp,
     cnn::{Conv, MaxPool, SumPool},
     einsum::EinSum,
     element_wise::ElementWiseOp,
     konst::Const,
+    logic::Iff,
     math::{Add, Div, Max, Min, Mul, Sub},
     nn::{LeakyRelu, Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind},
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Add/Sub/Mul/Div by constants, Mul of two activations (with broadcasting), MatMul of two activations, Softmax, LayerNormalization, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Gather/Expand/Tile/CumSum with constant indices, Where with a constant condition, ReduceMax/ReduceMin, Add/Sub/Mul/Div by constants, Mul of two activations (with broadcasting), MatMul of two activations, Softmax, LayerNormalization, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
 
 /// Where an element-wise function is sampled (beyond it, extrapolated linearly) and how finely.
 const SAMPLE_RANGE: f64 = 1024.0;
@@ -103,6 +108,8 @@ enum Kind {
     MinConst,
     /// `x` if positive, else `alpha·x`.
     Leaky(f32),
+    /// The maximum (`true`: the minimum) over axes.
+    ReduceMax(Vec<usize>, bool),
 }
 
 fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, CompileError> {
@@ -127,9 +134,28 @@ fn classify(model: &Model, node: &TypedNode, var_slot: usize) -> Result<Kind, Co
         || node.op_is::<TypedConcat>()
         || node
             .op_as::<Reduce>()
-            .is_some_and(|r| matches!(r.reducer, Reducer::Sum));
+            .is_some_and(|r| matches!(r.reducer, Reducer::Sum))
+        // selections and repetitions of the activation by constant indices or shapes
+        || ((node.op_is::<Gather>()
+            || node.op_is::<GatherElements>()
+            || node.op_is::<StridedSlice>()
+            || node.op_is::<CumSum>())
+            && var_slot == 0)
+        || node.op_is::<MultiBroadcastTo>()
+        || node.op_is::<Tile>()
+        // `Where` with a constant condition and a constant on one side (a causal mask)
+        || (node.op_is::<Iff>() && var_slot != 0)
+        // a cast between float types
+        || node.op_as::<Cast>().is_some_and(|c| c.to.is_float());
     if linear {
         return Ok(Kind::Affine);
+    }
+    if let Some(r) = node.op_as::<Reduce>() {
+        match r.reducer {
+            Reducer::Max => return Ok(Kind::ReduceMax(r.axes.to_vec(), false)),
+            Reducer::Min => return Ok(Kind::ReduceMax(r.axes.to_vec(), true)),
+            _ => {}
+        }
     }
     if node
         .op_as::<MaxPool>()
@@ -1314,6 +1340,29 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 };
                 w.ready(x)?;
                 w.ops.extend(piecewise_ops(&node.name, &piece, n));
+                w.mat.insert(out, w.ops.len());
+            }
+            Kind::ReduceMax(axes, min) => {
+                // the maximum of each group by rounds of ReLUs (the minimum: of the negations)
+                let shape = concrete_shape(model, x)?;
+                let (groups, _) = reduction_groups(&shape, &axes);
+                let n: usize = shape.iter().product();
+                let v = w.ready(x)?;
+                let nonneg = !min && v > 0 && matches!(w.ops[v - 1], Op::Relu { .. });
+                let negate = |name: String| {
+                    let rows: Vec<_> = (0..n).map(|i| (vec![(i, -1.0)], 0.0)).collect();
+                    sparse_dense(name, n, &rows)
+                };
+                if min {
+                    w.ops.push(negate(format!("{}/neg", node.name)));
+                }
+                w.ops.extend(max_pool_ops(&node.name, &groups, n, nonneg));
+                if min {
+                    let k = groups.len();
+                    let rows: Vec<_> = (0..k).map(|i| (vec![(i, -1.0)], 0.0)).collect();
+                    w.ops
+                        .push(sparse_dense(format!("{}/min", node.name), k, &rows));
+                }
                 w.mat.insert(out, w.ops.len());
             }
             Kind::MaxPool => {

@@ -11,6 +11,7 @@ use veriml_circuits::quantize::{QLayer, QuantizedModel};
 use veriml_circuits::{import, ModelCircuit, QuantOptions};
 
 const MODEL: &str = "conv_zoo/attention";
+const CAUSAL: &str = "conv_zoo/causal_attention";
 
 /// Softmax alone between two dense layers: the float graph and the quantized model against
 /// ONNX's reference evaluator.
@@ -33,11 +34,19 @@ fn softmax_matches_the_reference_outputs() {
     }
 }
 
+/// Both blocks; the causal one masks its scores with `Where` (a constant condition) and reads
+/// the first token (`Gather`) and the maximum over the tokens (`ReduceMax`).
 #[test]
-fn attention_block_matches_the_reference_outputs() {
-    let g = import::load_onnx(&fixture(MODEL, "model.onnx")).unwrap();
-    let s = samples(MODEL);
-    let (_, compiled) = compile(MODEL);
+fn attention_blocks_match_the_reference_outputs() {
+    for model in [MODEL, CAUSAL] {
+        matches_reference(model);
+    }
+}
+
+fn matches_reference(model: &str) {
+    let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
+    let s = samples(model);
+    let (_, compiled) = compile(model);
     let q = &compiled.model;
     let mut max_err = 0f64;
     for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
@@ -45,35 +54,35 @@ fn attention_block_matches_the_reference_outputs() {
         // the float graph: softmax and LayerNorm rewritten (row max, exp, reciprocal, rsqrt
         // tables by segment) and still ONNX's outputs
         for (g, w) in g.forward(&xf).iter().zip(want) {
-            assert!((*g as f64 - w).abs() < 1e-4, "{g} vs {w}");
+            assert!((*g as f64 - w).abs() < 1e-4, "{model}: {g} vs {w}");
         }
         let got: Vec<f64> = q
             .forward(&q.quantize_input(x).unwrap())
             .into_iter()
             .map(|v| q.dequantize(v))
             .collect();
-        assert_eq!(argmax(&got), argmax(want), "{got:?} vs {want:?}");
+        assert_eq!(argmax(&got), argmax(want), "{model}: {got:?} vs {want:?}");
         for (g, w) in got.iter().zip(want) {
             max_err = max_err.max((g - w).abs());
         }
     }
-    println!("largest abs output error {max_err:.6}");
+    println!("{model}: largest abs output error {max_err:.6}");
     // EZKL 23.0.5's largest error on digits_attn at its default calibration
-    assert!(max_err < 0.05, "{max_err}");
+    assert!(max_err < 0.05, "{model}: {max_err}");
 }
 
-/// The model with small tables (the circuit stays at k = 16 for the mock prover).
-fn small() -> (Arc<QuantizedModel>, ModelCircuit, u32) {
+/// A model with small tables (the circuit stays at k = 16 for the mock prover).
+fn small(model: &str) -> (Arc<QuantizedModel>, ModelCircuit, u32) {
     let o = QuantOptions {
         lookup_bits: 8,
         ..opts()
     };
     let (_, compiled) =
-        veriml_circuits::compile_model(&fixture(MODEL, "model.onnx"), &o, &Default::default())
+        veriml_circuits::compile_model(&fixture(model, "model.onnx"), &o, &Default::default())
             .unwrap();
     let q = Arc::new(compiled.model);
     let p = plan(&q, 32, false).unwrap();
-    let x = q.quantize_input(&samples(MODEL).inputs[2]).unwrap();
+    let x = q.quantize_input(&samples(model).inputs[2]).unwrap();
     let c = ModelCircuit::with_input(q.clone(), p.shape, x).unwrap();
     (q, c, p.k)
 }
@@ -108,7 +117,7 @@ fn layer(q: &QuantizedModel, name: &str) -> usize {
 
 #[test]
 fn attention_block_proves_and_rejects_compound_cheats() {
-    let (q, honest, k) = small();
+    let (q, honest, k) = small(MODEL);
     let words = honest.instances().unwrap();
     assert_eq!(failures(k, &honest, words.clone()), None);
     let product = |l: &QLayer| matches!(l, QLayer::Product { .. });
@@ -183,5 +192,32 @@ fn attention_block_proves_and_rejects_compound_cheats() {
         let claimed = c.instances().unwrap();
         let failed = failures(k, &c, claimed).unwrap_or_else(|| panic!("{what} was accepted"));
         assert!(failed.contains(by), "{what}: {failed}");
+    }
+}
+
+/// The causal block proves; a wrong maximum over the tokens (both parts of a pairwise maximum
+/// raised) is caught by `p·n = 0`, a masked score shifted by one divisor (its remainder out of
+/// range) by the byte checks, which the end of the running sum sees.
+#[test]
+fn causal_block_proves_and_rejects_cheats() {
+    let (q, honest, k) = small(CAUSAL);
+    assert_eq!(failures(k, &honest, honest.instances().unwrap()), None);
+    let any = |_: &QLayer| true;
+    for (target, index, by) in [
+        (
+            FaultTarget::RescaleBothParts,
+            first_index(&q, layer(&q, "/top.1/round0"), any) + 1,
+            "rounding",
+        ),
+        (
+            FaultTarget::RescaleShiftQuotient,
+            first_index(&q, layer(&q, "/causal"), any) + 3,
+            "ends and zeros",
+        ),
+    ] {
+        let c = honest.clone().with_fault(Fault { target, index });
+        let claimed = c.instances().unwrap();
+        let failed = failures(k, &c, claimed).unwrap_or_else(|| panic!("{target:?} accepted"));
+        assert!(failed.contains(by), "{target:?}: {failed}");
     }
 }

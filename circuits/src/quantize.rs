@@ -136,8 +136,14 @@ impl QLayer {
         }
     }
 
+    /// Whether it is one of a product's two operand layers (an exact selection of the factors,
+    /// the only dense layers without rounding).
+    pub fn is_operand(&self) -> bool {
+        matches!(self, QLayer::Dense { shift: 0, .. })
+    }
+
     /// What the layer computes, for reports: `dense`, `dense+relu`, `dense+Sigmoid` (a lookup),
-    /// `relu`.
+    /// `relu`, `product`.
     pub fn kind(&self) -> String {
         match self {
             QLayer::Dense {

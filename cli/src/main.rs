@@ -676,7 +676,17 @@ fn accuracy(
         if let Some((graph, sources)) = &reference {
             let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
             let float = graph.trace(&xf);
-            for ((e, &src), quant) in layer_err.iter_mut().zip(sources).zip(&trace) {
+            for (((e, &src), quant), l) in layer_err
+                .iter_mut()
+                .zip(sources)
+                .zip(&trace)
+                .zip(&model.layers)
+            {
+                // a product's operands are exact selections (the second scaled): no error of
+                // their own, and no float op computes them
+                if l.is_operand() {
+                    continue;
+                }
                 for (&f, &qv) in float[src].iter().zip(quant) {
                     let d = (f - model.dequantize(qv)).abs();
                     e.max_abs = e.max_abs.max(d);
@@ -694,6 +704,7 @@ fn accuracy(
             .iter()
             .zip(&layer_err)
             .enumerate()
+            .filter(|(_, (l, _))| !l.is_operand())
             .map(|(i, (l, e))| {
                 let (node, outputs) = match l {
                     veriml_circuits::quantize::QLayer::Dense { node, outputs, .. } => {

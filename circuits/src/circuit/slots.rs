@@ -268,9 +268,13 @@ impl Slots {
         output_words: usize,
         padding_rows: usize,
     ) -> Result<Self, CompileError> {
-        let (mut count, mut used) = (0usize, SLOT_BITS);
-        let mut layer: Vec<Vec<(usize, Fr)>> = Vec::with_capacity(layers.len());
+        // the width of every equation (none for a product: its gate checks it)
+        let mut widths: Vec<Vec<u32>> = Vec::with_capacity(layers.len());
         for (li, l) in layers.iter().enumerate() {
+            if l.product {
+                widths.push(Vec::new());
+                continue;
+            }
             let x: Vec<i128> = l
                 .sources
                 .iter()
@@ -289,32 +293,54 @@ impl Slots {
                 .checked_mul(out_max)
                 .and_then(|v| v.checked_add(d))
                 .ok_or_else(overflow)?;
-            let mut v = vec![(0, Fr::zero()); l.outputs];
-            // a product has no equation (its gate checks it); its block sits in its first
-            // operand's unit
-            if l.product {
-                layer.push(layer[li - 2].clone());
-                continue;
-            }
-            for o in packing_order(l) {
+            let mut w = Vec::with_capacity(l.outputs);
+            for o in 0..l.outputs {
                 let mut bound = l.bias[o].checked_abs().ok_or_else(overflow)?;
                 bound = bound.checked_add(own).ok_or_else(overflow)?;
-                for (j, w) in l.row(o) {
-                    let t = (w as i128).abs().checked_mul(x[j]).ok_or_else(overflow)?;
+                for (j, wt) in l.row(o) {
+                    let t = (wt as i128).abs().checked_mul(x[j]).ok_or_else(overflow)?;
                     bound = bound.checked_add(t).ok_or_else(overflow)?;
                 }
                 let bits = bits_for(bound) + 1;
                 if bits > SLOT_BITS {
                     return Err(overflow());
                 }
-                if used + bits > SLOT_BITS {
-                    count += 1;
-                    used = 0;
-                }
-                v[o] = (count - 1, pow2(used));
-                used += bits;
+                w.push(bits);
             }
-            layer.push(v);
+            widths.push(w);
+        }
+        // greedy packing, layer by layer in each layer's packing order; a product's two operands
+        // output by output, so that both factors' equations share a page with their unit (the
+        // second factor needs no copy row there)
+        let (mut count, mut used) = (0usize, SLOT_BITS);
+        let mut layer: Vec<Vec<(usize, Fr)>> =
+            layers.iter().map(|l| vec![(0, Fr::zero()); l.outputs]).collect();
+        let mut alloc = |bits: u32| {
+            if used + bits > SLOT_BITS {
+                count += 1;
+                used = 0;
+            }
+            let at = (count - 1, pow2(used));
+            used += bits;
+            at
+        };
+        let mut li = 0;
+        while li < layers.len() {
+            let l = &layers[li];
+            if l.product {
+                // its block sits in its first operand's unit
+                layer[li] = layer[li - 2].clone();
+                li += 1;
+                continue;
+            }
+            let pair = layers.get(li + 2).is_some_and(|p| p.product);
+            for o in packing_order(l) {
+                layer[li][o] = alloc(widths[li][o]);
+                if pair {
+                    layer[li + 1][o] = alloc(widths[li + 1][o]);
+                }
+            }
+            li += if pair { 2 } else { 1 };
         }
         // the unused input slots are range checked, so they are all zero if their sum is
         let mut padding = None;

@@ -28,7 +28,7 @@ pub struct ColumnShape {
     /// Bytes of each part `p`, `n` of the rounded value a table lookup reads (the same for
     /// every lookup layer: the lookup gate's layout); 0 when the model has no lookup (and then
     /// not written, so the shapes of models without lookups read as before).
-    #[serde(default, skip_serializing_if = "no_lookups")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub lookup_limbs: usize,
     /// The input words are absorbed by a Poseidon sponge in the circuit (`poseidon.rs`) and
     /// only the digest is public; `false` (public input words) is not written, so the shapes
@@ -37,10 +37,10 @@ pub struct ColumnShape {
     pub hashed_input: bool,
     /// Bytes of each part `p`, `n` of every product and of its two factors (the product gate's
     /// layout, `product.rs`); 0 when the model has no product (and then not written).
-    #[serde(default, skip_serializing_if = "no_lookups")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub product_limbs: usize,
     /// Bytes of a product's remainder: its divisor is `2^(8·product_rem_limbs)`.
-    #[serde(default, skip_serializing_if = "no_lookups")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub product_rem_limbs: usize,
 }
 
@@ -64,7 +64,7 @@ impl Default for ColumnShape {
     }
 }
 
-fn no_lookups(limbs: &usize) -> bool {
+fn is_zero(limbs: &usize) -> bool {
     *limbs == 0
 }
 
@@ -157,11 +157,11 @@ impl ColumnShape {
     pub(crate) fn lookup_parts(&self) -> Vec<u32> {
         self.parts(self.lookup_limbs)
     }
-    /// More than one page of slots.
     /// Whether the model has products (the product gate and its selector).
     pub fn products(&self) -> bool {
         self.product_limbs > 0
     }
+    /// More than one page of slots.
     pub fn paged(&self) -> bool {
         self.pages > 1
     }

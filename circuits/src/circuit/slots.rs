@@ -313,8 +313,10 @@ impl Slots {
         // output by output, so that both factors' equations share a page with their unit (the
         // second factor needs no copy row there)
         let (mut count, mut used) = (0usize, SLOT_BITS);
-        let mut layer: Vec<Vec<(usize, Fr)>> =
-            layers.iter().map(|l| vec![(0, Fr::zero()); l.outputs]).collect();
+        let mut layer: Vec<Vec<(usize, Fr)>> = layers
+            .iter()
+            .map(|l| vec![(0, Fr::zero()); l.outputs])
+            .collect();
         let mut alloc = |bits: u32| {
             if used + bits > SLOT_BITS {
                 count += 1;

@@ -8,7 +8,7 @@ use common::*;
 use std::sync::Arc;
 use veriml_circuits::circuit::{plan_with, Fault, FaultTarget};
 use veriml_circuits::quantize::QLayer;
-use veriml_circuits::{import, ModelCircuit};
+use veriml_circuits::ModelCircuit;
 
 const MODELS: [&str; 2] = ["conv_zoo/products", "conv_zoo/gated"];
 
@@ -18,33 +18,15 @@ const MODELS: [&str; 2] = ["conv_zoo/products", "conv_zoo/gated"];
 #[test]
 fn products_match_the_reference_outputs() {
     for (model, products) in [("conv_zoo/products", 3), ("conv_zoo/gated", 1)] {
-        let g = import::load_onnx(&fixture(model, "model.onnx")).unwrap();
-        let s = samples(model);
         let (_, compiled) = compile(model);
-        let q = &compiled.model;
-        let found = q
+        let found = compiled
+            .model
             .layers
             .iter()
             .filter(|l| matches!(l, QLayer::Product { .. }))
             .count();
         assert_eq!(found, products, "{model}");
-        let mut max_err = 0f64;
-        for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
-            let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            for (g, w) in g.forward(&xf).iter().zip(want) {
-                assert!((*g as f64 - w).abs() < 1e-4, "{model}: {g} vs {w}");
-            }
-            let got: Vec<f64> = q
-                .forward(&q.quantize_input(x).unwrap())
-                .into_iter()
-                .map(|v| q.dequantize(v))
-                .collect();
-            assert_eq!(argmax(&got), argmax(want), "{model}: {got:?} vs {want:?}");
-            for (g, w) in got.iter().zip(want) {
-                max_err = max_err.max((g - w).abs());
-            }
-        }
-        println!("{model}: largest abs output error {max_err:.6}");
+        let max_err = reference_error(model, &compiled);
         // EZKL 23.0.5's largest error on digits_cnn at its default calibration
         assert!(max_err < 0.0064, "{model}: {max_err}");
     }

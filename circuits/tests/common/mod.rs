@@ -67,3 +67,30 @@ pub fn argmax(v: &[f64]) -> usize {
         .map(|(i, _)| i)
         .unwrap()
 }
+
+/// Checks a fixture against its samples' float outputs (ONNX's reference evaluator): the
+/// imported float graph within `1e-4`, the quantized model with the same top-1 on every
+/// sample. Returns the quantized model's largest absolute output error.
+pub fn reference_error(model: &str, compiled: &CompiledModel) -> f64 {
+    let g = veriml_circuits::import::load_onnx(&fixture(model, "model.onnx")).unwrap();
+    let q = &compiled.model;
+    let s = samples(model);
+    let mut max_err = 0f64;
+    for (x, want) in s.inputs.iter().zip(&s.float_outputs) {
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        for (g, w) in g.forward(&xf).iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-4, "{model}: {g} vs {w}");
+        }
+        let got: Vec<f64> = q
+            .forward(&q.quantize_input(x).unwrap())
+            .into_iter()
+            .map(|v| q.dequantize(v))
+            .collect();
+        assert_eq!(argmax(&got), argmax(want), "{model}: {got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(want) {
+            max_err = max_err.max((g - w).abs());
+        }
+    }
+    println!("{model}: largest abs output error {max_err:.6}");
+    max_err
+}

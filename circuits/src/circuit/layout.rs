@@ -71,7 +71,7 @@ pub(crate) struct RowSpec {
     pub(crate) ly: i128,
     /// A `relu + g` lookup row: `p·n = 0` below it.
     pub(crate) q_lr: bool,
-    /// The first row of a product's block: the product gate (`product.rs`).
+    /// The first row of a product's first factor's block: the product gate (`product.rs`).
     pub(crate) q_mul: bool,
 }
 
@@ -216,7 +216,11 @@ impl Layout {
                     // a one-byte row of a two-byte layout: its low byte must be zero
                     row.q_z = if row.small { 2 } else { 0 };
                     row.q_blk = layer.relu && part == Part::P && t == 0;
-                    row.q_mul = layer.product && part == Part::P && t == 0;
+                    // the product gate sits on the first row of the first factor's block and
+                    // reads forward (rotations the other gates query too)
+                    row.q_mul = layers.get(l + 2).is_some_and(|p| p.product)
+                        && part == Part::P
+                        && t == 0;
                     rows.push(row);
                 }
             }

@@ -12,8 +12,9 @@
 //! `| p(x_o) | n(x_o) | p(x'_o) | n(x'_o) | p(y_o) | n(y_o) | r(y_o) |`
 //!
 //! (every part of `product_limbs` bytes, the remainder of `product_rem_limbs`), one unit in the
-//! first operand's page, and the product gate on the first row of `p(y_o)` reads all seven
-//! values by rotation:
+//! first operand's page, and the product gate on the first row of `p(x_o)` reads all seven
+//! values by forward rotations (the lookup and rounding gates query most of them too; each
+//! rotation of `a` no other gate queries costs the EVM verifier one more evaluation):
 //!
 //! `q_mul · (x·x' + d/2 − d·(p − n) − r) = 0`, `x = p(x_o) − n(x_o)`, `x' = p(x'_o) − n(x'_o)`.
 //!
@@ -56,10 +57,10 @@ pub(crate) fn configure(
                 acc + m.query_advice(a, Rotation(first + t as i32)) * k(shape.factor(bits, t))
             })
         };
-        let x = value(-4 * np, &parts) - value(-3 * np, &parts);
-        let x2 = value(-2 * np, &parts) - value(-np, &parts);
-        let y = value(0, &parts) - value(np, &parts);
-        let r = value(2 * np, &rem);
+        let x = value(0, &parts) - value(np, &parts);
+        let x2 = value(2 * np, &parts) - value(3 * np, &parts);
+        let y = value(4 * np, &parts) - value(5 * np, &parts);
+        let r = value(6 * np, &rem);
         vec![q * (x * x2 + k(half) - k(d) * y - r)]
     });
     q_mul

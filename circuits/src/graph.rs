@@ -143,6 +143,10 @@ impl<T: Copy + Default + PartialEq> Matrix<T> {
     }
 }
 
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
 /// One operation of a float model, in execution order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -170,6 +174,10 @@ pub enum Op {
         /// What it computes, for reports (the ONNX op or pattern).
         label: String,
         f: Arc<Samples>,
+        /// How many bits fewer than `--lookup-bits` its table needs (a function the importer
+        /// cut into segments, each needing less resolution); 0 for the others.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        coarser: u32,
     },
     /// The product of two earlier values (ids as in [`Op::Concat`]), element by element after
     /// a selection of each (how broadcasting is written): `y_o = a[left[o]] · b[right[o]]`

@@ -324,10 +324,16 @@ impl Builder<'_> {
             col += width;
         }
         let s = self.opts.activation_scale_bits;
-        let (relu, f) = match act {
-            Some(Op::Relu { .. }) => (true, None),
-            Some(Op::Elementwise { label, f, .. }) => (false, Some((label, f))),
-            _ => (false, None),
+        let (relu, f, table_bits) = match act {
+            Some(Op::Relu { .. }) => (true, None, 0),
+            Some(Op::Elementwise {
+                label, f, coarser, ..
+            }) => (
+                false,
+                Some((label, f)),
+                self.opts.lookup_bits.saturating_sub(*coarser).max(4),
+            ),
+            _ => (false, None, 0),
         };
         // what is tabled, where it saturates (within half an output unit), and whether the
         // output adds an exact relu: a function that does not saturate but is relu plus one that
@@ -361,7 +367,7 @@ impl Builder<'_> {
                 if let Some(x) = saturates {
                     span = span.min(2.0 * (x * (s as f64).exp2() + 1.0));
                 }
-                grid_shift_for(span, self.opts.lookup_bits)
+                grid_shift_for(span, table_bits)
             }
             None => 0,
         };
@@ -387,7 +393,6 @@ impl Builder<'_> {
         }
         let (lookup, out) = match f {
             Some((label, f, saturates, plus_relu)) => {
-                let table_bits = self.opts.lookup_bits;
                 let mut t = lookup_table(label, &f, saturates, &zb, grid_shift, s, table_bits)
                     .map_err(|detail| CompileError::Quantization {
                         layer: idx,

@@ -27,6 +27,7 @@ fn act(node: &str, label: &str, f: impl Fn(f64) -> f64) -> Op {
         node: node.into(),
         label: label.into(),
         f: sampled(f),
+        coarser: 0,
     }
 }
 

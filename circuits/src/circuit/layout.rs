@@ -218,9 +218,8 @@ impl Layout {
                     row.q_blk = layer.relu && part == Part::P && t == 0;
                     // the product gate sits on the first row of the first factor's block and
                     // reads forward (rotations the other gates query too)
-                    row.q_mul = layers.get(l + 2).is_some_and(|p| p.product)
-                        && part == Part::P
-                        && t == 0;
+                    row.q_mul =
+                        layers.get(l + 2).is_some_and(|p| p.product) && part == Part::P && t == 0;
                     rows.push(row);
                 }
             }

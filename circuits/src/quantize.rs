@@ -1035,7 +1035,13 @@ impl QuantizedModel {
                             "a product must follow its two operand layers, of its width".into(),
                         );
                     }
+                    // one product gate serves all: one divisor
+                    let first_shift = self.layers.iter().find_map(|l| match l {
+                        QLayer::Product { shift, .. } => Some(*shift),
+                        _ => None,
+                    });
                     if *shift < self.activation_scale_bits
+                        || first_shift != Some(*shift)
                         || shift % SHIFT_STEP != 0
                         || *shift > MAX_SHIFT_BITS
                         || *out_bits == 0

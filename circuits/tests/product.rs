@@ -107,3 +107,30 @@ fn product_cheats_are_caught_by_their_own_constraint_alone() {
         }
     }
 }
+
+/// A compiled model edited so that a product loses its exact operands, or takes another
+/// divisor than the others (one product gate serves all), is refused with a typed error.
+#[test]
+fn edited_products_are_refused() {
+    let (_, compiled) = compile("conv_zoo/products");
+    let q = compiled.model;
+    assert!(q.validate().is_ok());
+    let products: Vec<usize> = (0..q.layers.len())
+        .filter(|&i| matches!(q.layers[i], QLayer::Product { .. }))
+        .collect();
+    let mut other_divisor = q.clone();
+    if let QLayer::Product { shift, .. } = &mut other_divisor.layers[products[1]] {
+        *shift += 8;
+    }
+    let mut rounded_operand = q.clone();
+    if let QLayer::Dense { shift, .. } = &mut rounded_operand.layers[products[0] - 1] {
+        *shift = 8;
+    }
+    for bad in [other_divisor, rounded_operand] {
+        let e = bad.validate().unwrap_err();
+        assert!(
+            matches!(e, veriml_circuits::CompileError::Quantization { .. }),
+            "{e:?}"
+        );
+    }
+}

@@ -266,6 +266,8 @@ struct Builder<'o> {
     layers: Vec<QLayer>,
     /// Per layer, the graph op whose output it is.
     src: Vec<usize>,
+    /// The layer value holding the input at the activation scale, once a layer needed it.
+    input_layer: Option<usize>,
 }
 
 impl Builder<'_> {
@@ -283,6 +285,16 @@ impl Builder<'_> {
         act: Option<&Op>,
         src_op: usize,
     ) -> Result<(), CompileError> {
+        // a layer reading the input codes next to activations: the codes' columns (weights times
+        // the code step, tiny at fine scales) would share one weight scale with the others and
+        // lose their precision, so an identity layer first brings the codes to the activation
+        // scale
+        let srcs = if srcs.len() > 1 && srcs.contains(&0) {
+            let x = self.input_values(src_op)?;
+            srcs.iter().map(|&v| if v == 0 { x } else { v }).collect()
+        } else {
+            srcs
+        };
         let idx = self.layers.len();
         let bounds: Vec<(i128, i128)> = srcs
             .iter()
@@ -464,18 +476,7 @@ impl Builder<'_> {
             }
             // the input codes are not at the activation scale: an identity layer converts them
             if *v == 0 {
-                let w = self.bounds[0].len();
-                self.dense(
-                    &format!("{node}/in"),
-                    w,
-                    w,
-                    identity(w),
-                    vec![0.0; w],
-                    vec![0],
-                    None,
-                    src_op,
-                )?;
-                *v = self.layers.len();
+                *v = self.input_values(src_op)?;
             }
         }
         let mut factors = Vec::with_capacity(2);
@@ -535,6 +536,27 @@ impl Builder<'_> {
         self.src.push(src_op);
         self.bounds.push(out);
         Ok(())
+    }
+
+    /// The layer value holding the model input at the activation scale (an identity layer on the
+    /// codes, added the first time a layer needs it).
+    fn input_values(&mut self, src_op: usize) -> Result<usize, CompileError> {
+        if let Some(v) = self.input_layer {
+            return Ok(v);
+        }
+        let w = self.bounds[0].len();
+        self.dense(
+            "input",
+            w,
+            w,
+            identity(w),
+            vec![0.0; w],
+            vec![0],
+            None,
+            src_op,
+        )?;
+        self.input_layer = Some(self.layers.len());
+        Ok(self.layers.len())
     }
 
     /// A stand-alone ReLU on the last layer's output.
@@ -762,6 +784,7 @@ impl QuantizedModel {
             bounds: vec![vec![(0, code_max as i128); n_in]],
             layers: Vec::new(),
             src: Vec::new(),
+            input_layer: None,
         };
         // graph values (0: the input, i + 1: op i's output) to layer values (0: the input
         // codes, l + 1: layer l's output); a concatenation waits for the op that reads it

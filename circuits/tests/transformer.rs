@@ -208,3 +208,22 @@ fn causal_block_proves_and_rejects_cheats() {
         ],
     );
 }
+
+/// At finer activation scales the input codes are 32 bits wide, so a layer reading them next to
+/// activations (the residual into the second LayerNorm) would give their columns weights far
+/// below the others' under one weight scale: the codes go through an identity layer first.
+/// (Before: largest error 2.14 at `2^16` with 14-bit weights.)
+#[test]
+fn a_residual_from_the_input_keeps_its_precision_at_fine_scales() {
+    let o = QuantOptions {
+        activation_scale_bits: 16,
+        weight_precision_bits: 14,
+        ..opts()
+    };
+    let (_, compiled) =
+        veriml_circuits::compile_model(&fixture(MODEL, "model.onnx"), &o, &Default::default())
+            .unwrap();
+    assert_eq!(compiled.model.input_bits, 32);
+    let max_err = reference_error(MODEL, &compiled);
+    assert!(max_err < 0.01, "{max_err}");
+}

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use veriml_circuits::circuit::Fault;
 use veriml_circuits::halo2_proofs::{dev::MockProver, halo2curves::bn256::Fr};
 use veriml_circuits::{compile_model, CompiledModel, ModelCircuit, QuantOptions, Settings};
 
@@ -12,6 +13,15 @@ pub fn failures(k: u32, circuit: &ModelCircuit, instances: Vec<Fr>) -> Option<St
         .verify_par()
         .err()
         .map(|e| format!("{e:?}"))
+}
+
+/// The constraints `MockProver` finds failing once `fault` is injected, checked against the
+/// public words the faulted witness claims (a compound cheat's words follow it, so only the
+/// constraint that guards the faulted cell can reject it).
+pub fn fault_failures(k: u32, honest: &ModelCircuit, fault: Fault) -> Option<String> {
+    let bad = honest.clone().with_fault(fault);
+    let claimed = bad.instances().unwrap();
+    failures(k, &bad, claimed)
 }
 
 pub fn fixture(model: &str, file: &str) -> PathBuf {

@@ -218,8 +218,7 @@ impl Layout {
                     row.q_blk = layer.relu && part == Part::P && t == 0;
                     // the product gate sits on the first row of the first factor's block and
                     // reads forward (rotations the other gates query too)
-                    row.q_mul =
-                        layers.get(l + 2).is_some_and(|p| p.product) && part == Part::P && t == 0;
+                    row.q_mul = first_operand(&layers, l) && part == Part::P && t == 0;
                     rows.push(row);
                 }
             }
@@ -229,11 +228,7 @@ impl Layout {
         while l < layers.len() {
             // a product and its two operands: their blocks output by output, so that the
             // product gate reads both factors by rotation; one unit, in the first operand's page
-            let group = if layers.get(l + 2).is_some_and(|p| p.product) {
-                3
-            } else {
-                1
-            };
+            let group = if first_operand(&layers, l) { 3 } else { 1 };
             for o in 0..layers[l].outputs {
                 let start = rows.len();
                 for (m, starts) in blocks.iter_mut().enumerate().skip(l).take(group) {

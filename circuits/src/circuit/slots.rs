@@ -64,6 +64,12 @@ pub(crate) fn product_limbs(layers: &[CLayer]) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether layer `l` is a product's first operand (the product is two layers on): where the
+/// three layers' blocks, slots and gate start.
+pub(crate) fn first_operand(layers: &[CLayer], l: usize) -> bool {
+    layers.get(l + 2).is_some_and(|p| p.product)
+}
+
 /// Whether layer `l` is a product or one of its two operands.
 pub(crate) fn in_product(layers: &[CLayer], l: usize) -> bool {
     (l..l + 3).any(|m| layers.get(m).is_some_and(|p| p.product))
@@ -335,7 +341,7 @@ impl Slots {
                 li += 1;
                 continue;
             }
-            let pair = layers.get(li + 2).is_some_and(|p| p.product);
+            let pair = first_operand(layers, li);
             for o in packing_order(l) {
                 layer[li][o] = alloc(widths[li][o]);
                 if pair {

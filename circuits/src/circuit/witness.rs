@@ -68,7 +68,7 @@ pub(crate) fn witness(
     let mut blocks = Vec::with_capacity(layers.len());
     let mut seen = 0;
     for (li, l) in layers.iter().enumerate() {
-        let first_operand = layers.get(li + 2).is_some_and(|p| p.product);
+        let factor = first_operand(layers, li);
         let x: Vec<i128> = l
             .sources
             .iter()
@@ -91,7 +91,7 @@ pub(crate) fn witness(
                     }
                     seen_products += 1;
                 }
-                if first_operand {
+                if factor {
                     // a factor one higher, the product following: only its equation stops it
                     if wrong_factor == Some(seen_factors) {
                         q += 1;

@@ -188,6 +188,19 @@ pub enum Op {
         left: Vec<usize>,
         right: Vec<usize>,
     },
+    /// A batched matrix product of two earlier values: `C[b,i,k] = Σ_j A[b,i,j]·B[b,j,k]` with
+    /// `A[b,i,j] = a[left[(b·n + i)·m + j]]` and `B[b,j,k] = b[right[(b·m + j)·p + k]]`;
+    /// `dims = [batch, n, m, p]`. Output `o` is `C` at position `order[o] = (b·n + i)·p + k`
+    /// (`order` empty: output `o` is position `o`).
+    MatMul {
+        node: String,
+        operands: (usize, usize),
+        left: Vec<usize>,
+        right: Vec<usize>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        order: Vec<usize>,
+        dims: [usize; 4],
+    },
 }
 
 impl Op {
@@ -197,6 +210,9 @@ impl Op {
         match self {
             Op::Concat { sources, .. } => sources.clone(),
             Op::Product {
+                operands: (a, b), ..
+            }
+            | Op::MatMul {
                 operands: (a, b), ..
             } => vec![*a, *b],
             _ => Vec::new(),
@@ -211,7 +227,8 @@ impl Op {
             | Op::Reshape { node, .. }
             | Op::Concat { node, .. }
             | Op::Elementwise { node, .. }
-            | Op::Product { node, .. } => node,
+            | Op::Product { node, .. }
+            | Op::MatMul { node, .. } => node,
         }
     }
 }
@@ -288,6 +305,31 @@ impl Graph {
                     let (a, b) = (value(*a), value(*b));
                     x = left.iter().zip(right).map(|(&i, &j)| a[i] * b[j]).collect();
                 }
+                Op::MatMul {
+                    operands: (a, b),
+                    left,
+                    right,
+                    order,
+                    dims: [batch, n, m, p],
+                    ..
+                } => {
+                    let value = |v: usize| match v {
+                        0 => input.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                        v => out[v - 1].clone(),
+                    };
+                    let (a, b) = (value(*a), value(*b));
+                    x = (0..batch * n * p)
+                        .map(|o| {
+                            let c = order.get(o).copied().unwrap_or(o);
+                            let (bt, i, k) = (c / (n * p), c / p % n, c % p);
+                            (0..*m)
+                                .map(|j| {
+                                    a[left[(bt * n + i) * m + j]] * b[right[(bt * m + j) * p + k]]
+                                })
+                                .sum()
+                        })
+                        .collect();
+                }
                 Op::Relu { .. } => x.iter_mut().for_each(|v| *v = v.max(0.0)),
                 Op::Elementwise { f, .. } => x.iter_mut().for_each(|v| *v = f.eval(*v)),
                 Op::Reshape { .. } => {}
@@ -306,6 +348,10 @@ impl Graph {
                     inputs, outputs, ..
                 } => inputs * outputs,
                 Op::Product { left, .. } => left.len(),
+                Op::MatMul {
+                    dims: [batch, n, m, p],
+                    ..
+                } => batch * n * m * p,
                 _ => 0,
             })
             .sum()

@@ -590,6 +590,21 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
                 left,
                 right,
             },
+            Op::MatMul {
+                node,
+                operands: (a, b),
+                left,
+                right,
+                order,
+                dims,
+            } => Op::MatMul {
+                node,
+                operands: (map[a], map[b]),
+                left,
+                right,
+                order,
+                dims,
+            },
             op => op,
         };
         match (op, fusable) {
@@ -887,6 +902,137 @@ fn bilinear_pairs(
         return Err(refuse());
     }
     Ok(pairs)
+}
+
+/// Reads the multiply-accumulates of a bilinear node as a batched matrix product
+/// `C[b,i,k] = Σ_j A[b,i,j]·B[b,j,k]`: the rows of `A` are the sets of first-operand elements
+/// the outputs read, the columns of `B` the sets of second-operand elements, the batches the
+/// connected groups of rows and columns. Returns the element of the first operand each
+/// `A[b,i,j]` is, the element of the second each `B[b,j,k]` is, the position `(b·n + i)·p + k`
+/// of each output (empty when every output is already there) and `[batch, n, m, p]`; `None`
+/// when the pairs have another structure (then one product per multiply-accumulate proves the
+/// node). Every output's pairs are checked against the structure found.
+#[allow(clippy::type_complexity)]
+fn matmul_structure(
+    pairs: &[Vec<(usize, usize)>],
+) -> Option<(Vec<usize>, Vec<usize>, Vec<usize>, [usize; 4])> {
+    let total = pairs.len();
+    let m = pairs.first()?.len();
+    if m == 0 || pairs.iter().any(|ps| ps.len() != m) {
+        return None;
+    }
+    let sorted = |o: usize, side: bool| {
+        let mut v: Vec<usize> = pairs[o]
+            .iter()
+            .map(|e| if side { e.1 } else { e.0 })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    // number the distinct rows and columns in order of appearance
+    let number = |side: bool| {
+        let mut ids: HashMap<Vec<usize>, usize> = HashMap::new();
+        let of: Vec<usize> = (0..total)
+            .map(|o| {
+                let next = ids.len();
+                *ids.entry(sorted(o, side)).or_insert(next)
+            })
+            .collect();
+        (of, ids.len())
+    };
+    let ((row, rows), (col, cols)) = (number(false), number(true));
+    // batches: rows and columns joined by the outputs (union-find over rows, then columns)
+    let mut parent: Vec<usize> = (0..rows + cols).collect();
+    fn find(parent: &mut [usize], mut x: usize) -> usize {
+        while parent[x] != x {
+            parent[x] = parent[parent[x]];
+            x = parent[x];
+        }
+        x
+    }
+    for o in 0..total {
+        let (a, b) = (find(&mut parent, row[o]), find(&mut parent, rows + col[o]));
+        parent[a] = b;
+    }
+    let mut batch_of: HashMap<usize, usize> = HashMap::new();
+    let mut members: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+    for x in 0..rows + cols {
+        let root = find(&mut parent, x);
+        let next = batch_of.len();
+        let b = *batch_of.entry(root).or_insert(next);
+        if b == members.len() {
+            members.push((Vec::new(), Vec::new()));
+        }
+        if x < rows {
+            members[b].0.push(x);
+        } else {
+            members[b].1.push(x - rows);
+        }
+    }
+    let (batch, n, p) = (members.len(), members[0].0.len(), members[0].1.len());
+    if n * p * batch != total || members.iter().any(|(r, c)| r.len() != n || c.len() != p) {
+        return None;
+    }
+    // position of each row and column in its batch; the output at each (b, i, k)
+    let mut index_of = vec![0; rows + cols];
+    for (r, c) in &members {
+        for (i, &x) in r.iter().enumerate() {
+            index_of[x] = i;
+        }
+        for (k, &x) in c.iter().enumerate() {
+            index_of[rows + x] = k;
+        }
+    }
+    let mut at = vec![usize::MAX; total];
+    let mut out = vec![0; total];
+    for o in 0..total {
+        let b = batch_of[&find(&mut parent, row[o])];
+        let pos = (b * n + index_of[row[o]]) * p + index_of[rows + col[o]];
+        if at[pos] != usize::MAX {
+            return None;
+        }
+        at[pos] = o;
+        out[o] = pos;
+    }
+    let (mut left, mut right) = (vec![0; batch * n * m], vec![0; batch * m * p]);
+    for b in 0..batch {
+        let at = |i: usize, k: usize| at[(b * n + i) * p + k];
+        // j numbers the elements of B's first column; row i of A pairs with them in (i, 0),
+        // column k of B with row 0 of A in (0, k)
+        let col0 = sorted(at(0, 0), true);
+        if col0.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        for i in 0..n {
+            for &(x, y) in &pairs[at(i, 0)] {
+                let j = col0.binary_search(&y).ok()?;
+                left[(b * n + i) * m + j] = x;
+            }
+        }
+        for k in 0..p {
+            for &(x, y) in &pairs[at(0, k)] {
+                let j = (0..m).find(|&j| left[b * n * m + j] == x)?;
+                right[(b * m + j) * p + k] = y;
+            }
+        }
+        for i in 0..n {
+            for k in 0..p {
+                let mut want: Vec<(usize, usize)> = (0..m)
+                    .map(|j| (left[(b * n + i) * m + j], right[(b * m + j) * p + k]))
+                    .collect();
+                let mut got = pairs[at(i, k)].clone();
+                want.sort_unstable();
+                got.sort_unstable();
+                if want != got {
+                    return None;
+                }
+            }
+        }
+    }
+    if out.iter().enumerate().all(|(o, &pos)| o == pos) {
+        out.clear();
+    }
+    Some((left, right, out, [batch, n, m, p]))
 }
 
 /// For every element of a tensor of shape `out`, the flat index of the element of a tensor of
@@ -1243,6 +1389,26 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 let (xa, xb) = (computed[0].1, computed[1].1);
                 let pairs = bilinear_pairs(model, node, xa, xb)?;
                 let (va, vb) = (w.value(xa)?, w.value(xb)?);
+                // a batched matrix product (either operand first): the matrix-product chip
+                let swapped: Vec<Vec<(usize, usize)>> = pairs
+                    .iter()
+                    .map(|ps| ps.iter().map(|&(p, q)| (q, p)).collect())
+                    .collect();
+                let found = matmul_structure(&pairs)
+                    .map(|m| (m, (va, vb)))
+                    .or_else(|| matmul_structure(&swapped).map(|m| (m, (vb, va))));
+                if let Some(((left, right, order, dims), operands)) = found {
+                    w.ops.push(Op::MatMul {
+                        node: node.name.clone(),
+                        operands,
+                        left,
+                        right,
+                        order,
+                        dims,
+                    });
+                    w.mat.insert(out, w.ops.len());
+                    continue;
+                }
                 let (mut left, mut right, mut rows) = (Vec::new(), Vec::new(), Vec::new());
                 for ps in &pairs {
                     let row = ps

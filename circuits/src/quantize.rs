@@ -122,6 +122,21 @@ pub enum QLayer {
         /// Every output satisfies `|y| < 2^out_bits`.
         out_bits: u32,
     },
+    /// A batched matrix product of the two layers before it, rescaled:
+    /// `y[b,i,k] = round(Σ_j A[b,i,j]·B[b,j,k] / 2^shift)`, `dims = [batch, n, m, p]`. Its two
+    /// operands are exact selections like a product's: the first outputs `A` in `(b, i, j)`
+    /// order, the second `B` in `(b, j, k)` order scaled by `2^(shift − S)`.
+    MatMul {
+        node: String,
+        dims: [usize; 4],
+        /// Output `o` is `y` at position `order[o] = (b·n + i)·p + k` (empty: at `o`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        order: Vec<usize>,
+        /// A multiple of 8, at least `S`.
+        shift: u32,
+        /// Every output satisfies `|y| < 2^out_bits`.
+        out_bits: u32,
+    },
 }
 
 impl QLayer {
@@ -131,7 +146,7 @@ impl QLayer {
         match self {
             QLayer::Dense { sources, .. } if !sources.is_empty() => sources.clone(),
             // the two operand layers before it
-            QLayer::Product { .. } => vec![l - 1, l],
+            QLayer::Product { .. } | QLayer::MatMul { .. } => vec![l - 1, l],
             _ => vec![l],
         }
     }
@@ -153,6 +168,7 @@ impl QLayer {
             QLayer::Dense { .. } => "dense".into(),
             QLayer::Relu { .. } => "relu".into(),
             QLayer::Product { .. } => "product".into(),
+            QLayer::MatMul { .. } => "matmul".into(),
         }
     }
 }
@@ -463,15 +479,62 @@ impl Builder<'_> {
         right: &[usize],
         src_op: usize,
     ) -> Result<(), CompileError> {
+        let n = left.len();
+        if right.len() != n {
+            return Err(CompileError::Structure {
+                node: node.into(),
+                detail: "the factors of a product do not match its output".into(),
+            });
+        }
+        let (shift, factors) = self.operands(node, (a, b), (left, right), src_op)?;
+        // interval product: the extremes are at the corners
+        let out: Vec<(i128, i128)> = factors[0]
+            .iter()
+            .zip(&factors[1])
+            .map(|(&(al, ah), &(bl, bh))| {
+                let c = [al * bl, al * bh, ah * bl, ah * bh];
+                let (lo, hi) = (*c.iter().min().unwrap(), *c.iter().max().unwrap());
+                (round_div_pow2(lo, shift), round_div_pow2(hi, shift))
+            })
+            .collect();
+        let max_abs = out.iter().map(|b| b.0.abs().max(b.1.abs())).max();
+        let out_bits = bits_for(max_abs.unwrap_or(0));
+        if out_bits > 100 {
+            return Err(CompileError::Quantization {
+                layer: self.layers.len(),
+                detail: format!("products of `{node}` need {out_bits} bits"),
+            });
+        }
+        self.layers.push(QLayer::Product {
+            node: node.into(),
+            outputs: n,
+            shift,
+            out_bits,
+        });
+        self.src.push(src_op);
+        self.bounds.push(out);
+        Ok(())
+    }
+
+    /// The two operand layers of a product or a matrix product: exact selections `a[left[o]]`
+    /// and `b[right[o]]·2^(shift − S)` (`shift`: `S` rounded up to whole bytes, returned with
+    /// the operands' interval bounds).
+    #[allow(clippy::type_complexity)]
+    fn operands(
+        &mut self,
+        node: &str,
+        (a, b): (usize, usize),
+        (left, right): (&[usize], &[usize]),
+        src_op: usize,
+    ) -> Result<(u32, Vec<Vec<(i128, i128)>>), CompileError> {
         let s = self.opts.activation_scale_bits;
         let shift = s.div_ceil(SHIFT_STEP).max(1) * SHIFT_STEP;
-        let n = left.len();
         let mut operands = [(a, left, 0u32), (b, right, shift - s)];
         for (v, idx, _) in operands.iter_mut() {
-            if idx.len() != n || idx.iter().any(|&i| i >= self.bounds[*v].len()) {
+            if idx.iter().any(|&i| i >= self.bounds[*v].len()) {
                 return Err(CompileError::Structure {
                     node: node.into(),
-                    detail: "the factors of a product do not match its output".into(),
+                    detail: "the factors of a product do not match its operands".into(),
                 });
             }
             // the input codes are not at the activation scale: an identity layer converts them
@@ -481,6 +544,7 @@ impl Builder<'_> {
         }
         let mut factors = Vec::with_capacity(2);
         for (k, (v, idx, scale)) in operands.into_iter().enumerate() {
+            let n = idx.len();
             let bounds: Vec<(i128, i128)> = idx
                 .iter()
                 .map(|&i| {
@@ -509,13 +573,44 @@ impl Builder<'_> {
             factors.push(bounds.clone());
             self.bounds.push(bounds);
         }
-        // interval product: the extremes are at the corners
-        let out: Vec<(i128, i128)> = factors[0]
-            .iter()
-            .zip(&factors[1])
-            .map(|(&(al, ah), &(bl, bh))| {
-                let c = [al * bl, al * bh, ah * bl, ah * bh];
-                let (lo, hi) = (*c.iter().min().unwrap(), *c.iter().max().unwrap());
+        Ok((shift, factors))
+    }
+
+    /// The batched matrix product `y[b,i,k] = Σ_j a[left[(b·n+i)·m+j]]·b[right[(b·m+j)·p+k]]`
+    /// of layer values `a`, `b`: two operand layers, then the matrix-product layer, rounded
+    /// back to the activation scale.
+    fn matmul(
+        &mut self,
+        node: &str,
+        (a, b): (usize, usize),
+        (left, right): (&[usize], &[usize]),
+        order: &[usize],
+        dims: [usize; 4],
+        src_op: usize,
+    ) -> Result<(), CompileError> {
+        let [batch, n, m, p] = dims;
+        if left.len() != batch * n * m
+            || right.len() != batch * m * p
+            || batch * n * m * p == 0
+            || !is_order(order, batch * n * p)
+        {
+            return Err(CompileError::Structure {
+                node: node.into(),
+                detail: "the operands of a matrix product do not match its dimensions".into(),
+            });
+        }
+        let (shift, f) = self.operands(node, (a, b), (left, right), src_op)?;
+        let corner = |(al, ah): (i128, i128), (bl, bh): (i128, i128)| {
+            let c = [al * bl, al * bh, ah * bl, ah * bh];
+            (*c.iter().min().unwrap(), *c.iter().max().unwrap())
+        };
+        let out: Vec<(i128, i128)> = (0..batch * n * p)
+            .map(|o| {
+                let c = order.get(o).copied().unwrap_or(o);
+                let (bt, i, k) = (c / (n * p), c / p % n, c % p);
+                let (lo, hi) = (0..m)
+                    .map(|j| corner(f[0][(bt * n + i) * m + j], f[1][(bt * m + j) * p + k]))
+                    .fold((0i128, 0i128), |acc, c| (acc.0 + c.0, acc.1 + c.1));
                 (round_div_pow2(lo, shift), round_div_pow2(hi, shift))
             })
             .collect();
@@ -524,12 +619,13 @@ impl Builder<'_> {
         if out_bits > 100 {
             return Err(CompileError::Quantization {
                 layer: self.layers.len(),
-                detail: format!("products of `{node}` need {out_bits} bits"),
+                detail: format!("the matrix product `{node}` needs {out_bits} bits"),
             });
         }
-        self.layers.push(QLayer::Product {
+        self.layers.push(QLayer::MatMul {
             node: node.into(),
-            outputs: n,
+            dims,
+            order: order.to_vec(),
             shift,
             out_bits,
         });
@@ -875,6 +971,34 @@ impl QuantizedModel {
                     b.product(node, (a, b_), left, right, i)?;
                     at.push(Some(b.layers.len()));
                 }
+                Op::MatMul {
+                    node,
+                    operands: (ga, gb),
+                    left,
+                    right,
+                    order,
+                    dims,
+                } => {
+                    if concat.take().is_some() {
+                        return Err(CompileError::Structure {
+                            node: node.clone(),
+                            detail: "a matrix product reads its two operands, not a concatenation"
+                                .into(),
+                        });
+                    }
+                    let value = |g: usize| {
+                        at.get(g)
+                            .copied()
+                            .flatten()
+                            .ok_or_else(|| CompileError::Structure {
+                                node: node.clone(),
+                                detail: "multiplies a value computed later or never".into(),
+                            })
+                    };
+                    let (a, b_) = (value(*ga)?, value(*gb)?);
+                    b.matmul(node, (a, b_), (left, right), order, *dims, i)?;
+                    at.push(Some(b.layers.len()));
+                }
                 op @ (Op::Relu { .. } | Op::Elementwise { .. }) => {
                     let srcs = reads(&mut concat, &at)?;
                     let prev = b.layers.len();
@@ -1030,9 +1154,12 @@ impl QuantizedModel {
                     // a product's operands select exactly (no rounding); every other dense
                     // layer rescales
                     // (the product checks that both layers before it are operands)
-                    let operand = [i + 1, i + 2]
-                        .iter()
-                        .any(|&j| matches!(self.layers.get(j), Some(QLayer::Product { .. })));
+                    let operand = [i + 1, i + 2].iter().any(|&j| {
+                        matches!(
+                            self.layers.get(j),
+                            Some(QLayer::Product { .. } | QLayer::MatMul { .. })
+                        )
+                    });
                     if operand {
                         if *shift != 0 || lookup.is_some() || *relu {
                             return bad(i, "a product's operand layer must select exactly".into());
@@ -1073,6 +1200,41 @@ impl QuantizedModel {
                         return bad(i, "product scale or bound out of limits".into());
                     }
                     width = *outputs;
+                }
+                QLayer::MatMul {
+                    dims: [batch, n, m, p],
+                    order,
+                    shift,
+                    out_bits,
+                    ..
+                } => {
+                    if !is_order(order, batch * n * p) {
+                        return bad(
+                            i,
+                            "a matrix product's output order is not a permutation".into(),
+                        );
+                    }
+                    let sizes = [batch * n * m, batch * m * p];
+                    let operands = i >= 2
+                        && [i - 2, i - 1].iter().zip(sizes).all(|(&j, size)| {
+                            matches!(&self.layers[j], QLayer::Dense { outputs: o, shift: 0, .. } if *o == size)
+                        });
+                    if !operands || sizes.contains(&0) || *p == 0 {
+                        return bad(
+                            i,
+                            "a matrix product must follow its two operand layers, of its dimensions"
+                                .into(),
+                        );
+                    }
+                    if *shift < self.activation_scale_bits
+                        || shift % SHIFT_STEP != 0
+                        || *shift > MAX_SHIFT_BITS
+                        || *out_bits == 0
+                        || *out_bits > 100
+                    {
+                        return bad(i, "matrix product scale or bound out of limits".into());
+                    }
+                    width = batch * n * p;
                 }
                 QLayer::Relu { len, out_bits, .. } => {
                     if *len != width || *out_bits == 0 || *out_bits > 100 {
@@ -1202,6 +1364,27 @@ impl QuantizedModel {
                 QLayer::Product { outputs, shift, .. } => (0..*outputs)
                     .map(|o| round_div_pow2(x[o] as i128 * x[outputs + o] as i128, *shift) as i64)
                     .collect(),
+                QLayer::MatMul {
+                    dims: [batch, n, m, p],
+                    order,
+                    shift,
+                    ..
+                } => {
+                    let a_len = batch * n * m;
+                    (0..batch * n * p)
+                        .map(|o| {
+                            let c = order.get(o).copied().unwrap_or(o);
+                            let (b, i, k) = (c / (n * p), c / p % n, c % p);
+                            let acc: i128 = (0..*m)
+                                .map(|j| {
+                                    x[(b * n + i) * m + j] as i128
+                                        * x[a_len + (b * m + j) * p + k] as i128
+                                })
+                                .sum();
+                            round_div_pow2(acc, *shift) as i64
+                        })
+                        .collect()
+                }
             };
             out.push(x);
         }
@@ -1226,6 +1409,10 @@ impl QuantizedModel {
                 QLayer::Dense { weights, .. } => weights.values().count(),
                 QLayer::Relu { .. } => 0,
                 QLayer::Product { outputs, .. } => *outputs,
+                QLayer::MatMul {
+                    dims: [batch, n, m, p],
+                    ..
+                } => batch * n * m * p,
             })
             .sum()
     }
@@ -1243,6 +1430,18 @@ pub fn encode_input_code(range: (f64, f64), bits: u32, v: f64) -> i64 {
 pub fn decode_input_code(range: (f64, f64), bits: u32, u: i64) -> f64 {
     let max = ((1u64 << bits) - 1) as f64;
     range.0 + (range.1 - range.0) * (u as f64 / max)
+}
+
+/// Whether `order` is empty or a permutation of `0..len`.
+fn is_order(order: &[usize], len: usize) -> bool {
+    if order.is_empty() {
+        return true;
+    }
+    let mut seen = vec![false; len];
+    order.len() == len
+        && order
+            .iter()
+            .all(|&c| c < len && !std::mem::replace(&mut seen[c], true))
 }
 
 /// Splits `acc` into the rounded quotient and the remainder of the rescaling.

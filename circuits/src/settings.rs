@@ -316,6 +316,7 @@ pub fn compile_graph(
                 | crate::graph::Op::Relu { .. }
                 | crate::graph::Op::Elementwise { .. }
                 | crate::graph::Op::Product { .. }
+                | crate::graph::Op::MatMul { .. }
         )
     }) {
         return Err(CompileError::Structure {
@@ -399,6 +400,18 @@ fn layer_settings(model: &QuantizedModel) -> Vec<LayerSettings> {
             } => LayerSettings {
                 node: node.clone(),
                 op: "product".into(),
+                weight_scale_bits: *shift,
+                out_bits: *out_bits,
+                relu: false,
+            },
+            QLayer::MatMul {
+                node,
+                shift,
+                out_bits,
+                ..
+            } => LayerSettings {
+                node: node.clone(),
+                op: "matmul".into(),
                 weight_scale_bits: *shift,
                 out_bits: *out_bits,
                 relu: false,

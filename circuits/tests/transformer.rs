@@ -82,6 +82,10 @@ fn outputs(l: &QLayer) -> usize {
     match l {
         QLayer::Dense { outputs, .. } | QLayer::Product { outputs, .. } => *outputs,
         QLayer::Relu { len, .. } => *len,
+        QLayer::MatMul {
+            dims: [batch, n, _, p],
+            ..
+        } => batch * n * p,
     }
 }
 
@@ -91,6 +95,7 @@ fn layer(q: &QuantizedModel, name: &str) -> usize {
         .position(|l| match l {
             QLayer::Dense { node, .. }
             | QLayer::Product { node, .. }
+            | QLayer::MatMul { node, .. }
             | QLayer::Relu { node, .. } => node.ends_with(name),
         })
         .unwrap_or_else(|| panic!("no layer {name}"))
@@ -102,6 +107,7 @@ fn attention_block_proves_and_rejects_compound_cheats() {
     let words = honest.instances().unwrap();
     assert_eq!(failures(k, &honest, words.clone()), None);
     let product = |l: &QLayer| matches!(l, QLayer::Product { .. });
+    let matmul = |l: &QLayer| matches!(l, QLayer::MatMul { .. });
     let lookup = |l: &QLayer| {
         matches!(
             l,
@@ -160,12 +166,41 @@ fn attention_block_proves_and_rejects_compound_cheats() {
             first_index(&q, layer(&q, "ln1.reduced_sum_dd.rms_norm/scale"), product) + 4,
             "\"product\"",
         ),
-        // an attention score's factor one above the query element it selects
+        // an attention score one unit above its rounded value, the softmax, the context and
+        // the output following: its packed equation in the running sum
         (
-            "a wrong query",
-            FaultTarget::ProductFactor,
-            first_index(&q, layer(&q, "/scores/macs"), product) + 5,
+            "a wrong score",
+            FaultTarget::MatMulOutput,
+            first_index(&q, layer(&q, "/scores"), matmul) + 5,
             "ends and zeros",
+        ),
+        // a context value (probabilities times values) one unit higher, the rest following
+        (
+            "a wrong context",
+            FaultTarget::MatMulOutput,
+            first_index(&q, layer(&q, "/context"), matmul) + 7,
+            "ends and zeros",
+        ),
+        // a product cell of the packed check one higher
+        (
+            "a wrong matmul product cell",
+            FaultTarget::MatMulProduct,
+            11,
+            "matmul product",
+        ),
+        // the packed query rows carried to a key element one higher, its product following
+        (
+            "a wrong carried row",
+            FaultTarget::MatMulCarry,
+            4,
+            "matmul product",
+        ),
+        // a Horner step of the packed query rows one higher
+        (
+            "a wrong Horner step",
+            FaultTarget::MatMulHorner,
+            2,
+            "matmul horner",
         ),
     ];
     assert_caught(&honest, k, &cases);

@@ -714,6 +714,11 @@ fn accuracy(
                     veriml_circuits::quantize::QLayer::Product { node, outputs, .. } => {
                         (node, *outputs)
                     }
+                    veriml_circuits::quantize::QLayer::MatMul {
+                        node,
+                        dims: [batch, n, _, p],
+                        ..
+                    } => (node, batch * n * p),
                 };
                 let op = l.kind();
                 json!({

@@ -32,6 +32,8 @@ pub struct ModelConfig {
     pub(crate) sponge: Option<SpongeColumns>,
     /// With products: the product gate's selector (`product.rs`).
     pub(crate) q_mul: Option<Column<Fixed>>,
+    /// With matrix products: the Horner and product selectors (`matmul.rs`).
+    pub(crate) q_mm: Option<(Column<Fixed>, Column<Fixed>)>,
     pub(crate) shape: ColumnShape,
 }
 
@@ -253,6 +255,10 @@ impl ModelConfig {
             .products()
             .then(|| product::configure(meta, a, &shape));
 
+        let q_mm = shape
+            .matmuls()
+            .then(|| matmul::configure(meta, a, c_, &shape));
+
         let stride = shape.stride() as i32;
         meta.create_gate("input words", |m| {
             let [acc, word, _] = select(m.query_fixed(q_x, Rotation::cur()));
@@ -294,6 +300,7 @@ impl ModelConfig {
             lookup,
             sponge,
             q_mul,
+            q_mm,
             shape,
         }
     }

@@ -78,6 +78,17 @@ pub enum FaultTarget {
     /// A product's first factor one above the value it selects, the product and the rest
     /// following: only the factor's equation in the running sum stops it.
     ProductFactor,
+    /// A matrix product's output one above its rounded value (remainder unchanged), the rest of
+    /// the forward pass and the public words following: only its packed equation in the
+    /// running sum stops it.
+    MatMulOutput,
+    /// A matrix product's product cell one higher: the matmul product gate stops it.
+    MatMulProduct,
+    /// The packed rows `u` carried to a `B` value one higher, its product cell following: the
+    /// carry constraint stops it.
+    MatMulCarry,
+    /// A Horner step of the packed rows `u` one higher: the Horner gate stops it.
+    MatMulHorner,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

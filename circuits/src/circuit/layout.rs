@@ -44,6 +44,12 @@ pub(crate) enum Src {
         l: usize,
         i: usize,
     },
+    /// The product of output `o` of matrix-product operand layer `l` (a copy of `B[b,j,k]`)
+    /// with its group's packed rows of `A` (`matmul.rs`).
+    MatProd {
+        l: usize,
+        o: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +79,11 @@ pub(crate) struct RowSpec {
     pub(crate) q_lr: bool,
     /// The first row of a product's first factor's block: the product gate (`product.rs`).
     pub(crate) q_mul: bool,
+    /// The first row of a matrix product's `A` value: the Horner gate, 1 for the group's
+    /// last row, 2 for the others (`matmul.rs`).
+    pub(crate) q_mh: u8,
+    /// The first row of a matrix product's `B` value: the matmul product gate.
+    pub(crate) q_mp: bool,
 }
 
 impl RowSpec {
@@ -93,6 +104,8 @@ impl RowSpec {
             ly: 0,
             q_lr: false,
             q_mul: false,
+            q_mh: 0,
+            q_mp: false,
         }
     }
     pub(crate) fn add(&mut self, slot: usize, v: Fr) {
@@ -170,7 +183,7 @@ impl Layout {
         let mut units: Vec<(usize, usize, usize)> = vec![(0, rows.len(), 0)];
         let mut blocks: Vec<Vec<[usize; 4]>> = layers
             .iter()
-            .map(|l| Vec::with_capacity(l.outputs))
+            .map(|l| vec![[usize::MAX; 4]; l.outputs])
             .collect();
         // the rows of output `o` of layer `l`: `p`, `n` and `r` (and a lookup's entry row and
         // clamp overflows); returns where `p`, `n`, `r` and the entry start
@@ -226,13 +239,48 @@ impl Layout {
         };
         let mut l = 0;
         while l < layers.len() {
+            if let Some((0, dims)) = matmul_operand(&layers, l) {
+                // a matrix product: per batch, group and `j` one unit, `B[b,j,k]` for every
+                // `k` each followed by its product row, then the group's rows of `A`; the
+                // products weigh in the packed slot of their column
+                let (lb, ly) = (l + 1, l + 2);
+                for b in 0..dims.batch {
+                    for g in 0..dims.groups {
+                        for j in 0..dims.m {
+                            let start = rows.len();
+                            for k in 0..dims.p {
+                                let o = dims.b(b, g, j, k);
+                                let at = push_block(&mut rows, lb, o);
+                                rows[at[0]].q_mp = true;
+                                blocks[lb][o] = at;
+                                let mut prod = RowSpec::new(Src::MatProd { l: lb, o });
+                                let top = layers[ly].mat_at(&dims, b, dims.rows(g).start, k);
+                                let (slot, mu) = slots.layer[ly][top];
+                                prod.add(slot, mu);
+                                rows.push(prod);
+                            }
+                            let last = dims.rows(g).end - 1;
+                            for i in dims.rows(g) {
+                                let o = dims.a(b, i, j);
+                                let at = push_block(&mut rows, l, o);
+                                rows[at[0]].q_mh = if i == last { 1 } else { 2 };
+                                blocks[l][o] = at;
+                            }
+                            let page = slots.layer[lb][dims.b(b, g, j, 0)].0 / shape.weight_columns;
+                            units.push((start, rows.len() - start, page));
+                        }
+                    }
+                }
+                l += 2;
+                continue;
+            }
             // a product and its two operands: their blocks output by output, so that the
             // product gate reads both factors by rotation; one unit, in the first operand's page
             let group = if first_operand(&layers, l) { 3 } else { 1 };
             for o in 0..layers[l].outputs {
                 let start = rows.len();
                 for (m, starts) in blocks.iter_mut().enumerate().skip(l).take(group) {
-                    starts.push(push_block(&mut rows, m, o));
+                    starts[o] = push_block(&mut rows, m, o);
                 }
                 let page = slots.layer[l][o].0 / shape.weight_columns;
                 units.push((start, rows.len() - start, page));
@@ -562,7 +610,18 @@ pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
             l.outputs * (2 * value + rem) + lookup
         })
         .sum();
-    shape.input_rows() + shape.in_word_offset() + shape.input_words + blocks + TABLE_SIZE + 2
+    // a product row per copy of `B` of a matrix product
+    let products: usize = (0..layers.len())
+        .filter(|&l| matches!(matmul_operand(layers, l), Some((1, _))))
+        .map(|l| layers[l].outputs)
+        .sum();
+    shape.input_rows()
+        + shape.in_word_offset()
+        + shape.input_words
+        + blocks
+        + products
+        + TABLE_SIZE
+        + 2
 }
 
 /// A column shape, its row count and the `k` it gives.

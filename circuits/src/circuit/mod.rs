@@ -81,6 +81,7 @@
 //! | sponge (hashed input only) | `q_round`, `q_full`, `q_abs`, `q_dig` | see `poseidon.rs`; the input gate's `instance` is then the message column `m` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
 //! | product (products only) | `q_mul` | `x·x' + d/2 − d·(p − n) − r = 0`, factors and product in the rows below (`product.rs`) |
+//! | matmul Horner, product (matrix products only) | `q_mh = 1` / `2`, `q_mp` | `c = x` / `c = x + 2^β·c[+L]`; `a[+L] = x·c`, `c = c[+L+1]` (`matmul.rs`) |
 //! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0`; `q_lr·p·n = 0` |
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
@@ -121,6 +122,7 @@
 //! | `lookup.rs` | the function-lookup chip (non-linear functions by table): columns, keys, soundness |
 //! | `poseidon.rs` | the input-hash chip: Poseidon's parameters, the sponge, its gates and soundness |
 //! | `product.rs` | the product chip (products of two activations): its gate and soundness |
+//! | `matmul.rs` | the matrix-product chip (matrix products of two activations): gates, soundness |
 //! | `public.rs` | the public words: packing and unpacking of input codes and outputs |
 //! | `layout.rs` | the rows (sources, selectors, fixed weights), the statement digest, the planner |
 //! | `config.rs` | columns, challenge and gates |
@@ -172,6 +174,7 @@ mod fault;
 mod field;
 mod layout;
 mod lookup;
+mod matmul;
 pub mod poseidon;
 mod product;
 mod public;
@@ -352,6 +355,16 @@ impl Circuit<Fr> for ModelCircuit {
                     for (r, row) in layout.rows.iter().enumerate() {
                         if row.q_mul {
                             region.assign_fixed(q_mul, r, Fr::one());
+                        }
+                    }
+                }
+                if let Some((q_mh, q_mp)) = cfg.q_mm {
+                    for (r, row) in layout.rows.iter().enumerate() {
+                        if row.q_mh != 0 {
+                            region.assign_fixed(q_mh, r, Fr::from(row.q_mh as u64));
+                        }
+                        if row.q_mp {
+                            region.assign_fixed(q_mp, r, Fr::one());
                         }
                     }
                 }

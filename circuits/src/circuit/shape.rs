@@ -42,6 +42,15 @@ pub struct ColumnShape {
     /// Bytes of a product's remainder: its divisor is `2^(8·product_rem_limbs)`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub product_rem_limbs: usize,
+    /// Bytes of each part `p`, `n` of every matrix product's operand values (the matrix-product
+    /// gates' layout, `matmul.rs`); at least 2; 0 without matrix products (and
+    /// then not written).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub matmul_limbs: usize,
+    /// Bits between the equations a matrix product packs into one slot (the Horner gate's
+    /// `2^matmul_bits`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub matmul_bits: usize,
 }
 
 impl Default for ColumnShape {
@@ -60,6 +69,8 @@ impl Default for ColumnShape {
             hashed_input: false,
             product_limbs: 0,
             product_rem_limbs: 0,
+            matmul_limbs: 0,
+            matmul_bits: 0,
         }
     }
 }
@@ -141,7 +152,7 @@ impl ColumnShape {
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
     /// constants column; with lookups, their two selectors, table id and the table's two
     /// columns; with a hashed input, the sponge's round constants and four selectors; with
-    /// products, their selector.
+    /// products, their selector; with matrix products, their two selectors.
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns
             + 6
@@ -149,6 +160,14 @@ impl ColumnShape {
             + 5 * usize::from(self.lookups())
             + 5 * usize::from(self.hashed_input)
             + usize::from(self.products())
+            + 2 * usize::from(self.matmuls())
+    }
+    /// Whether the model has matrix products of two activations (their two gates).
+    pub fn matmuls(&self) -> bool {
+        self.matmul_limbs > 0
+    }
+    pub(crate) fn matmul_parts(&self) -> Vec<u32> {
+        self.parts(self.matmul_limbs)
     }
     /// The model has table lookups (non-linear functions).
     pub fn lookups(&self) -> bool {
@@ -266,6 +285,8 @@ impl ColumnShape {
             lookup_limbs: lookup_limbs(layers),
             product_limbs: product_limbs(layers),
             product_rem_limbs: product_rem_limbs(layers),
+            matmul_limbs: matmul_limbs(layers),
+            matmul_bits: matmul_bits(layers),
             // input codes have a multiple of 16 bits: whole rows in either layout, so the
             // range checks bound a code by exactly its largest value
             in_limbs: (model.input_bits / LIMB_BITS) as usize,

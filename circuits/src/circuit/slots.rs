@@ -23,6 +23,106 @@ pub(crate) struct CLayer {
     /// A product layer (`product.rs`): output `o` is `round(x_o·x'_o / 2^shift)` of its two
     /// operand layers, checked by the product gate; it has no equation of its own.
     pub(crate) product: bool,
+    /// A matrix product (`matmul.rs`): `y[b,i,k] = round(Σ_j A[b,i,j]·B[b,j,k] / 2^shift)` of
+    /// its two operand layers (`A` in `(b, i, j)` order, `B` repeated for each group of rows);
+    /// its equations are packed by the group, its products checked by the matmul gates.
+    pub(crate) matmul: Option<MatDims>,
+    /// A matrix product's output at each position `(b·n + i)·p + k` (empty: the position).
+    pub(crate) mat_out: Vec<usize>,
+}
+
+impl CLayer {
+    /// The output of a matrix product at `y[b,i,k]`.
+    pub(crate) fn mat_at(&self, d: &MatDims, b: usize, i: usize, k: usize) -> usize {
+        let pos = d.y(b, i, k);
+        self.mat_out.get(pos).copied().unwrap_or(pos)
+    }
+}
+
+/// The dimensions of a matrix product and how its rows are grouped: the equations of the
+/// `group` rows `i` of one group and one column `k` share a slot, `matmul_bits` apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MatDims {
+    pub(crate) batch: usize,
+    pub(crate) n: usize,
+    pub(crate) m: usize,
+    pub(crate) p: usize,
+    /// Rows of `A` a group holds (the last may hold fewer).
+    pub(crate) group: usize,
+    pub(crate) groups: usize,
+}
+
+impl MatDims {
+    /// Index of `A[b,i,j]` among the first operand's outputs.
+    pub(crate) fn a(&self, b: usize, i: usize, j: usize) -> usize {
+        (b * self.n + i) * self.m + j
+    }
+    /// Index of `B[b,j,k]`'s copy for group `g` among the second operand's outputs.
+    pub(crate) fn b(&self, b: usize, g: usize, j: usize, k: usize) -> usize {
+        ((b * self.groups + g) * self.m + j) * self.p + k
+    }
+    /// `(b, g, j, k)` of an output of the second operand.
+    pub(crate) fn b_of(&self, o: usize) -> (usize, usize, usize, usize) {
+        let (k, rest) = (o % self.p, o / self.p);
+        let (j, rest) = (rest % self.m, rest / self.m);
+        (rest / self.groups, rest % self.groups, j, k)
+    }
+    /// Index of output `y[b,i,k]`.
+    pub(crate) fn y(&self, b: usize, i: usize, k: usize) -> usize {
+        (b * self.n + i) * self.p + k
+    }
+    /// The rows `i` of group `g`.
+    pub(crate) fn rows(&self, g: usize) -> std::ops::Range<usize> {
+        g * self.group..((g + 1) * self.group).min(self.n)
+    }
+}
+
+/// Whether layer `l` is the first (`Some(0)`) or second (`Some(1)`) operand of a matrix
+/// product, and its dimensions.
+pub(crate) fn matmul_operand(layers: &[CLayer], l: usize) -> Option<(usize, MatDims)> {
+    (1..=2).find_map(|d| {
+        layers
+            .get(l + d)
+            .and_then(|m| m.matmul)
+            .map(|dims| (2 - d, dims))
+    })
+}
+
+/// The byte count of every matrix product's operand parts (0 without matrix products).
+pub(crate) fn matmul_limbs(layers: &[CLayer]) -> usize {
+    (0..layers.len())
+        .filter(|&l| matmul_operand(layers, l).is_some())
+        .map(|l| layers[l].limbs)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The bits between packed matrix-product equations (0 without): the width of the widest.
+pub(crate) fn matmul_bits(layers: &[CLayer]) -> usize {
+    (0..layers.len())
+        .map(|l| matmul_width(layers, l))
+        .max()
+        .unwrap_or(0) as usize
+}
+
+/// The width of a matrix product's equations `e = Σ_j A_ij·B_jk + d/2 − d·(p − n) − r`: the
+/// bound `m·(2^(8·limbs) − 1)² + d/2 + d·(2^(8·out_limbs) − 1) + d` of `|e|` over every witness
+/// the range checks let through, plus a sign bit (0 for other layers; above [`SLOT_BITS`]
+/// when it overflows).
+fn matmul_width(layers: &[CLayer], l: usize) -> u32 {
+    let Some(dims) = layers[l].matmul else {
+        return 0;
+    };
+    let x = (1i128 << (LIMB_BITS * layers[l - 2].limbs as u32)) - 1;
+    let d = 1i128 << layers[l].shift;
+    let out = (1i128 << (LIMB_BITS * layers[l].limbs as u32)) - 1;
+    let bound = x
+        .checked_mul(x)
+        .and_then(|v| v.checked_mul(dims.m as i128))
+        .and_then(|v| v.checked_add(d / 2))
+        .and_then(|v| v.checked_add(d.checked_mul(out)?))
+        .and_then(|v| v.checked_add(d));
+    bound.map_or(SLOT_BITS + 1, |b| bits_for(b) + 1)
 }
 
 impl CLayer {
@@ -124,6 +224,8 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 limbs: limbs_for(*out_bits),
                 lookup: lookup.clone().map(|t| (0, t)),
                 product: false,
+                matmul: None,
+                mat_out: Vec::new(),
             },
             QLayer::Relu { len, out_bits, .. } => {
                 let weights = Matrix::Sparse {
@@ -140,6 +242,8 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                     limbs: limbs_for(*out_bits),
                     lookup: None,
                     product: false,
+                    matmul: None,
+                    mat_out: Vec::new(),
                 }
             }
             QLayer::Product {
@@ -161,6 +265,44 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 limbs: limbs_for(*out_bits),
                 lookup: None,
                 product: true,
+                matmul: None,
+                mat_out: Vec::new(),
+            },
+            QLayer::MatMul {
+                dims: [batch, n, m, p],
+                order,
+                shift,
+                out_bits,
+                ..
+            } => CLayer {
+                inputs: batch * m * (n + p),
+                outputs: batch * n * p,
+                weights: Matrix::Sparse {
+                    nonzeros: vec![Vec::new(); batch * n * p],
+                },
+                bias: vec![1i128 << (shift - 1); batch * n * p],
+                shift: *shift,
+                relu: false,
+                sources: Vec::new(),
+                limbs: limbs_for(*out_bits),
+                lookup: None,
+                product: false,
+                // the grouping is set below, once the operands' byte counts are known
+                matmul: Some(MatDims {
+                    batch: *batch,
+                    n: *n,
+                    m: *m,
+                    p: *p,
+                    group: *n,
+                    groups: 1,
+                }),
+                mat_out: {
+                    let mut at = vec![0; order.len()];
+                    for (o, &pos) in order.iter().enumerate() {
+                        at[pos] = o;
+                    }
+                    at
+                },
             },
         })
         .collect();
@@ -182,7 +324,9 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 };
                 bits_for(t.max_abs()).max(relu) + 1
             }
-            QLayer::Dense { out_bits, .. } | QLayer::Product { out_bits, .. } => *out_bits,
+            QLayer::Dense { out_bits, .. }
+            | QLayer::Product { out_bits, .. }
+            | QLayer::MatMul { out_bits, .. } => *out_bits,
             QLayer::Relu { out_bits, .. } => {
                 l.limbs = l.limbs.max(limbs_for(prev_bits));
                 *out_bits
@@ -200,6 +344,39 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
         if in_product(&out, l) {
             out[l].limbs = product;
         }
+    }
+    // the matmul gates read the operands by rotation: one byte count for all, at least two, so
+    // that the first row of a value (where the gates use `c`) is never a one-byte row (whose
+    // zero low byte also zeroes its `c`)
+    let operand = matmul_limbs(&out).max(2);
+    for l in 0..out.len() {
+        if matmul_operand(&out, l).is_some() {
+            out[l].limbs = operand;
+        }
+    }
+    // rows of `A` a slot packs: as many equations as fit, in balanced groups; the second
+    // operand repeats `B` for each group (each copy is read next to that group's packed rows)
+    let bits = matmul_bits(&out).max(1);
+    for l in 0..out.len() {
+        let Some(mut dims) = out[l].matmul else {
+            continue;
+        };
+        let fit = (SLOT_BITS as usize / bits).clamp(1, dims.n);
+        dims.groups = dims.n.div_ceil(fit);
+        dims.group = dims.n.div_ceil(dims.groups);
+        out[l].matmul = Some(dims);
+        let b = &mut out[l - 1];
+        let rows: Vec<Vec<(usize, i64)>> = (0..b.outputs).map(|o| b.row(o).collect()).collect();
+        b.weights = Matrix::Sparse {
+            nonzeros: (0..dims.batch * dims.groups * dims.m * dims.p)
+                .map(|o| {
+                    let (bt, _, j, k) = dims.b_of(o);
+                    rows[(bt * dims.m + j) * dims.p + k].clone()
+                })
+                .collect(),
+        };
+        b.outputs = dims.batch * dims.groups * dims.m * dims.p;
+        b.bias = vec![0; b.outputs];
     }
     let lookup = lookup_limbs(&out);
     let mut id = 0;
@@ -277,7 +454,7 @@ impl Slots {
         // the width of every equation (none for a product: its gate checks it)
         let mut widths: Vec<Vec<u32>> = Vec::with_capacity(layers.len());
         for (li, l) in layers.iter().enumerate() {
-            if l.product {
+            if l.product || l.matmul.is_some() {
                 widths.push(Vec::new());
                 continue;
             }
@@ -339,6 +516,44 @@ impl Slots {
                 // its block sits in its first operand's unit
                 layer[li] = layer[li - 2].clone();
                 li += 1;
+                continue;
+            }
+            if let Some((0, dims)) = matmul_operand(layers, li) {
+                // a matrix product: per group of rows and column of `B`, the unit's operand
+                // equations (`B` for every `k`, `A` for the group's rows), then per column `k`
+                // the group's packed equations, `matmul_bits` apart in one slot
+                let bits = matmul_bits(layers) as u32;
+                let (lb, ly) = (li + 1, li + 2);
+                for b in 0..dims.batch {
+                    for g in 0..dims.groups {
+                        for j in 0..dims.m {
+                            for k in 0..dims.p {
+                                let o = dims.b(b, g, j, k);
+                                layer[lb][o] = alloc(widths[lb][o]);
+                            }
+                            for i in dims.rows(g) {
+                                let o = dims.a(b, i, j);
+                                layer[li][o] = alloc(widths[li][o]);
+                            }
+                        }
+                        let rows = dims.rows(g);
+                        let span = bits * rows.len() as u32;
+                        if span > SLOT_BITS {
+                            return Err(CompileError::Quantization {
+                                layer: ly,
+                                detail: "a matrix product's equation does not fit in a slot".into(),
+                            });
+                        }
+                        for k in 0..dims.p {
+                            let (slot, mu) = alloc(span);
+                            for (t, i) in rows.clone().enumerate() {
+                                let o = layers[ly].mat_at(&dims, b, i, k);
+                                layer[ly][o] = (slot, mu * pow2(bits * t as u32));
+                            }
+                        }
+                    }
+                }
+                li += 3;
                 continue;
             }
             let pair = first_operand(layers, li);

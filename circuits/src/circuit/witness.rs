@@ -47,7 +47,13 @@ pub(crate) fn witness(
             u[i + 1] -= 1;
         }
     }
-    let total_blocks: usize = layers.iter().map(|l| l.outputs).sum();
+    // the copies of a matrix product's `B` for groups after the first are not counted: fault
+    // indices run over the compiled model's outputs
+    let copy =
+        |li: usize, o: usize| matches!(matmul_operand(layers, li), Some((1, d)) if d.b_of(o).1 > 0);
+    let total_blocks: usize = (0..layers.len())
+        .map(|li| (0..layers[li].outputs).filter(|&o| !copy(li, o)).count())
+        .sum();
     let shifted = hit(FaultTarget::RescaleShiftQuotient, total_blocks);
     let both = hit(FaultTarget::RescaleBothParts, total_blocks);
     let total_lookups: usize = layers
@@ -63,6 +69,13 @@ pub(crate) fn witness(
     let wrong_product = hit(FaultTarget::ProductOutput, total_products);
     let wrong_factor = hit(FaultTarget::ProductFactor, total_products);
     let (mut seen_products, mut seen_factors) = (0, 0);
+    let total_matmul: usize = layers
+        .iter()
+        .filter(|l| l.matmul.is_some())
+        .map(|l| l.outputs)
+        .sum();
+    let wrong_matmul = hit(FaultTarget::MatMulOutput, total_matmul);
+    let mut seen_matmul = 0;
     // every layer value: the input codes, then each layer's output
     let mut vals: Vec<Vec<i128>> = vec![u.clone()];
     let mut blocks = Vec::with_capacity(layers.len());
@@ -74,9 +87,22 @@ pub(crate) fn witness(
             .iter()
             .flat_map(|&v| vals[v].iter().copied())
             .collect();
+        // a matrix product's outputs: the position (b·n + i)·p + k of each
+        let mut pos_of: Vec<usize> = (0..l.outputs).collect();
+        for (pos, &o) in l.mat_out.iter().enumerate() {
+            pos_of[o] = pos;
+        }
         let b: Vec<BlockVals> = (0..l.outputs)
             .map(|o| {
-                let z = if l.product {
+                let z = if let Some(d) = l.matmul {
+                    let c = pos_of[o];
+                    let (bt, i, k) = (c / (d.n * d.p), c / d.p % d.n, c % d.p);
+                    let a_len = d.batch * d.n * d.m;
+                    let g = i / d.group;
+                    (0..d.m).fold(l.bias[o], |acc, j| {
+                        acc + x[d.a(bt, i, j)] * x[a_len + d.b(bt, g, j, k)]
+                    })
+                } else if l.product {
                     l.bias[o] + x[o] * x[l.outputs + o]
                 } else {
                     l.row(o)
@@ -91,6 +117,12 @@ pub(crate) fn witness(
                     }
                     seen_products += 1;
                 }
+                if l.matmul.is_some() {
+                    if wrong_matmul == Some(seen_matmul) {
+                        q += 1;
+                    }
+                    seen_matmul += 1;
+                }
                 if factor {
                     // a factor one higher, the product following: only its equation stops it
                     if wrong_factor == Some(seen_factors) {
@@ -99,14 +131,16 @@ pub(crate) fn witness(
                     seen_factors += 1;
                 }
                 let mut extra = 0;
-                if shifted == Some(seen) {
-                    q += 1;
-                    r -= 1i128 << l.shift;
+                if !copy(li, o) {
+                    if shifted == Some(seen) {
+                        q += 1;
+                        r -= 1i128 << l.shift;
+                    }
+                    if both == Some(seen) {
+                        extra = 1;
+                    }
+                    seen += 1;
                 }
-                if both == Some(seen) {
-                    extra = 1;
-                }
-                seen += 1;
                 let (mut y, mut op, mut on) = (0, 0, 0);
                 if let Some((id, t)) = &l.lookup {
                     let c = clamp_bound(t);
@@ -226,7 +260,10 @@ pub(crate) fn first_phase(
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
             // copies are filled once every fault is in (they follow their source)
-            Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } => 0,
+            // the products of matrix products are filled below, from the operands' cells
+            Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } | Src::MatProd { .. } => {
+                0
+            }
             Src::One => 1,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
             Src::Block { l, o, part, t } => {
@@ -261,6 +298,9 @@ pub(crate) fn first_phase(
                 b[r] = fr_from_i128(v >> LIMB_BITS);
             }
         }
+    }
+    if shape.matmuls() {
+        matmul::fill(layout, shape, &mut a, &mut c);
     }
     let (j_in, stride, region) = (shape.input_words, shape.stride(), shape.input_rows());
     let j0 = shape.in_word_offset();
@@ -346,7 +386,19 @@ pub(crate) fn first_phase(
     let wide = shape.row_bytes == 2;
     // (target, rows it may hit, column: 0 a, 1 b, 2 c, amount)
     type Pred<'p> = Box<dyn Fn(usize, &RowSpec) -> bool + 'p>;
-    let cell_faults: [(FaultTarget, Pred, usize, Fr); 10] = [
+    let cell_faults: [(FaultTarget, Pred, usize, Fr); 12] = [
+        (
+            FaultTarget::MatMulProduct,
+            Box::new(|_, row| matches!(row.src, Src::MatProd { .. })),
+            0,
+            one,
+        ),
+        (
+            FaultTarget::MatMulHorner,
+            Box::new(|_, row| row.q_mh == 2),
+            2,
+            one,
+        ),
         (
             FaultTarget::LookupMultiplicity,
             Box::new(|_, row| matches!(row.src, Src::LTable { .. })),
@@ -422,6 +474,12 @@ pub(crate) fn first_phase(
             };
             column[r] += amount;
         }
+    }
+    if let Some(r) = pick(FaultTarget::MatMulCarry, &|_, row| row.q_mp) {
+        // `u` one higher on a `B` row, its product following
+        let np = shape.matmul_parts().len();
+        cells.c[r] += one;
+        cells.a[r + 2 * np] = matmul::value_at(&cells.a, r, shape) * cells.c[r];
     }
     for (r, row) in rows.iter().enumerate() {
         if let Src::Copy(from) = row.src {

@@ -23,8 +23,10 @@
 //!   output naming the element of each factor numpy broadcasting pairs with it;
 //! - consecutive dense ops are composed into one.
 //!
-//! - an `EinSum` of two computed tensors (attention's `Q·Kᵀ` and `A·V`) is one product per
-//!   multiply-accumulate (read off by probing the op) and a dense op summing them;
+//! - an `EinSum` of two computed tensors (attention's `Q·Kᵀ` and `A·V`): its multiply-accumulates
+//!   are read off by probing the op; a batched matrix product (in any output order) is an
+//!   [`Op::MatMul`] (the matrix-product chip), any other bilinear form one product per
+//!   multiply-accumulate and a dense op summing them;
 //! - `Softmax` and `RmsNorm` (what tract makes of `LayerNormalization` once the mean is
 //!   subtracted) are written with those ops (see [`softmax_ops`], [`rms_norm_ops`]).
 //!
@@ -1384,8 +1386,8 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                     .op_as::<TypedBinOp>()
                     .is_some_and(|b| b.0.is::<Add>() || b.0.is::<Sub>());
             if node.op_is::<EinSum>() && computed.len() == 2 {
-                // a matrix product of two activations: one product per multiply-accumulate,
-                // then their sums
+                // a product of two activations summed over an axis: a batched matrix product,
+                // or else one product per multiply-accumulate and their sums
                 let (xa, xb) = (computed[0].1, computed[1].1);
                 let pairs = bilinear_pairs(model, node, xa, xb)?;
                 let (va, vb) = (w.value(xa)?, w.value(xb)?);

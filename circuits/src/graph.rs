@@ -188,6 +188,15 @@ pub enum Op {
         left: Vec<usize>,
         right: Vec<usize>,
     },
+    /// Token embeddings: the model input holds integer token ids `0..vocab`, and output
+    /// `t·dim + d` is `table[id_t·dim + d]` (ONNX's `Gather` of a constant `[vocab, dim]`
+    /// matrix by the input). Reads the input.
+    Embedding {
+        node: String,
+        vocab: usize,
+        dim: usize,
+        table: Vec<f32>,
+    },
     /// A batched matrix product of two earlier values: `C[b,i,k] = Σ_j A[b,i,j]·B[b,j,k]` with
     /// `A[b,i,j] = a[left[(b·n + i)·m + j]]` and `B[b,j,k] = b[right[(b·m + j)·p + k]]`;
     /// `dims = [batch, n, m, p]`. Output `o` is `C` at position `order[o] = (b·n + i)·p + k`
@@ -228,7 +237,8 @@ impl Op {
             | Op::Concat { node, .. }
             | Op::Elementwise { node, .. }
             | Op::Product { node, .. }
-            | Op::MatMul { node, .. } => node,
+            | Op::MatMul { node, .. }
+            | Op::Embedding { node, .. } => node,
         }
     }
 }
@@ -327,6 +337,15 @@ impl Graph {
                                     a[left[(bt * n + i) * m + j]] * b[right[(bt * m + j) * p + k]]
                                 })
                                 .sum()
+                        })
+                        .collect();
+                }
+                Op::Embedding { dim, table, .. } => {
+                    x = x
+                        .iter()
+                        .flat_map(|&id| {
+                            let row = id.round() as usize * dim;
+                            table[row..row + dim].iter().map(|&v| v as f64)
                         })
                         .collect();
                 }

@@ -906,6 +906,48 @@ fn bilinear_pairs(
     Ok(pairs)
 }
 
+/// `Gather` of a constant `[vocab, dim]` matrix (axis 0) by the model input, an integer tensor
+/// of token ids: an [`Op::Embedding`].
+fn embedding_op(
+    model: &Model,
+    node: &TypedNode,
+    axis: usize,
+    table: &Tensor,
+    ids: OutletId,
+    input: OutletId,
+) -> Result<Op, CompileError> {
+    let refuse = |detail: &str| {
+        CompileError::UnsupportedOp {
+        op: node.op.name().to_string(),
+        node: node.name.clone(),
+        needed: format!(
+            "a Gather of a computed tensor needs constant indices, or it gathers token embeddings: rows (axis 0) of a constant [vocab, dim] matrix by the model input itself, an integer tensor ({detail})"
+        ),
+    }
+    };
+    let ids_type = model
+        .outlet_fact(ids)
+        .map_err(|e| CompileError::Structure {
+            node: node.name.clone(),
+            detail: e.to_string(),
+        })?
+        .datum_type;
+    if ids != input || !ids_type.is_integer() {
+        return Err(refuse("these indices are not the integer model input"));
+    }
+    if axis != 0 || table.rank() != 2 {
+        return Err(refuse("the data is not a matrix gathered along axis 0"));
+    }
+    let (vocab, dim) = (table.shape()[0], table.shape()[1]);
+    let values = to_f32_vec(table, &node.name)?;
+    Ok(Op::Embedding {
+        node: node.name.clone(),
+        vocab,
+        dim,
+        table: values,
+    })
+}
+
 /// Reads the multiply-accumulates of a bilinear node as a batched matrix product
 /// `C[b,i,k] = Σ_j A[b,i,j]·B[b,j,k]`: the rows of `A` are the sets of first-operand elements
 /// the outputs read, the columns of `B` the sets of second-operand elements, the batches the
@@ -1351,6 +1393,19 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 node: node.name.clone(),
                 detail: "computes from constants only (not folded by the importer)".into(),
             });
+        }
+        // token embeddings: a constant [vocab, dim] matrix gathered by the (integer) input
+        if let Some(g) = node.op_as::<Gather>() {
+            let indices = node.inputs.get(1).copied();
+            if let (Some(table), Some(ids)) = (const_of(model, node.inputs[0]), indices) {
+                if computed.len() == 1 && computed[0].1 == ids {
+                    let op = embedding_op(model, node, g.axis, &table, ids, inputs[0])?;
+                    w.ready(ids)?;
+                    w.ops.push(op);
+                    w.mat.insert(out, w.ops.len());
+                    continue;
+                }
+            }
         }
         // a non-linear element-wise function of one activation, possibly over several nodes
         // (GELU reads `x` twice): one table lookup

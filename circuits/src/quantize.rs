@@ -49,6 +49,11 @@ pub const MAX_INPUT_BITS: u32 = 48;
 
 /// Largest lookup table of one layer, in bits of its entry count.
 pub const MAX_LOOKUP_BITS: u32 = 20;
+/// The largest token id code: token ids (a model whose input is embedded) are 16-bit codes,
+/// each its own id.
+pub const TOKEN_CODE_MAX: u32 = (1 << 16) - 1;
+/// The label of a token-embedding table.
+pub const EMBEDDING: &str = "embedding";
 
 /// Options of the quantizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -634,6 +639,89 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Token embeddings: output `t·dim + d` looks up `z = dim·id_t + d` (exact: the token ids
+    /// are their own codes) in one table of `vocab·dim` entries. Ids from `vocab` up have no
+    /// entry, so no proof exists for them.
+    fn embedding(
+        &mut self,
+        node: &str,
+        vocab: usize,
+        dim: usize,
+        table: &[f32],
+        src_op: usize,
+    ) -> Result<(), CompileError> {
+        let s = self.opts.activation_scale_bits;
+        let seq = self.bounds[0].len();
+        let bad = |detail: String| CompileError::Quantization {
+            layer: self.layers.len(),
+            detail,
+        };
+        if table.len() != vocab * dim || vocab == 0 || dim == 0 {
+            return Err(bad(format!(
+                "`{node}`: the embedding matrix is not {vocab} x {dim}"
+            )));
+        }
+        if vocab * dim > 1 << MAX_LOOKUP_BITS {
+            return Err(bad(format!(
+                "`{node}`: {vocab} x {dim} embeddings are more than 2^{MAX_LOOKUP_BITS} table entries"
+            )));
+        }
+        let scale = (s as f64).exp2();
+        let entries: Vec<i64> = table
+            .iter()
+            .map(|&v| {
+                let y = v as f64 * scale;
+                if y.is_finite() && y.abs() < 2f64.powi(60) {
+                    Ok(y.round() as i64)
+                } else {
+                    Err(bad(format!(
+                        "`{node}`: embedding {v} is out of the fixed-point range"
+                    )))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        const SHIFT: u32 = SHIFT_STEP;
+        let outputs = seq * dim;
+        let weights = Matrix::Sparse {
+            nonzeros: (0..outputs)
+                .map(|o| vec![(o / dim, (dim as i64) << SHIFT)])
+                .collect(),
+        };
+        let bias = (0..outputs).map(|o| ((o % dim) as i64) << SHIFT).collect();
+        // the rounded value any code gives (the lookup refuses those above the table)
+        let z_max = (TOKEN_CODE_MAX as i128 + 1) * dim as i128;
+        let bounds = (0..outputs)
+            .map(|o| {
+                let column = entries.iter().skip(o % dim).step_by(dim);
+                let lo = column.clone().min().copied().unwrap_or(0);
+                let hi = column.max().copied().unwrap_or(0);
+                (lo as i128, hi as i128)
+            })
+            .collect();
+        self.layers.push(QLayer::Dense {
+            node: node.into(),
+            inputs: seq,
+            outputs,
+            weights,
+            bias,
+            shift: SHIFT,
+            relu: false,
+            out_bits: bits_for(z_max),
+            lookup: Some(QLookup {
+                label: EMBEDDING.into(),
+                grid_shift: s,
+                z_min: 0,
+                table: entries,
+                clamp: None,
+                plus_relu: false,
+            }),
+            sources: vec![0],
+        });
+        self.src.push(src_op);
+        self.bounds.push(bounds);
+        Ok(())
+    }
+
     /// The layer value holding the model input at the activation scale (an identity layer on the
     /// codes, added the first time a layer needs it).
     fn input_values(&mut self, src_op: usize) -> Result<usize, CompileError> {
@@ -851,7 +939,16 @@ impl QuantizedModel {
                 detail: format!("scale bits above the maximum of {MAX_SCALE_BITS}"),
             });
         }
-        let (lo, hi) = opts.input_range;
+        // token ids (an embedding reads the input) are their own 16-bit codes
+        let tokens = graph
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::Embedding { .. }));
+        let (lo, hi) = if tokens {
+            (0.0, TOKEN_CODE_MAX as f64)
+        } else {
+            opts.input_range
+        };
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
             return Err(CompileError::Quantization {
                 layer: 0,
@@ -860,7 +957,11 @@ impl QuantizedModel {
                 ),
             });
         }
-        let input_bits = input_bits_for((lo, hi), s);
+        let input_bits = if tokens {
+            TOKEN_CODE_MAX.count_ones()
+        } else {
+            input_bits_for((lo, hi), s)
+        };
         if input_bits > MAX_INPUT_BITS {
             return Err(CompileError::Quantization {
                 layer: 0,
@@ -903,6 +1004,21 @@ impl QuantizedModel {
             };
             match &ops[i] {
                 Op::Reshape { .. } => at.push(at[i]),
+                Op::Embedding {
+                    node,
+                    vocab,
+                    dim,
+                    table,
+                } => {
+                    if reads(&mut concat, &at)? != [0] {
+                        return Err(CompileError::Structure {
+                            node: node.clone(),
+                            detail: "token embeddings read the model input itself".into(),
+                        });
+                    }
+                    b.embedding(node, *vocab, *dim, table, i)?;
+                    at.push(Some(b.layers.len()));
+                }
                 Op::Concat { sources, .. } => {
                     let v = sources
                         .iter()
@@ -1303,6 +1419,14 @@ impl QuantizedModel {
             )));
         }
         let max = self.input_code_max();
+        if let Some(vocab) = self.vocab() {
+            if let Some(i) = codes.iter().position(|&u| !(0..vocab as i64).contains(&u)) {
+                return Err(CompileError::Input(format!(
+                    "input {i} is token id {}, outside the vocabulary of {vocab}",
+                    codes[i]
+                )));
+            }
+        }
         match codes.iter().position(|&u| !(0..=max).contains(&u)) {
             Some(i) => Err(CompileError::Input(format!(
                 "input code {i} = {} is outside [0, {max}], the declared range [{}, {}]",
@@ -1310,6 +1434,21 @@ impl QuantizedModel {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// The vocabulary size of a model whose input is token ids (read by an embedding table).
+    pub fn vocab(&self) -> Option<usize> {
+        self.layers.iter().find_map(|l| match l {
+            QLayer::Dense {
+                inputs,
+                outputs,
+                lookup: Some(t),
+                ..
+            } if t.label == EMBEDDING && *inputs > 0 => {
+                Some(t.table.len() / (outputs / inputs).max(1))
+            }
+            _ => None,
+        })
     }
 
     /// The input value a code stands for.

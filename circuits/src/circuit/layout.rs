@@ -374,6 +374,9 @@ impl Layout {
             let Some((id, t)) = &layer.lookup else {
                 continue;
             };
+            if !owns_table(&layers, l) {
+                continue;
+            }
             for (i, &y) in t.table.iter().enumerate() {
                 let mut row = RowSpec::new(Src::LTable { l, i });
                 row.lid = *id;
@@ -599,14 +602,15 @@ pub fn count_rows(model: &QuantizedModel, shape: ColumnShape) -> Result<RowCount
 pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
     let blocks: usize = layers
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let value = shape.parts(l.limbs).len();
             let rem = shape.parts((l.shift / LIMB_BITS) as usize).len();
-            // a lookup layer: per output an entry row and two overflows, and its table
-            let lookup = l
-                .lookup
-                .as_ref()
-                .map_or(0, |(_, t)| l.outputs * (1 + 2 * value) + t.table.len());
+            // a lookup layer: per output an entry row and two overflows, and its table (held by
+            // the first layer with it)
+            let lookup = l.lookup.as_ref().map_or(0, |(_, t)| {
+                l.outputs * (1 + 2 * value) + t.table.len() * usize::from(owns_table(layers, i))
+            });
             l.outputs * (2 * value + rem) + lookup
         })
         .sum();

@@ -378,19 +378,36 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
         b.outputs = dims.batch * dims.groups * dims.m * dims.p;
         b.bias = vec![0; b.outputs];
     }
+    // one id per distinct table: layers with the same function table (LayerNorms' rsqrt
+    // segments, softmax's exp, ...) share its rows
     let lookup = lookup_limbs(&out);
-    let mut id = 0;
+    let mut tables: Vec<QLookup> = Vec::new();
     for l in out.iter_mut() {
         if let Some(t) = l.lookup.as_mut() {
             l.limbs = lookup;
-            id += 1;
-            t.0 = id;
+            t.0 = match tables.iter().position(|u| *u == t.1) {
+                Some(i) => i as u64 + 1,
+                None => {
+                    tables.push(t.1.clone());
+                    tables.len() as u64
+                }
+            };
         }
     }
     for (i, (l, q)) in out.iter_mut().zip(&model.layers).enumerate() {
         l.sources = q.sources(i);
     }
     out
+}
+
+/// Whether layer `l` is the first with its function table (which the layout then holds).
+pub(crate) fn owns_table(layers: &[CLayer], l: usize) -> bool {
+    match &layers[l].lookup {
+        Some((id, _)) => !layers[..l]
+            .iter()
+            .any(|m| m.lookup.as_ref().is_some_and(|u| u.0 == *id)),
+        None => false,
+    }
 }
 
 /// Where input `j` of a layer comes from: `(layer value, index in it)` (0: the input codes).

@@ -350,10 +350,11 @@ pub(crate) fn first_phase(
     }
     // multiplicities of the function tables: each lookup row's (rounded value, entry), when the
     // table has it
-    let mut table_rows: Vec<Option<usize>> = vec![None; layout.layers.len()];
+    // (by table id: layers with the same table share its rows)
+    let mut table_rows: std::collections::HashMap<u64, usize> = Default::default();
     for (r, row) in rows.iter().enumerate() {
-        if let Src::LTable { l, i: 0 } = row.src {
-            table_rows[l] = Some(r);
+        if let Src::LTable { i: 0, .. } = row.src {
+            table_rows.insert(row.lid, r);
         }
     }
     for (r, row) in rows.iter().enumerate() {
@@ -363,7 +364,10 @@ pub(crate) fn first_phase(
         else {
             continue;
         };
-        let (Some((_, t)), Some(first)) = (&layout.layers[l].lookup, table_rows[l]) else {
+        let Some((id, t)) = &layout.layers[l].lookup else {
+            continue;
+        };
+        let Some(&first) = table_rows.get(id) else {
             continue;
         };
         let z = fr_to_i128(&lookup_input(&a, r, shape));

@@ -76,6 +76,9 @@ const RSQRT_SEGMENTS: [f64; 11] = [
     256.0,
     1024.0,
 ];
+/// A softmax input that is a constant at or below this (a mask's fill value: `-1e4`, `-1e9`,
+/// the lowest float, `-inf`) has probability 0: left out of the softmax.
+const MASKED_SCORE: f32 = -1e3;
 /// Bits fewer than `--lookup-bits` each rsqrt segment's table gets: a segment spans a factor 4,
 /// so 2^10 entries keep the relative error below 0.1% (at the defaults digits_attn's largest
 /// output error is 0.024 with them, 0.023 with factor-16 segments of 2^12 entries, which took
@@ -1188,9 +1191,46 @@ fn softmax_ops(
     axes: &[usize],
 ) -> Result<(), CompileError> {
     let shape = concrete_shape(w.model, x)?;
-    let (groups, group_of) = reduction_groups(&shape, axes);
+    let (mut groups, mut group_of) = reduction_groups(&shape, axes);
     let (n, name) = (group_of.len(), node.name.clone());
     let scores = w.ready(x)?;
+    // masked scores (a causal mask's fill value: a constant far below any score) have
+    // probability exactly 0: they are left out (a group they would empty keeps them), and when
+    // nothing else reads the scores their constants are dropped too
+    let mut masked = vec![false; n];
+    let only_reader = w.model.outlet_successors(x).len() == 1;
+    if let Some(Op::Dense {
+        inputs,
+        weights,
+        bias,
+        ..
+    }) = scores.checked_sub(1).and_then(|i| w.ops.get_mut(i))
+    {
+        for (i, m) in masked.iter_mut().enumerate() {
+            *m = weights.row(i, *inputs).next().is_none() && bias[i] <= MASKED_SCORE;
+        }
+        for g in &groups {
+            if g.iter().all(|&i| masked[i]) {
+                g.iter().for_each(|&i| masked[i] = false);
+            }
+        }
+        if only_reader {
+            for (b, _) in bias.iter_mut().zip(&masked).filter(|(_, &m)| m) {
+                *b = 0.0;
+            }
+        }
+    }
+    // the unmasked scores, numbered
+    let kept: Vec<usize> = (0..n).filter(|&i| !masked[i]).collect();
+    let mut at = vec![usize::MAX; n];
+    for (k, &i) in kept.iter().enumerate() {
+        at[i] = k;
+    }
+    if kept.len() < n {
+        for g in groups.iter_mut() {
+            g.retain(|&i| !masked[i]);
+        }
+    }
     w.ops
         .extend(max_pool_ops(&format!("{name}/max"), &groups, n, false));
     let max = w.ops.len();
@@ -1198,8 +1238,9 @@ fn softmax_ops(
         node: format!("{name}/shift/in"),
         sources: vec![scores, max],
     });
-    let shift: Vec<_> = (0..n)
-        .map(|i| (vec![(i, 1.0), (n + group_of[i], -1.0)], 0.0))
+    let shift: Vec<_> = kept
+        .iter()
+        .map(|&i| (vec![(i, 1.0), (n + group_of[i], -1.0)], 0.0))
         .collect();
     w.ops.push(sparse_dense(
         format!("{name}/shift"),
@@ -1215,9 +1256,10 @@ fn softmax_ops(
     let e = w.ops.len();
     let sums: Vec<_> = groups
         .iter()
-        .map(|g| (g.iter().map(|&i| (i, 1.0)).collect(), 0.0))
+        .map(|g| (g.iter().map(|&i| (at[i], 1.0)).collect(), 0.0))
         .collect();
-    w.ops.push(sparse_dense(format!("{name}/sum"), n, &sums));
+    w.ops
+        .push(sparse_dense(format!("{name}/sum"), kept.len(), &sums));
     w.ops.push(Op::Elementwise {
         node: format!("{name}/reciprocal"),
         label: "Reciprocal".into(),
@@ -1225,12 +1267,30 @@ fn softmax_ops(
         coarser: 0,
     });
     let recip = w.ops.len();
+    group_of = kept.iter().map(|&i| group_of[i]).collect();
+    if kept.len() == n {
+        w.ops.push(Op::Product {
+            node: name,
+            operands: (e, recip),
+            left: (0..n).collect(),
+            right: group_of,
+        });
+        return Ok(());
+    }
     w.ops.push(Op::Product {
-        node: name,
+        node: format!("{name}/kept"),
         operands: (e, recip),
-        left: (0..n).collect(),
+        left: (0..kept.len()).collect(),
         right: group_of,
     });
+    // the masked probabilities are zeros
+    let rows: Vec<_> = (0..n)
+        .map(|i| match masked[i] {
+            true => (Vec::new(), 0.0),
+            false => (vec![(at[i], 1.0)], 0.0),
+        })
+        .collect();
+    w.ops.push(sparse_dense(name, kept.len(), &rows));
     Ok(())
 }
 

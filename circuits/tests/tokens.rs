@@ -1,5 +1,6 @@
 //! Language models over token ids (`conv_zoo/tiny_gpt`, written by `benchmarks/gpt_lm.py`):
-//! token embeddings gathered by the integer input, causal attention, next-token logits.
+//! token embeddings gathered by the integer input, causal attention (the masked scores left
+//! out of the softmax), next-token logits.
 //! Against ONNX's reference evaluator; proven; ids outside the vocabulary refused before
 //! proving and unprovable; a wrong embedding caught by the lookup argument.
 
@@ -32,6 +33,18 @@ fn a_tiny_gpt_matches_the_reference_logits() {
         })
         .collect();
     assert_eq!(tables, [24 * 8]);
+    // the causal mask's scores are left out of the softmax: 2 heads of 1 + 2 + ... + 5 kept
+    let kept: Vec<usize> = q
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            QLayer::Product { node, outputs, .. } if node.ends_with("softmax/kept") => {
+                Some(*outputs)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept, [2 * 15]);
     for x in &samples(MODEL).inputs {
         assert_eq!(
             q.quantize_input(x).unwrap(),

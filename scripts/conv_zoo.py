@@ -290,6 +290,28 @@ def zoo():
         b.concat(scaled)
         b.gemm(3, 11)
     out["products"] = graph_model("products", [1, 5], 3, 21, products, rng)
+
+    # quotients of two activations: element-wise, and by a broadcast [1, 1] denominator
+    rng = np.random.default_rng(23)
+
+    def divide(b):
+        b.gemm(4, 5)
+        num = b.cur
+        b.cur = "input"
+        b.gemm(4, 5)
+        b.op("Sigmoid")
+        den = b._node("Add", [b.cur, b._param(np.array(0.25))])
+        b.cur = num
+        b.bin("Div", den)
+        q = b.cur
+        b.cur = "input"
+        b.gemm(1, 5)
+        b.op("Softplus")
+        s = b._node("Add", [b.cur, b._param(np.array(0.5))])
+        b.cur = q
+        b.bin("Div", s)
+        b.gemm(2, 4)
+    out["divide"] = graph_model("divide", [1, 5], 2, 24, divide, rng)
     out["attention"] = attention_block("attention", seq=5, d_in=6, width=12, heads=3, ff=16,
                                        out_len=3, seed=22)
     # causal (a constant mask through Where), 2 heads of 4, the first token's features

@@ -20,7 +20,8 @@
 //! - any other element-wise function of one activation, over one node or several (GELU written
 //!   out, SiLU, softplus), is sampled into an [`Op::Elementwise`] (proven by table lookup);
 //! - `Mul` of two computed tensors is an [`Op::Product`] of the two materialized values, each
-//!   output naming the element of each factor numpy broadcasting pairs with it;
+//!   output naming the element of each factor numpy broadcasting pairs with it; `Div` of two is
+//!   the numerator times the denominator's reciprocal (an [`Op::Elementwise`] table);
 //! - consecutive dense ops are composed into one.
 //!
 //! - an `EinSum` of two computed tensors (attention's `Q·Kᵀ` and `A·V`): its multiply-accumulates
@@ -56,7 +57,7 @@ use tract_onnx::tract_core::ops::{
     source::TypedSource,
 };
 
-const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Gather/Expand/Tile/CumSum with constant indices, Where with a constant condition, ReduceMax/ReduceMin, Add/Sub/Mul/Div by constants, Mul of two activations (with broadcasting), MatMul of two activations, Softmax, LayerNormalization, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
+const SUPPORTED: &str = "VeriML supports Gemm and MatMul with constant weights, Conv, AveragePool, GlobalAveragePool, ReduceSum/ReduceMean, Pad, Slice, Concat with constants, Gather/Expand/Tile/CumSum with constant indices, Where with a constant condition, ReduceMax/ReduceMin, Add/Sub/Mul/Div by constants, Mul and Div of two activations (with broadcasting), MatMul of two activations, token embeddings (Gather of a constant matrix by integer token ids), Softmax, LayerNormalization, Relu, LeakyRelu, Clip, HardSigmoid, Max/Min with constants, MaxPool, element-wise functions of one activation (Sigmoid, Tanh, Erf, Exp, HardSwish, GELU, Softplus, ... and their compositions), Flatten, Reshape and Transpose; this operation needs its own circuit chip";
 
 /// Where an element-wise function is sampled (beyond it, extrapolated linearly) and how finely.
 const SAMPLE_RANGE: f64 = 1024.0;
@@ -76,6 +77,21 @@ const RSQRT_SEGMENTS: [f64; 11] = [
     256.0,
     1024.0,
 ];
+/// `1/v`, with the denominators within `2^-8` of zero taken as `±2^-8` (`+` at zero): a
+/// quotient by an activation that can vanish has no finite value there.
+fn reciprocal(v: f64) -> f64 {
+    const SMALLEST: f64 = 1.0 / 256.0;
+    if v.abs() < SMALLEST {
+        if v < 0.0 {
+            -1.0 / SMALLEST
+        } else {
+            1.0 / SMALLEST
+        }
+    } else {
+        1.0 / v
+    }
+}
+
 /// A softmax input that is a constant at or below this (a mask's fill value: `-1e4`, `-1e9`,
 /// the lowest float, `-inf`) has probability 0: left out of the softmax.
 const MASKED_SCORE: f32 = -1e3;
@@ -1546,6 +1562,35 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 });
                 let macs = pairs.iter().map(Vec::len).sum();
                 w.ops.push(sparse_dense(node.name.clone(), macs, &rows));
+                w.mat.insert(out, w.ops.len());
+                continue;
+            }
+            let divide = node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Div>());
+            if divide && computed.len() == 2 && computed[0].0 == 0 {
+                // a quotient of two activations: the numerator times the denominator's
+                // reciprocal (by table), broadcast like numpy
+                let (xa, xb) = (computed[0].1, computed[1].1);
+                let (sa, sb) = (concrete_shape(model, xa)?, concrete_shape(model, xb)?);
+                let so = concrete_shape(model, out)?;
+                let (left, right) = (
+                    broadcast_index(&sa, &so, &node.name)?,
+                    broadcast_index(&sb, &so, &node.name)?,
+                );
+                let va = w.value(xa)?;
+                w.ready(xb)?;
+                w.ops.push(Op::Elementwise {
+                    node: format!("{}/reciprocal", node.name),
+                    label: "Reciprocal".into(),
+                    f: sampled(reciprocal),
+                    coarser: 0,
+                });
+                let recip = w.ops.len();
+                w.ops.push(Op::Product {
+                    node: node.name.clone(),
+                    operands: (va, recip),
+                    left,
+                    right,
+                });
                 w.mat.insert(out, w.ops.len());
                 continue;
             }

@@ -10,14 +10,19 @@ use veriml_circuits::circuit::{plan_with, Fault, FaultTarget};
 use veriml_circuits::quantize::QLayer;
 use veriml_circuits::ModelCircuit;
 
-const MODELS: [&str; 2] = ["conv_zoo/products", "conv_zoo/gated"];
+const MODELS: [&str; 3] = ["conv_zoo/products", "conv_zoo/gated", "conv_zoo/divide"];
 
-/// Gating (two activations), a broadcast `[1, 1]` factor and the model input as a factor:
+/// Gating (two activations), a broadcast `[1, 1]` factor, the model input as a factor, and
+/// quotients of two activations (element-wise and by a broadcast `[1, 1]` denominator):
 /// the float graph reproduces ONNX's reference evaluator, each `Mul` is one product layer, and
 /// the quantized model stays close with the same top-1 on every sample.
 #[test]
 fn products_match_the_reference_outputs() {
-    for (model, products) in [("conv_zoo/products", 3), ("conv_zoo/gated", 1)] {
+    for (model, products) in [
+        ("conv_zoo/products", 3),
+        ("conv_zoo/gated", 1),
+        ("conv_zoo/divide", 2),
+    ] {
         let (_, compiled) = compile(model);
         let found = compiled
             .model

@@ -265,6 +265,8 @@ impl Layout {
                                 let at = push_block(&mut rows, l, o);
                                 rows[at[0]].q_mh = if i == last { 1 } else { 2 };
                                 blocks[l][o] = at;
+                                // the Horner step reads `c` where the carry does: L + 1 on
+                                rows.push(RowSpec::new(Src::Zero));
                             }
                             let page = slots.layer[lb][dims.b(b, g, j, 0)].0 / shape.weight_columns;
                             units.push((start, rows.len() - start, page));
@@ -614,9 +616,9 @@ pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
             l.outputs * (2 * value + rem) + lookup
         })
         .sum();
-    // a product row per copy of `B` of a matrix product
+    // a product row per copy of `B` of a matrix product, an empty row after each `A`
     let products: usize = (0..layers.len())
-        .filter(|&l| matches!(matmul_operand(layers, l), Some((1, _))))
+        .filter(|&l| matmul_operand(layers, l).is_some())
         .map(|l| layers[l].outputs)
         .sum();
     shape.input_rows()

@@ -21,13 +21,15 @@
 //! their equations in the running sum; the second repeats `B` once per group. Per batch, group
 //! and `j` one *unit* (rows kept together in one page):
 //!
-//! `| B_j0 | P_j0 | B_j1 | P_j1 | … | B_j(p−1) | P_j(p−1) | A_i₀j | … | A_i₁j |`
+//! `| B_j0 | P_j0 | B_j1 | P_j1 | … | B_j(p−1) | P_j(p−1) | A_i₀j | 0 | … | A_i₁j | 0 |`
 //!
 //! every value `p`, `n` of `matmul_limbs ≥ 2` bytes (`L = 2·parts` rows; the first row of a
 //! value is a full row, never a one-byte row, whose zero check would also zero its `c`). The
 //! first-phase column `c`, free on these rows, carries `u`:
 //! - Horner gate on the first row of each `A` value (`q_mh = 2`, `1` on the group's last):
-//!   `c = x + 2^β·c[+L]` (resp. `c = x`), so `c` on the first `A` row is `u_gj`;
+//!   `c = x + 2^β·c[+L+1]` (resp. `c = x`), so `c` on the first `A` row is `u_gj` (each `A`
+//!   value is followed by an empty row, so that both gates read `c` at the same rotation: one
+//!   opening fewer for the verifier);
 //! - product gate on the first row of each `B` value (`q_mp`): `a[+L] = x·c` (the product
 //!   row) and `c = c[+L+1]` (the next `B`'s first row, or after the last the first `A` row).
 //!
@@ -74,7 +76,7 @@ pub(crate) fn configure(
         let x = value(m);
         let (cur, next) = (
             m.query_advice(cc, Rotation::cur()),
-            m.query_advice(cc, Rotation(2 * np)),
+            m.query_advice(cc, Rotation(2 * np + 1)),
         );
         vec![
             last * (cur.clone() - x.clone()),
@@ -111,7 +113,7 @@ pub(crate) fn fill(layout: &Layout, shape: &ColumnShape, a: &mut [Fr], c: &mut [
     for (r, row) in layout.rows.iter().enumerate().rev() {
         match row.q_mh {
             1 => c[r] = value_at(a, r, shape),
-            2 => c[r] = value_at(a, r, shape) + step * c[r + 2 * np],
+            2 => c[r] = value_at(a, r, shape) + step * c[r + 2 * np + 1],
             _ => {}
         }
         if row.q_mp {

@@ -81,7 +81,7 @@
 //! | sponge (hashed input only) | `q_round`, `q_full`, `q_abs`, `q_dig` | see `poseidon.rs`; the input gate's `instance` is then the message column `m` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
 //! | product (products only) | `q_mul` | `x·x' + d/2 − d·(p − n) − r = 0`, factors and product in the rows below (`product.rs`) |
-//! | matmul Horner, product (matrix products only) | `q_mh = 1` / `2`, `q_mp` | `c = x` / `c = x + 2^β·c[+L]`; `a[+L] = x·c`, `c = c[+L+1]` (`matmul.rs`) |
+//! | matmul Horner, product (matrix products only) | `q_mh = 1` / `2`, `q_mp` | `c = x` / `c = x + 2^β·c[+L+1]`; `a[+L] = x·c`, `c = c[+L+1]` (`matmul.rs`) |
 //! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0`; `q_lr·p·n = 0` |
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's

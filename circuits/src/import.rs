@@ -1565,10 +1565,12 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                 w.mat.insert(out, w.ops.len());
                 continue;
             }
+            let product = node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Mul>());
             let divide = node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Div>());
-            if divide && computed.len() == 2 && computed[0].0 == 0 {
-                // a quotient of two activations: the numerator times the denominator's
-                // reciprocal (by table), broadcast like numpy
+            if (product || (divide && computed[0].0 == 0)) && computed.len() == 2 {
+                // the product of two activations, broadcast like numpy: each output reads one
+                // element of each factor; a quotient is the numerator times the denominator's
+                // reciprocal (by table)
                 let (xa, xb) = (computed[0].1, computed[1].1);
                 let (sa, sb) = (concrete_shape(model, xa)?, concrete_shape(model, xb)?);
                 let so = concrete_shape(model, out)?;
@@ -1577,35 +1579,18 @@ fn graph_from_typed(model: &Model) -> Result<Graph, CompileError> {
                     broadcast_index(&sb, &so, &node.name)?,
                 );
                 let va = w.value(xa)?;
-                w.ready(xb)?;
-                w.ops.push(Op::Elementwise {
-                    node: format!("{}/reciprocal", node.name),
-                    label: "Reciprocal".into(),
-                    f: sampled(reciprocal),
-                    coarser: 0,
-                });
-                let recip = w.ops.len();
-                w.ops.push(Op::Product {
-                    node: node.name.clone(),
-                    operands: (va, recip),
-                    left,
-                    right,
-                });
-                w.mat.insert(out, w.ops.len());
-                continue;
-            }
-            let product = node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<Mul>());
-            if product && computed.len() == 2 {
-                // the product of two activations, broadcast like numpy: each output reads one
-                // element of each factor
-                let (xa, xb) = (computed[0].1, computed[1].1);
-                let (sa, sb) = (concrete_shape(model, xa)?, concrete_shape(model, xb)?);
-                let so = concrete_shape(model, out)?;
-                let (left, right) = (
-                    broadcast_index(&sa, &so, &node.name)?,
-                    broadcast_index(&sb, &so, &node.name)?,
-                );
-                let (va, vb) = (w.value(xa)?, w.value(xb)?);
+                let vb = if divide {
+                    w.ready(xb)?;
+                    w.ops.push(Op::Elementwise {
+                        node: format!("{}/reciprocal", node.name),
+                        label: "Reciprocal".into(),
+                        f: sampled(reciprocal),
+                        coarser: 0,
+                    });
+                    w.ops.len()
+                } else {
+                    w.value(xb)?
+                };
                 w.ops.push(Op::Product {
                     node: node.name.clone(),
                     operands: (va, vb),

@@ -502,23 +502,12 @@ impl Builder<'_> {
                 (round_div_pow2(lo, shift), round_div_pow2(hi, shift))
             })
             .collect();
-        let max_abs = out.iter().map(|b| b.0.abs().max(b.1.abs())).max();
-        let out_bits = bits_for(max_abs.unwrap_or(0));
-        if out_bits > 100 {
-            return Err(CompileError::Quantization {
-                layer: self.layers.len(),
-                detail: format!("products of `{node}` need {out_bits} bits"),
-            });
-        }
-        self.layers.push(QLayer::Product {
+        self.push_rescaled(node, out, src_op, |out_bits| QLayer::Product {
             node: node.into(),
             outputs: n,
             shift,
             out_bits,
-        });
-        self.src.push(src_op);
-        self.bounds.push(out);
-        Ok(())
+        })
     }
 
     /// The two operand layers of a product or a matrix product: exact selections `a[left[o]]`
@@ -619,21 +608,33 @@ impl Builder<'_> {
                 (round_div_pow2(lo, shift), round_div_pow2(hi, shift))
             })
             .collect();
-        let max_abs = out.iter().map(|b| b.0.abs().max(b.1.abs())).max();
-        let out_bits = bits_for(max_abs.unwrap_or(0));
-        if out_bits > 100 {
-            return Err(CompileError::Quantization {
-                layer: self.layers.len(),
-                detail: format!("the matrix product `{node}` needs {out_bits} bits"),
-            });
-        }
-        self.layers.push(QLayer::MatMul {
+        self.push_rescaled(node, out, src_op, |out_bits| QLayer::MatMul {
             node: node.into(),
             dims,
             order: order.to_vec(),
             shift,
             out_bits,
-        });
+        })
+    }
+
+    /// Adds a product or matrix-product layer with the interval bounds of its outputs (refused
+    /// beyond 100 bits).
+    fn push_rescaled(
+        &mut self,
+        node: &str,
+        out: Vec<(i128, i128)>,
+        src_op: usize,
+        layer: impl FnOnce(u32) -> QLayer,
+    ) -> Result<(), CompileError> {
+        let max_abs = out.iter().map(|b| b.0.abs().max(b.1.abs())).max();
+        let out_bits = bits_for(max_abs.unwrap_or(0));
+        if out_bits > 100 {
+            return Err(CompileError::Quantization {
+                layer: self.layers.len(),
+                detail: format!("the products of `{node}` need {out_bits} bits"),
+            });
+        }
+        self.layers.push(layer(out_bits));
         self.src.push(src_op);
         self.bounds.push(out);
         Ok(())

@@ -1214,7 +1214,8 @@ fn softmax_ops(
     // probability exactly 0: they are left out (a group they would empty keeps them), and when
     // nothing else reads the scores their constants are dropped too
     let mut masked = vec![false; n];
-    let only_reader = w.model.outlet_successors(x).len() == 1;
+    let only_reader = w.model.outlet_successors(x).len() == 1
+        && !w.model.output_outlets().is_ok_and(|o| o.contains(&x));
     if let Some(Op::Dense {
         inputs,
         weights,

@@ -1307,7 +1307,7 @@ impl QuantizedModel {
                         QLayer::Product { shift, .. } => Some(*shift),
                         _ => None,
                     });
-                    if *shift < self.activation_scale_bits
+                    if *shift < self.activation_scale_bits.max(SHIFT_STEP)
                         || first_shift != Some(*shift)
                         || shift % SHIFT_STEP != 0
                         || *shift > MAX_SHIFT_BITS
@@ -1343,7 +1343,7 @@ impl QuantizedModel {
                                 .into(),
                         );
                     }
-                    if *shift < self.activation_scale_bits
+                    if *shift < self.activation_scale_bits.max(SHIFT_STEP)
                         || shift % SHIFT_STEP != 0
                         || *shift > MAX_SHIFT_BITS
                         || *out_bits == 0
@@ -1360,6 +1360,22 @@ impl QuantizedModel {
                 }
             }
             widths.push(width);
+        }
+        // an operand layer is read by its product alone (the circuit lays it out, and repeats a
+        // matrix product's second operand, for that product only)
+        for (i, layer) in self.layers.iter().enumerate() {
+            for v in layer.sources(i) {
+                let Some(op) = v.checked_sub(1) else { continue };
+                let consumer = (op + 1..=op + 2).find(|&j| {
+                    matches!(
+                        self.layers.get(j),
+                        Some(QLayer::Product { .. } | QLayer::MatMul { .. })
+                    )
+                });
+                if self.layers[op].is_operand() && consumer.is_some_and(|c| c != i) {
+                    return bad(i, format!("reads layer {op}, the operand of a product"));
+                }
+            }
         }
         if width != self.output_len() {
             return bad(

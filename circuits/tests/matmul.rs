@@ -108,7 +108,8 @@ fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
 }
 
 /// A compiled model edited so that a matrix product's output order repeats a position, its
-/// dimensions disagree with its operands, or an operand rounds, is refused with a typed error.
+/// dimensions disagree with its operands, an operand rounds, another layer reads an operand, or
+/// the product does not round (divisor 1), is refused with a typed error.
 #[test]
 fn edited_matmuls_are_refused() {
     let (_, compiled) = compile(MODEL);
@@ -127,11 +128,66 @@ fn edited_matmuls_are_refused() {
     if let QLayer::Dense { shift, .. } = &mut rounded_operand.layers[at[0] - 2] {
         *shift = 8;
     }
-    for bad in [repeated, other_dims, rounded_operand] {
-        let e = bad.validate().unwrap_err();
-        assert!(
-            matches!(e, veriml_circuits::CompileError::Quantization { .. }),
-            "{e:?}"
-        );
+    // the layer reading the context reads the scores' first operand (as wide) instead: the
+    // circuit lays operands out (and repeats a second operand) for their product only
+    let mut operand_read = q.clone();
+    let reader = (0..q.layers.len())
+        .find(|&j| j != at[1] && q.layers[j].sources(j).contains(&(at[1] + 1)))
+        .unwrap();
+    if let QLayer::Dense { sources, .. } = &mut operand_read.layers[reader] {
+        *sources = q.layers[reader]
+            .sources(reader)
+            .into_iter()
+            .map(|v| if v == at[1] + 1 { at[0] - 1 } else { v })
+            .collect();
+    }
+    assert!(q.validate().is_ok());
+    let mut no_rounding = q.clone();
+    if let QLayer::MatMul { shift, .. } = &mut no_rounding.layers[at[0]] {
+        *shift = 0;
+    }
+    no_rounding.activation_scale_bits = 0;
+    for (bad, says) in [
+        (repeated, "permutation"),
+        (other_dims, "dimensions"),
+        (rounded_operand, "select exactly"),
+        (operand_read, "operand of a product"),
+        (no_rounding, "scale or bound"),
+    ] {
+        match bad.validate().unwrap_err() {
+            veriml_circuits::CompileError::Quantization { detail, .. } => {
+                assert!(detail.contains(says), "{detail}")
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}
+
+/// digits_attn at the defaults: its `[2, 8, 8, 8]` products pack fewer than 8 rows a slot, so
+/// `B` is repeated per group, and the circuit is paged (product cells copied to their slots'
+/// pages): it proves, and a wrong product cell or carried row in a later group is rejected.
+#[test]
+fn several_groups_with_pages_prove_and_reject_cheats() {
+    let model = "digits_attn";
+    let (settings, compiled) = compile(model);
+    let shape = settings.circuit.shape;
+    assert!(shape.paged());
+    let per_slot = veriml_circuits::circuit::SLOT_BITS as usize / shape.matmul_bits;
+    assert!(per_slot < 8, "{per_slot} rows a slot");
+    let q = Arc::new(compiled.model);
+    let x = q.quantize_input(&samples(model).inputs[5]).unwrap();
+    let honest = ModelCircuit::with_input(q, shape, x).unwrap();
+    let k = settings.circuit.k;
+    assert_eq!(failures(k, &honest, honest.instances().unwrap()), None);
+    for (target, by) in [
+        (FaultTarget::MatMulProduct, "matmul product"),
+        (FaultTarget::MatMulCarry, "matmul product"),
+        (FaultTarget::MatMulHorner, "matmul horner"),
+        (FaultTarget::MatMulOutput, "ends and zeros"),
+    ] {
+        let index = 300;
+        let failed = fault_failures(k, &honest, Fault { target, index })
+            .unwrap_or_else(|| panic!("{target:?} {index} accepted"));
+        assert!(failed.contains(by), "{target:?}: {failed}");
     }
 }

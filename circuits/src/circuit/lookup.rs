@@ -4,8 +4,8 @@
 //! **Layout.** A lookup layer is a dense layer whose rounded value `z = p − n` (rows `p`, `n`,
 //! `r` as for any dense output, the remainder range-checked, and the clamp's `op`, `on` between
 //! `n` and `r`) is not read by the next layer; instead one *entry row* just above its `p`
-//! holds `y = T(clamp(z))` in `a`, and the next layer (or the output word) reads `y`. Each lookup layer has its own table, laid out after the byte
-//! table: one row per value `z` its input can take (the quantizer's interval bounds for every
+//! holds `y = T(clamp(z))` in `a`, and the next layer (or the output word) reads `y`. Each distinct table is laid out once, after the byte
+//! table (layers with identical tables share its id and rows): one row per value `z` its input can take (the quantizer's interval bounds for every
 //! input in the declared range, so every honest witness finds its entry), with the table id,
 //! `z` and `T(z)` in fixed columns `lid`, `lz`, `ly` (the verifying key commits to them).
 //!
@@ -26,8 +26,8 @@
 //!   is never one of the byte values either: `id ≥ 1` makes it a non-constant polynomial in `θ`
 //!   (probability `3·n·256/r`).
 //! - So except with probability below `2^−200` (`k ≤ 24`), every entry row holds exactly
-//!   `(id, z, T_id(z))` for its own layer's table: the *table id* is what keeps another layer's
-//!   table from answering (`FaultTarget::LookupOtherTable`), and `y` needs no range check, since
+//!   `(id, z, T_id(z))` for its own layer's table: the *table id* (one per distinct table) is
+//!   what keeps another table from answering (`FaultTarget::LookupOtherTable`), and `y` needs no range check, since
 //!   it equals a table entry, whose bound the next layer's equations are sized with.
 //!
 //! **Clamp.** A function flat beyond `±c` (sigmoid, tanh, erf, hard sigmoid: within half an

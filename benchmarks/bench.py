@@ -39,20 +39,26 @@ def models_dir():
     return shared if os.path.isdir(shared) else os.path.join(ROOT, "fixtures", "models")
 
 
-def timed(cmd, env=None):
-    """Runs cmd in a child process; returns (stdout, wall seconds, peak RSS bytes of that child)."""
+def timed(cmd, env=None, timeout=None):
+    """Runs cmd in a child process; returns (stdout, wall seconds, peak RSS bytes of that child).
+    With a timeout (seconds) the child is killed when it runs longer (a RuntimeError saying so)."""
     wrapper = (
         "import resource,subprocess,sys,time,json;t=time.perf_counter();"
-        "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
+        "lim=float(sys.argv[1]) or None;"
+        "\ntry:\n p=subprocess.run(sys.argv[2:],capture_output=True,text=True,timeout=lim)"
+        "\nexcept subprocess.TimeoutExpired:\n print(json.dumps({'rc':'timeout','wall':time.perf_counter()-t}));sys.exit(0)\n"
         "w=time.perf_counter()-t;"
         "r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*1024;"
         "sys.stderr.write(p.stderr);"
         "print(json.dumps({'rc':p.returncode,'out':p.stdout,'wall':w,'rss':r}))"
     )
-    p = subprocess.run([sys.executable, "-c", wrapper] + cmd, capture_output=True, text=True, env=env)
+    p = subprocess.run([sys.executable, "-c", wrapper, str(timeout or 0)] + cmd, capture_output=True, text=True,
+                       env=env)
     if p.returncode != 0:
         raise RuntimeError(f"wrapper failed: {p.stderr}")
     r = json.loads(p.stdout.strip().splitlines()[-1])
+    if r["rc"] == "timeout":
+        raise RuntimeError(f"timed out after {r['wall']:.0f} s")
     if r["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r['rc']}): {p.stderr[-2000:]}")
     return r["out"], r["wall"], r["rss"]
@@ -89,13 +95,13 @@ def veriml_rep(veriml, work, mdir, srs):
     return res
 
 
-def ezkl_rep(py, work, mdir):
+def ezkl_rep(py, work, mdir, timeout=None):
     step = os.path.join(ROOT, "benchmarks", "ezkl_step.py")
     res = {}
-    out, wall, rss = timed([py, step, "setup", work, mdir])
+    out, wall, rss = timed([py, step, "setup", work, mdir], timeout=timeout)
     res.update(setup_s=json.loads(out.strip().splitlines()[-1])["seconds"], setup_rss=rss,
                pk_bytes=json.loads(out.strip().splitlines()[-1])["pk_bytes"])
-    out, wall, rss = timed([py, step, "prove", work, mdir])
+    out, wall, rss = timed([py, step, "prove", work, mdir], timeout=timeout)
     j = json.loads(out.strip().splitlines()[-1])
     res.update(prove_s=j["seconds"], prove_rss=rss, proof_bytes=j["proof_bytes"])
     out, wall, rss = timed([py, step, "verify", work, mdir])
@@ -119,6 +125,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny_mlp and digits_mlp only")
     ap.add_argument("--no-ezkl", action="store_true")
     ap.add_argument("--venv", default=os.path.expanduser("~/.cache/veriml-bench-venv"))
+    ap.add_argument("--ezkl-timeout", type=float, default=0,
+                    help="seconds an EZKL step may run before it is stopped and reported as a failure (0: no limit)")
+    ap.add_argument("--veriml-compile-args", default="",
+                    help="extra arguments for `veriml compile` (e.g. \"--max-weight-columns 64\"), recorded in the results")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = ap.parse_args()
     models = ["tiny_mlp", "digits_mlp"] if args.quick else args.models.split(",")
@@ -135,25 +145,37 @@ def main():
         vdir, edir = os.path.join(base, "veriml"), os.path.join(base, "ezkl")
         os.makedirs(edir)
         onnx = os.path.join(mdir, "model.onnx")
-        out, _, _ = timed([veriml, "--json", "compile", onnx, "-d", vdir, "--input-range", "0,1"])
+        out, _, _ = timed([veriml, "--json", "compile", onnx, "-d", vdir, "--input-range", "0,1"]
+                          + args.veriml_compile_args.split())
         vinfo = json.loads(out)
         acc = json.loads(timed([veriml, "--json", "accuracy", "-d", vdir, "-s", os.path.join(mdir, "samples.json")])[0])
         # the SRS is generated once, outside the timed setup (EZKL's gen_srs is outside too)
         timed([veriml, "--json", "setup", "-d", vdir, "--insecure-dev-srs"])
         srs = os.path.join(base, "dev.srs")
         shutil.copy(os.path.join(vdir, "kzg.srs"), srs)
-        einfo = None
+        einfo, efail = None, None
+        limit = args.ezkl_timeout or None
         if py:
-            out, _, _ = timed([py, os.path.join(ROOT, "benchmarks", "ezkl_step.py"), "prepare", edir, mdir])
-            einfo = json.loads(out.strip().splitlines()[-1])
-            out, _, _ = timed([py, os.path.join(ROOT, "benchmarks", "ezkl_step.py"), "accuracy", edir, mdir])
-            einfo["accuracy"] = json.loads(out.strip().splitlines()[-1])
-        vreps, ereps, efail = [], [], None
+            step = os.path.join(ROOT, "benchmarks", "ezkl_step.py")
+            try:
+                out, _, _ = timed([py, step, "prepare", edir, mdir], timeout=limit)
+                einfo = json.loads(out.strip().splitlines()[-1])
+                out, _, _ = timed([py, step, "accuracy", edir, mdir], timeout=limit)
+                einfo["accuracy"] = json.loads(out.strip().splitlines()[-1])
+            except RuntimeError as err:
+                # its calibration records the circuit size even when the SRS or the witness fails
+                logrows = None
+                settings = os.path.join(edir, "settings.json")
+                if os.path.exists(settings):
+                    logrows = json.load(open(settings))["run_args"]["logrows"]
+                einfo = {"logrows": logrows, "accuracy": None}
+                efail = f"preparing (calibration, SRS, witness): {str(err)[-300:]}"
+        vreps, ereps = [], []
         for rep in range(args.reps):
             vreps.append(veriml_rep(veriml, vdir, mdir, srs))
             if py and not efail:
                 try:
-                    ereps.append(ezkl_rep(py, edir, mdir))
+                    ereps.append(ezkl_rep(py, edir, mdir, limit))
                 except RuntimeError as err:
                     # a failure is a result too (cifar_cnn: EZKL's setup is killed for memory)
                     killed = "failed (-9)" in str(err)
@@ -164,6 +186,7 @@ def main():
         results[m] = {
             "veriml": summarize(vreps) | {"k": vinfo["k"], "weight_columns": vinfo["weight_columns"],
                                           "pages": vinfo.get("pages", 1),
+                                          "compile_args": args.veriml_compile_args,
                                           "accuracy": acc, "reps": vreps},
             "ezkl": ({"k": einfo["logrows"], "accuracy": einfo["accuracy"], "failed": efail} if efail
                      else (summarize(ereps) | {"k": einfo["logrows"], "accuracy": einfo["accuracy"],
@@ -176,6 +199,8 @@ def main():
         "reps": args.reps,
         "ezkl_version": None if args.no_ezkl else EZKL_VERSION,
         "srs": "locally generated, insecure (both tools)",
+        "veriml_compile_args": args.veriml_compile_args,
+        "ezkl_timeout_s": args.ezkl_timeout or None,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.json"), "w") as f:
@@ -199,7 +224,8 @@ def render(meta, results):
         "",
         f"{meta['date']}, {meta['machine']}; medians of {meta['reps']} alternating repetitions; SRS: {meta['srs']}.",
         "Times are wall-clock seconds: VeriML's are whole processes (start, load keys, prove, write), EZKL's the",
-        "library call. VeriML runs its default circuit (compile with its defaults and `--input-range 0,1`).",
+        "library call. VeriML runs its default circuit (compile with its defaults and `--input-range 0,1`"
+        + (f" and `{meta['veriml_compile_args']}`" if meta.get("veriml_compile_args") else "") + ").",
         "F = weight columns (Freivalds slots) per page, P = pages of slots.",
         "",
         "| model | tool | k | setup s | prove s | verify s | proving key | proof | peak RSS | prove speed-up | RSS vs EZKL |",

@@ -93,7 +93,8 @@ fn reciprocal(v: f64) -> f64 {
 }
 
 /// A softmax input that is a constant at or below this (a mask's fill value: `-1e4`, `-1e9`,
-/// the lowest float, `-inf`) has probability 0: left out of the softmax.
+/// the lowest float) has probability 0: left out of the softmax. (`-inf` itself is not: probing
+/// the affine region with it gives NaN weights, a typed error later.)
 const MASKED_SCORE: f32 = -1e3;
 /// Bits fewer than `--lookup-bits` each rsqrt segment's table gets: a segment spans a factor 4,
 /// so 2^10 entries keep the relative error below 0.1% (at the defaults digits_attn's largest

@@ -319,6 +319,11 @@ fn compile(ui: &Ui, onnx: &Path, dir: &Path, opts: &CompileOpts) -> Result<Setti
         )?)
     })?;
     write_compiled(dir, &settings, &compiled)?;
+    if let Some(vocab) = compiled.model.vocab() {
+        ui.say(&format!(
+            "the input is token ids (vocabulary {vocab}): each id is its own 16-bit code, so --input-range does not apply; an id from {vocab} up cannot be proven"
+        ));
+    }
     Ok(settings)
 }
 

@@ -93,8 +93,7 @@ fn reciprocal(v: f64) -> f64 {
 }
 
 /// A softmax input that is a constant at or below this (a mask's fill value: `-1e4`, `-1e9`,
-/// the lowest float) has probability 0: left out of the softmax. (`-inf` itself is not: probing
-/// the affine region with it gives NaN weights, a typed error later.)
+/// the lowest float, `-inf`) has probability 0: left out of the softmax.
 const MASKED_SCORE: f32 = -1e3;
 /// Bits fewer than `--lookup-bits` each rsqrt segment's table gets: a segment spans a factor 4,
 /// so 2^10 entries keep the relative error below 0.1% (at the defaults digits_attn's largest
@@ -1224,18 +1223,22 @@ fn softmax_ops(
         ..
     }) = scores.checked_sub(1).and_then(|i| w.ops.get_mut(i))
     {
+        // a constant row (a `-inf` fill probes as NaN weights: -inf minus -inf)
         for (i, m) in masked.iter_mut().enumerate() {
-            *m = weights.row(i, *inputs).next().is_none() && bias[i] <= MASKED_SCORE;
+            *m = weights.row(i, *inputs).all(|(_, v)| v.is_nan()) && bias[i] <= MASKED_SCORE;
         }
         for g in &groups {
             if g.iter().all(|&i| masked[i]) {
                 g.iter().for_each(|&i| masked[i] = false);
             }
         }
-        if only_reader {
-            for (b, _) in bias.iter_mut().zip(&masked).filter(|(_, &m)| m) {
-                *b = 0.0;
+        if only_reader && masked.contains(&true) {
+            let mut rows = weights.rows(n, *inputs);
+            for (i, _) in masked.iter().enumerate().filter(|(_, &m)| m) {
+                rows[i].clear();
+                bias[i] = 0.0;
             }
+            *weights = Matrix::from_rows(rows, *inputs);
         }
     }
     // the unmasked scores, numbered

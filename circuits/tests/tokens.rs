@@ -83,3 +83,15 @@ fn a_tiny_gpt_proves_and_out_of_vocabulary_ids_are_refused() {
         e => panic!("{e:?}"),
     }
 }
+
+/// The same model with the causal mask's fill value `-inf` (as some exporters write it): the
+/// masked scores are left out all the same, so it compiles to the same circuit size and follows
+/// the reference logits.
+#[test]
+fn an_infinite_mask_is_left_out_like_a_finite_one() {
+    let (finite, _) = compile(MODEL);
+    let (infinite, compiled) = compile("conv_zoo/tiny_gpt_inf");
+    assert_eq!(infinite.circuit.rows_used, finite.circuit.rows_used);
+    let max_err = reference_error("conv_zoo/tiny_gpt_inf", &compiled);
+    assert!(max_err < 0.05, "{max_err}");
+}

@@ -595,39 +595,15 @@ fn fuse_dense(ops: Vec<Op>) -> Vec<Op> {
             }
             _ => false,
         };
-        let op = match op {
-            Op::Concat { node, sources } => Op::Concat {
-                node,
-                sources: sources.iter().map(|&v| map[v]).collect(),
-            },
-            Op::Product {
-                node,
-                operands: (a, b),
-                left,
-                right,
-            } => Op::Product {
-                node,
-                operands: (map[a], map[b]),
-                left,
-                right,
-            },
-            Op::MatMul {
-                node,
-                operands: (a, b),
-                left,
-                right,
-                order,
-                dims,
-            } => Op::MatMul {
-                node,
-                operands: (map[a], map[b]),
-                left,
-                right,
-                order,
-                dims,
-            },
-            op => op,
-        };
+        // the values it names, renumbered
+        let mut op = op;
+        match &mut op {
+            Op::Concat { sources, .. } => sources.iter_mut().for_each(|v| *v = map[*v]),
+            Op::Product { operands, .. } | Op::MatMul { operands, .. } => {
+                *operands = (map[operands.0], map[operands.1]);
+            }
+            _ => {}
+        }
         match (op, fusable) {
             (
                 Op::Dense {

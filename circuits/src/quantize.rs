@@ -1069,22 +1069,7 @@ impl QuantizedModel {
                     left,
                     right,
                 } => {
-                    if concat.take().is_some() {
-                        return Err(CompileError::Structure {
-                            node: node.clone(),
-                            detail: "a product reads its two operands, not a concatenation".into(),
-                        });
-                    }
-                    let value = |g: usize| {
-                        at.get(g)
-                            .copied()
-                            .flatten()
-                            .ok_or_else(|| CompileError::Structure {
-                                node: node.clone(),
-                                detail: "multiplies a value computed later or never".into(),
-                            })
-                    };
-                    let (a, b_) = (value(*ga)?, value(*gb)?);
+                    let (a, b_) = operand_values(node, (*ga, *gb), &mut concat, &at)?;
                     b.product(node, (a, b_), left, right, i)?;
                     at.push(Some(b.layers.len()));
                 }
@@ -1096,23 +1081,7 @@ impl QuantizedModel {
                     order,
                     dims,
                 } => {
-                    if concat.take().is_some() {
-                        return Err(CompileError::Structure {
-                            node: node.clone(),
-                            detail: "a matrix product reads its two operands, not a concatenation"
-                                .into(),
-                        });
-                    }
-                    let value = |g: usize| {
-                        at.get(g)
-                            .copied()
-                            .flatten()
-                            .ok_or_else(|| CompileError::Structure {
-                                node: node.clone(),
-                                detail: "multiplies a value computed later or never".into(),
-                            })
-                    };
-                    let (a, b_) = (value(*ga)?, value(*gb)?);
+                    let (a, b_) = operand_values(node, (*ga, *gb), &mut concat, &at)?;
                     b.matmul(node, (a, b_), (left, right), order, *dims, i)?;
                     at.push(Some(b.layers.len()));
                 }
@@ -1586,6 +1555,31 @@ pub fn encode_input_code(range: (f64, f64), bits: u32, v: f64) -> i64 {
 pub fn decode_input_code(range: (f64, f64), bits: u32, u: i64) -> f64 {
     let max = ((1u64 << bits) - 1) as f64;
     range.0 + (range.1 - range.0) * (u as f64 / max)
+}
+
+/// The layer values a product or matrix product multiplies (graph values `ga`, `gb`): refused
+/// when a concatenation is pending (it reads its two operands only) or a value is computed
+/// later or never.
+fn operand_values(
+    node: &str,
+    (ga, gb): (usize, usize),
+    concat: &mut Option<Vec<usize>>,
+    at: &[Option<usize>],
+) -> Result<(usize, usize), CompileError> {
+    let bad = |detail: &str| CompileError::Structure {
+        node: node.into(),
+        detail: detail.into(),
+    };
+    if concat.take().is_some() {
+        return Err(bad("a product reads its two operands, not a concatenation"));
+    }
+    let value = |g: usize| {
+        at.get(g)
+            .copied()
+            .flatten()
+            .ok_or_else(|| bad("multiplies a value computed later or never"))
+    };
+    Ok((value(ga)?, value(gb)?))
 }
 
 /// Whether `order` is empty or a permutation of `0..len`.

@@ -59,51 +59,49 @@ fn circuits() -> Vec<(ModelCircuit, u32, String)> {
         .collect()
 }
 
-/// A wrong output whose later layers and public words follow is caught by its packed equation
-/// (the end of the running sum) and by no matmul gate; a wrong product cell, a wrong carried
-/// row of `A` and a wrong Horner step each by their own gate.
+/// A wrong output whose later layers and public words follow is caught by its equation (the
+/// end of the running sum) and by no matmul gate; the compound cheats that keep the running sum
+/// closed (two units' chains of `A` changed so that their terms cancel, two carried terms of
+/// one unit likewise, a wrong output offset by `a` on a weighted chain row) each by their own
+/// gate and not by the end of the sum.
 #[test]
 fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
     for (honest, k, what) in circuits() {
         let words = honest.instances().unwrap();
         assert_eq!(failures(k, &honest, words.clone()), None, "{what}");
-        // (a Horner cell is also read by the row above it, or by the carry from the last `B`)
         for (target, by, not) in [
-            (FaultTarget::MatMulOutput, "ends and zeros", Some("matmul")),
+            (FaultTarget::MatMulOutput, "ends and zeros", "matmul"),
             (
-                FaultTarget::MatMulProduct,
-                "matmul product",
-                Some("matmul horner"),
+                FaultTarget::MatMulChain,
+                "matmul chain of A",
+                "ends and zeros",
             ),
+            (FaultTarget::MatMulCarry, "matmul carry", "ends and zeros"),
             (
-                FaultTarget::MatMulCarry,
-                "matmul product",
-                Some("matmul horner"),
+                FaultTarget::MatMulWeightRow,
+                "matmul weight row",
+                "ends and zeros",
             ),
-            (FaultTarget::MatMulHorner, "matmul horner", None),
         ] {
             for index in [0, 7, 40, 99] {
                 let failed = fault_failures(k, &honest, Fault { target, index })
                     .unwrap_or_else(|| panic!("{what}: {target:?} {index} accepted"));
                 assert!(failed.contains(by), "{what}: {target:?} {index}: {failed}");
-                if let Some(not) = not {
-                    assert!(
-                        !failed.contains(not),
-                        "{what}: {target:?} {index}: {failed}"
-                    );
-                }
+                assert!(
+                    !failed.contains(not),
+                    "{what}: {target:?} {index}: {failed}"
+                );
             }
         }
         // the public output follows wrong scores (compound cheats; one unit of a score may
         // round away before the output)
-        let follows = (75..150).any(|index| {
-            let bad = honest.clone().with_fault(Fault {
-                target: FaultTarget::MatMulOutput,
-                index,
+        for target in [FaultTarget::MatMulOutput, FaultTarget::MatMulWeightRow] {
+            let follows = (0..150).any(|index| {
+                let bad = honest.clone().with_fault(Fault { target, index });
+                bad.instances().unwrap() != words
             });
-            bad.instances().unwrap() != words
-        });
-        assert!(follows, "{what}");
+            assert!(follows, "{what}: {target:?}");
+        }
     }
 }
 
@@ -129,7 +127,7 @@ fn edited_matmuls_are_refused() {
         *shift = 8;
     }
     // the layer reading the context reads the scores' first operand (as wide) instead: the
-    // circuit lays operands out (and repeats a second operand) for their product only
+    // circuit lays operands out for their product only
     let mut operand_read = q.clone();
     let reader = (0..q.layers.len())
         .find(|&j| j != at[1] && q.layers[j].sources(j).contains(&(at[1] + 1)))
@@ -163,29 +161,28 @@ fn edited_matmuls_are_refused() {
     }
 }
 
-/// digits_attn at the defaults: its `[2, 8, 8, 8]` products pack fewer than 8 rows a slot, so
-/// `B` is repeated per group, and the circuit is paged (product cells copied to their slots'
-/// pages): it proves, and a wrong product cell or carried row in a later group is rejected.
+/// digits_attn at the defaults: its `[2, 8, 8, 8]` products in a paged circuit (the chain
+/// rows of `A` weigh `γ^σ` through the page power): it proves, and every compound cheat in a
+/// later batch is rejected by its own gate.
 #[test]
-fn several_groups_with_pages_prove_and_reject_cheats() {
+fn matmuls_in_a_paged_circuit_prove_and_reject_cheats() {
     let model = "digits_attn";
     let (settings, compiled) = compile(model);
     let shape = settings.circuit.shape;
     assert!(shape.paged());
-    let per_slot = veriml_circuits::circuit::SLOT_BITS as usize / shape.matmul_bits;
-    assert!(per_slot < 8, "{per_slot} rows a slot");
+    assert_eq!(shape.matmul_stride, 8);
     let q = Arc::new(compiled.model);
     let x = q.quantize_input(&samples(model).inputs[5]).unwrap();
     let honest = ModelCircuit::with_input(q, shape, x).unwrap();
     let k = settings.circuit.k;
     assert_eq!(failures(k, &honest, honest.instances().unwrap()), None);
     for (target, by) in [
-        (FaultTarget::MatMulProduct, "matmul product"),
-        (FaultTarget::MatMulCarry, "matmul product"),
-        (FaultTarget::MatMulHorner, "matmul horner"),
+        (FaultTarget::MatMulChain, "matmul chain of A"),
+        (FaultTarget::MatMulCarry, "matmul carry"),
+        (FaultTarget::MatMulWeightRow, "matmul weight row"),
         (FaultTarget::MatMulOutput, "ends and zeros"),
     ] {
-        let index = 300;
+        let index = 3;
         let failed = fault_failures(k, &honest, Fault { target, index })
             .unwrap_or_else(|| panic!("{target:?} {index} accepted"));
         assert!(failed.contains(by), "{target:?}: {failed}");

@@ -181,26 +181,26 @@ fn attention_block_proves_and_rejects_compound_cheats() {
             first_index(&q, layer(&q, "/context"), matmul) + 7,
             "ends and zeros",
         ),
-        // a product cell of the packed check one higher
+        // two units' chains over the query column changed so that their terms cancel
         (
-            "a wrong matmul product cell",
-            FaultTarget::MatMulProduct,
+            "a wrong chain of the queries",
+            FaultTarget::MatMulChain,
             11,
-            "matmul product",
+            "matmul chain of A",
         ),
-        // the packed query rows carried to a key element one higher, its product following
+        // two carried key terms of one unit changed so that they cancel
         (
-            "a wrong carried row",
+            "a wrong carried term",
             FaultTarget::MatMulCarry,
             4,
-            "matmul product",
+            "matmul carry",
         ),
-        // a Horner step of the packed query rows one higher
+        // a wrong score offset by `a` on a weighted chain row
         (
-            "a wrong Horner step",
-            FaultTarget::MatMulHorner,
+            "a wrong score offset on a chain row",
+            FaultTarget::MatMulWeightRow,
             2,
-            "matmul horner",
+            "matmul weight row",
         ),
     ];
     assert_caught(&honest, k, &cases);

@@ -32,8 +32,8 @@ pub struct ModelConfig {
     pub(crate) sponge: Option<SpongeColumns>,
     /// With products: the product gate's selector (`product.rs`).
     pub(crate) q_mul: Option<Column<Fixed>>,
-    /// With matrix products: the Horner and product selectors (`matmul.rs`).
-    pub(crate) q_mm: Option<(Column<Fixed>, Column<Fixed>)>,
+    /// With matrix products: the chain and carry selectors (`matmul.rs`).
+    pub(crate) q_mm: Option<matmul::MatmulColumns>,
     pub(crate) shape: ColumnShape,
 }
 
@@ -257,7 +257,7 @@ impl ModelConfig {
 
         let q_mm = shape
             .matmuls()
-            .then(|| matmul::configure(meta, a, c_, &shape));
+            .then(|| matmul::configure(meta, a, h, s, t, &w, gamma, &shape));
 
         let stride = shape.stride() as i32;
         meta.create_gate("input words", |m| {

@@ -82,13 +82,16 @@ pub enum FaultTarget {
     /// the forward pass and the public words following: only its packed equation in the
     /// running sum stops it.
     MatMulOutput,
-    /// A matrix product's product cell one higher: the matmul product gate stops it.
-    MatMulProduct,
-    /// The packed rows `u` carried to a `B` value one higher, its product cell following: the
-    /// carry constraint stops it.
+    /// The last chain cells of `A` of two units of matrix products changed so that their terms
+    /// in the running sum cancel (the carries following): only the chain gate stops it.
+    MatMulChain,
+    /// Two carry cells of one unit of a matrix product changed so that their terms in the
+    /// running sum cancel: only the carry gate stops it.
     MatMulCarry,
-    /// A Horner step of the packed rows `u` one higher: the Horner gate stops it.
-    MatMulHorner,
+    /// A matrix product's output at its batch's first slot one higher (the rest of the forward
+    /// pass and the public words following), its equation's loss made up by `a` on a chain row
+    /// of `A` (whose weight is that slot's power): only the weight-row gate stops it.
+    MatMulWeightRow,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

@@ -44,11 +44,12 @@ pub(crate) enum Src {
         l: usize,
         i: usize,
     },
-    /// The product of output `o` of matrix-product operand layer `l` (a copy of `B[b,j,k]`)
-    /// with its group's packed rows of `A` (`matmul.rs`).
-    MatProd {
+    /// A chain row of matrix product `l`'s unit `(b, j)` (`a = 0`; its `h` holds the chain,
+    /// `matmul.rs`).
+    Chain {
         l: usize,
-        o: usize,
+        b: usize,
+        j: usize,
     },
 }
 
@@ -79,11 +80,9 @@ pub(crate) struct RowSpec {
     pub(crate) q_lr: bool,
     /// The first row of a product's first factor's block: the product gate (`product.rs`).
     pub(crate) q_mul: bool,
-    /// The first row of a matrix product's `A` value: the Horner gate, 1 for the group's
-    /// last row, 2 for the others (`matmul.rs`).
-    pub(crate) q_mh: u8,
-    /// The first row of a matrix product's `B` value: the matmul product gate.
-    pub(crate) q_mp: bool,
+    /// A matrix product's chain row: `matmul::CHAIN_A_FIRST`, `CHAIN_A`, `CHAIN_B_FIRST`,
+    /// `CHAIN_B` (0 elsewhere).
+    pub(crate) mm: u8,
 }
 
 impl RowSpec {
@@ -104,8 +103,7 @@ impl RowSpec {
             ly: 0,
             q_lr: false,
             q_mul: false,
-            q_mh: 0,
-            q_mp: false,
+            mm: 0,
         }
     }
     pub(crate) fn add(&mut self, slot: usize, v: Fr) {
@@ -240,37 +238,40 @@ impl Layout {
         let mut l = 0;
         while l < layers.len() {
             if let Some((0, dims)) = matmul_operand(&layers, l) {
-                // a matrix product: per batch, group and `j` one unit, `B[b,j,k]` for every
-                // `k` each followed by its product row, then the group's rows of `A`; the
-                // products weigh in the packed slot of their column
+                // a matrix product: per batch and `j` one unit in the page of the batch's first
+                // output slot: `A`'s column, then `B`'s row, each value after its chain row
                 let (lb, ly) = (l + 1, l + 2);
                 for b in 0..dims.batch {
-                    for g in 0..dims.groups {
-                        for j in 0..dims.m {
-                            let start = rows.len();
-                            for k in 0..dims.p {
-                                let o = dims.b(b, g, j, k);
-                                let at = push_block(&mut rows, lb, o);
-                                rows[at[0]].q_mp = true;
-                                blocks[lb][o] = at;
-                                let mut prod = RowSpec::new(Src::MatProd { l: lb, o });
-                                let top = layers[ly].mat_at(&dims, b, dims.rows(g).start, k);
-                                let (slot, mu) = slots.layer[ly][top];
-                                prod.add(slot, mu);
-                                rows.push(prod);
-                            }
-                            let last = dims.rows(g).end - 1;
-                            for i in dims.rows(g) {
-                                let o = dims.a(b, i, j);
-                                let at = push_block(&mut rows, l, o);
-                                rows[at[0]].q_mh = if i == last { 1 } else { 2 };
-                                blocks[l][o] = at;
-                                // the Horner step reads `c` where the carry does: L + 1 on
-                                rows.push(RowSpec::new(Src::Zero));
-                            }
-                            let page = slots.layer[lb][dims.b(b, g, j, 0)].0 / shape.weight_columns;
-                            units.push((start, rows.len() - start, page));
+                    let base = slots.mat_base[ly][b];
+                    for j in 0..dims.m {
+                        let start = rows.len();
+                        for i in 0..dims.n {
+                            let mut chain = RowSpec::new(Src::Chain { l: ly, b, j });
+                            chain.mm = if i == 0 {
+                                matmul::CHAIN_A_FIRST
+                            } else {
+                                matmul::CHAIN_A
+                            };
+                            // `l·t = γ^σ` on the chain rows of `A`
+                            chain.add(base, Fr::one());
+                            rows.push(chain);
+                            let o = dims.a(b, i, j);
+                            blocks[l][o] = push_block(&mut rows, l, o);
                         }
+                        for k in 0..dims.p {
+                            let mut chain = RowSpec::new(Src::Chain { l: ly, b, j });
+                            chain.mm = if k == 0 {
+                                matmul::CHAIN_B_FIRST
+                            } else {
+                                matmul::CHAIN_B
+                            };
+                            // the sum gate moves the running sum here
+                            chain.q_run = 0;
+                            rows.push(chain);
+                            let o = dims.b(b, j, k);
+                            blocks[lb][o] = push_block(&mut rows, lb, o);
+                        }
+                        units.push((start, rows.len() - start, base / shape.weight_columns));
                     }
                 }
                 l += 2;
@@ -616,7 +617,7 @@ pub(crate) fn rows_of(layers: &[CLayer], shape: &ColumnShape) -> usize {
             l.outputs * (2 * value + rem) + lookup
         })
         .sum();
-    // a product row per copy of `B` of a matrix product, an empty row after each `A`
+    // a chain row before each operand value of a matrix product
     let products: usize = (0..layers.len())
         .filter(|&l| matmul_operand(layers, l).is_some())
         .map(|l| layers[l].outputs)

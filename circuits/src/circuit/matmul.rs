@@ -1,124 +1,192 @@
 //! The matrix-product chip: `y[b,i,k] = round(Σ_j A[b,i,j]·B[b,j,k] / d)` of two activations
-//! (attention's `Q·Kᵀ` and `A·V`), checked without one row per multiply-accumulate.
+//! (attention's `Q·Kᵀ` and `A·V`), checked by Freivalds' identity with random vectors on both
+//! sides: its cost is the operands and the result, not the multiply-accumulates.
 //!
 //! # The check
 //! Write `e_ik = Σ_j A_ij·B_jk + d/2 − d·(p_ik − n_ik) − r_ik` for the equation of output
-//! `(i, k)` (one batch). The equations of a *group* of `G` rows `i` and one column `k` are
-//! packed into one Freivalds slot, `β = matmul_bits` apart (`μ_i = μ·2^((i − i₀)·β)`):
+//! `(i, k)` of one batch (`n × m` times `m × p`). Each equation has a slot of its own: output
+//! `(i, k)` is slot `σ + (n − 1 − i)·S + k`, `S` (`matmul_stride`, a power of two at least every
+//! matrix product's `p`) the same for the whole circuit, `σ` the batch's first output slot.
+//! The outputs' parts are weighed in their slots like any layer's (`−d`, `+d`, `−1`, the
+//! constant `d/2`), and the running sum combines the slots with the powers of `γ`, so what the
+//! outputs leave to the matrix product is, per batch,
 //!
-//! `E_gk = Σ_i μ_i·e_ik = μ·Σ_j B_jk·u_gj − Σ_i μ_i·(d·(p_ik − n_ik) + r_ik − d/2)`,
-//! `u_gj = Σ_{i in g} 2^((i − i₀)·β)·A_ij`.
+//! `Σ_{i,k} γ^(σ + (n−1−i)·S + k) Σ_j A_ij·B_jk = Σ_j Y_j·X_j`, with
+//! `Y_j = γ^σ·Σ_i (γ^S)^(n−1−i)·A_ij` (the rows of `A` against the vector `(γ^S)^(n−1−i)`) and
+//! `X_j = Σ_k γ^k·B_jk` (the columns of `B` against `γ^k`).
 //!
-//! So the slot needs, besides the outputs' parts (fixed weights as in any layer), one *product
-//! cell* `P_gjk = B_jk·u_gj` per copy of `B` (weight `μ`), and the slots themselves are
-//! combined with powers of the running sum's challenge `γ` like every other slot: the check is
-//! Freivalds' identity with `γ`'s powers on the columns `k` and exact packing on the rows `i`.
-//! Its cost is the operands (`A` once, `B` once per group), the result, and one unchecked row
-//! per element of `B` per group: `⌈n/G⌉·m·p` rows instead of 13 per multiply-accumulate.
+//! So each `j` (a column of `A`, a row of `B`) costs a chain over `A`'s column, a chain over
+//! `B`'s row, and its products enter the running sum term by term.
 //!
 //! # Layout
 //! The two operand layers are exact selections (dense, `shift = 0`, `B` scaled by `d/2^S`),
-//! their equations in the running sum; the second repeats `B` once per group. Per batch, group
-//! and `j` one *unit* (rows kept together in one page):
+//! their equations in the running sum. Per batch and `j` one *unit* (rows kept together, in the
+//! page of `σ`):
 //!
-//! `| B_j0 | P_j0 | B_j1 | P_j1 | … | B_j(p−1) | P_j(p−1) | A_i₀j | 0 | … | A_i₁j | 0 |`
+//! `| eA | A_0j | eA | A_1j | … | eA | A_(n−1)j | eB | B_j0 | eB | B_j1 | … | eB | B_j(p−1) |`
 //!
-//! every value `p`, `n` of `matmul_limbs ≥ 2` bytes (`L = 2·parts` rows; the first row of a
-//! value is a full row, never a one-byte row, whose zero check would also zero its `c`). The
-//! first-phase column `c`, free on these rows, carries `u`:
-//! - Horner gate on the first row of each `A` value (`q_mh = 2`, `1` on the group's last):
-//!   `c = x + 2^β·c[+L+1]` (resp. `c = x`), so `c` on the first `A` row is `u_gj` (each `A`
-//!   value is followed by an empty row, so that both gates read `c` at the same rotation: one
-//!   opening fewer for the verifier);
-//! - product gate on the first row of each `B` value (`q_mp`): `a[+L] = x·c` (the product
-//!   row) and `c = c[+L+1]` (the next `B`'s first row, or after the last the first `A` row).
+//! every value its `p` and `n` parts (`L = 2·parts` rows), each preceded by one *chain row*
+//! whose `h` (second phase, free on these rows: they are not range checked) holds the chain:
+//! - `A` chain (`q_a`; `q_am` after the first): `h = l·x + γ^S·h[−(L+1)]`, `a = 0`, where `x`
+//!   is the value below (`Σ_t f_t·a[1+t] − Σ_t f_t·a[1+parts+t]`) and `l = Σ_f γ^f·w_f` the
+//!   row's weight combination: the chain rows of `A` carry the weight 1 in the column of `σ`,
+//!   so `l·t = γ^σ` (`t`, the page power, is `γ^(F·page)`), and on the last `A` row
+//!   `h = Y_j/t`;
+//! - `B` carry (`q_b`; `q_bf` on the first): `h = t·h[−(L+1)]` on the first (`t·Y_j/t`: the
+//!   last `A` chain cell is `L + 1` rows up), `h = γ·h[−(L+1)]` after, so the `k`-th holds
+//!   `γ^k·Y_j`;
+//! - `B` sum (`q_b`): `s[+1] = s + x·h`. These rows have `q_run = 0`: the running-sum gate
+//!   there only says `a·t·l = 0` (no weights), and this gate moves the sum instead.
 //!
-//! `x = Σ_t f_t·a[t] − Σ_t f_t·a[parts + t]` is the value of the block at that row. Degree 3.
+//! Four fixed columns, degree 3, one more rotation (`h` at `−(L+1)`), no new column or
+//! challenge; `γ^S` is `log₂ S` squarings. Rows: `(n + p)·(L + 1)` a unit.
 //!
 //! # Soundness
-//! The parts of every `A` and `B` value are range checked and their equations tie them to the
-//! values they select (`|x| < 2^(8·matmul_limbs)`). The Horner and carry constraints make `c`
-//! on each `B` row exactly `u_gj` (a field identity, no bound needed), and the product gate
-//! makes each product cell exactly `B_jk·u_gj`. Hence `E_gk` is, in the field, `Σ_i μ_i·e_ik`
-//! with integers `|e_ik| < 2^(β−1)` for *any* witness passing the range checks (`β` is the
-//! bound `m·(2^(8·limbs) − 1)² + d/2 + d·(2^(8·out_limbs) − 1) + d` plus a sign bit), and
-//! `G·β ≤ 252`: `|E_gk|/μ < 2^251 < r/2`, so `E_gk = 0` in the field only if it is zero as an
-//! integer, and then every `e_ik = 0` (the lowest nonzero one would leave a nonzero residue
-//! modulo `2^β`). The slot joins the running sum like any other (module documentation of
-//! `circuit`): a wrong output, a wrong product cell, a wrong carried `u` or a wrong Horner step
-//! is rejected (`tests/matmul.rs` injects each).
+//! The chain and carry gates make every chain cell a fixed function of `γ`, the page power `t`
+//! and first-phase cells (a field identity; no bound needed), so the terms `x·h` the `B` rows
+//! add are exactly `γ^(σ + (n−1−i)·S + k)·A_ij·B_jk` summed over the unit, and the running sum
+//! ends at `Σ_slots γ^slot·E_slot` plus the logarithmic-derivative terms as in any circuit, with
+//! `E_slot = e_ik` for the matrix product's slots (the module documentation of `circuit` argues
+//! that sum; the slots are distinct: `k < p ≤ S`). Every operand and output part is range
+//! checked, so `|e_ik| < 2^(β−1)` with `β = matmul_width ≤ 252 < log₂ r` for any witness that
+//! passes the byte checks: `E_slot = 0` in the field only if `e_ik = 0`, the rounded product.
+//! The chain rows of `A` carry a weight, so their `a` would add `a·γ^σ` to the sum, a free
+//! offset of the batch's first equation: the weight-row gate forces `a = 0` there. The chain
+//! rows of `B` carry none (`a` is read by nothing there). The operand values are tied to what
+//! they select by their own equations. A wrong output (its later layers following) is caught
+//! by the running sum; a chain or carry cell changed so that the sum still closes, by the chain
+//! or carry gate; a wrong output offset by `a` on a chain row, by the weight-row gate
+//! (`tests/matmul.rs` injects each).
 
-use super::config::{c, k, select};
+use super::config::{c, k};
 use super::*;
 
-/// Declares the Horner and product gates on `a` and `c`; returns their selectors `q_mh`
-/// (0, 1, 2) and `q_mp`.
+/// The matrix-product gates' fixed columns: `q_a`, `q_am` (the `A` chain, after its first
+/// row), `q_b`, `q_bf` (the `B` carry's first row).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatmulColumns {
+    pub(crate) q_a: Column<Fixed>,
+    pub(crate) q_am: Column<Fixed>,
+    pub(crate) q_b: Column<Fixed>,
+    pub(crate) q_bf: Column<Fixed>,
+}
+
+/// What a row of a matrix product's unit is (`RowSpec::mm`).
+pub(crate) const CHAIN_A_FIRST: u8 = 1;
+pub(crate) const CHAIN_A: u8 = 2;
+pub(crate) const CHAIN_B_FIRST: u8 = 3;
+pub(crate) const CHAIN_B: u8 = 4;
+
+/// `γ^S` by `log₂ S` squarings (the EVM verifier computes each product once).
+fn gamma_stride(gm: Expression<Fr>, stride: usize) -> Expression<Fr> {
+    debug_assert!(stride.is_power_of_two());
+    (0..stride.trailing_zeros()).fold(gm, |e, _| e.clone() * e)
+}
+
+/// Declares the chain, weight-row, carry and sum gates.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn configure(
     meta: &mut ConstraintSystem<Fr>,
     a: Column<Advice>,
-    cc: Column<Advice>,
+    h: Column<Advice>,
+    s: Column<Advice>,
+    t: Option<Column<Advice>>,
+    w: &[Column<Fixed>],
+    gamma: Challenge,
     shape: &ColumnShape,
-) -> (Column<Fixed>, Column<Fixed>) {
-    let (q_mh, q_mp) = (meta.fixed_column(), meta.fixed_column());
+) -> MatmulColumns {
+    let cols = MatmulColumns {
+        q_a: meta.fixed_column(),
+        q_am: meta.fixed_column(),
+        q_b: meta.fixed_column(),
+        q_bf: meta.fixed_column(),
+    };
     let parts = shape.matmul_parts();
     let np = parts.len() as i32;
-    let step = pow2(shape.matmul_bits as u32);
+    let back = Rotation(-(2 * np + 1));
+    let stride = shape.matmul_stride;
     let value = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| {
-        (0..parts.len()).fold(c(0), |acc, t| {
-            let f = k(shape.factor(&parts, t));
-            acc + (m.query_advice(a, Rotation(t as i32))
-                - m.query_advice(a, Rotation(np + t as i32)))
+        (0..parts.len()).fold(c(0), |acc, i| {
+            let f = k(shape.factor(&parts, i));
+            acc + (m.query_advice(a, Rotation(1 + i as i32))
+                - m.query_advice(a, Rotation(1 + np + i as i32)))
                 * f
         })
     };
-    meta.create_gate("matmul horner", |m| {
-        let [last, more, _] = select(m.query_fixed(q_mh, Rotation::cur()));
+    meta.create_gate("matmul chain of A", |m| {
+        let (q, more) = (
+            m.query_fixed(cols.q_a, Rotation::cur()),
+            m.query_fixed(cols.q_am, Rotation::cur()),
+        );
+        let gm = m.query_challenge(gamma);
+        // Σ_f γ^f w_f by Horner's rule, as the running sum has it
+        let mut l = m.query_fixed(*w.last().expect("w"), Rotation::cur());
+        for wc in w.iter().rev().skip(1) {
+            l = l * gm.clone() + m.query_fixed(*wc, Rotation::cur());
+        }
+        let x = value(m);
+        let (cur, prev) = (m.query_advice(h, Rotation::cur()), m.query_advice(h, back));
+        vec![q * (cur - l * x) - more * gamma_stride(gm, stride) * prev]
+    });
+    meta.create_gate("matmul weight row", |m| {
+        vec![m.query_fixed(cols.q_a, Rotation::cur()) * m.query_advice(a, Rotation::cur())]
+    });
+    meta.create_gate("matmul carry", |m| {
+        let (q, first) = (
+            m.query_fixed(cols.q_b, Rotation::cur()),
+            m.query_fixed(cols.q_bf, Rotation::cur()),
+        );
+        let gm = m.query_challenge(gamma);
+        let page = match t {
+            Some(t) => m.query_advice(t, Rotation::cur()),
+            None => c(1),
+        };
+        let (cur, prev) = (m.query_advice(h, Rotation::cur()), m.query_advice(h, back));
+        vec![q * (cur - gm.clone() * prev.clone()) + first * (gm - page) * prev]
+    });
+    meta.create_gate("matmul sum", |m| {
+        let q = m.query_fixed(cols.q_b, Rotation::cur());
         let x = value(m);
         let (cur, next) = (
-            m.query_advice(cc, Rotation::cur()),
-            m.query_advice(cc, Rotation(2 * np + 1)),
+            m.query_advice(s, Rotation::cur()),
+            m.query_advice(s, Rotation::next()),
         );
-        vec![
-            last * (cur.clone() - x.clone()),
-            more * (cur - x - next * k(step)),
-        ]
+        vec![q * (next - cur - x * m.query_advice(h, Rotation::cur()))]
     });
-    meta.create_gate("matmul product", |m| {
-        let q = m.query_fixed(q_mp, Rotation::cur());
-        let x = value(m);
-        let u = m.query_advice(cc, Rotation::cur());
-        vec![
-            q.clone() * (m.query_advice(a, Rotation(2 * np)) - x * u.clone()),
-            q * (u - m.query_advice(cc, Rotation(2 * np + 1))),
-        ]
-    });
-    (q_mh, q_mp)
+    cols
 }
 
-/// The value of the block whose first row is `r` (`p − n` of its parts).
-pub(crate) fn value_at(a: &[Fr], r: usize, shape: &ColumnShape) -> Fr {
+/// The value of the block below chain row `r` (`p − n` of its parts).
+pub(crate) fn value_below(a: &[Fr], r: usize, shape: &ColumnShape) -> Fr {
     let parts = shape.matmul_parts();
     let np = parts.len();
-    (0..np).fold(Fr::zero(), |acc, t| {
-        acc + (a[r + t] - a[r + np + t]) * shape.factor(&parts, t)
+    (0..np).fold(Fr::zero(), |acc, i| {
+        acc + (a[r + 1 + i] - a[r + 1 + np + i]) * shape.factor(&parts, i)
     })
 }
 
-/// Fills `c` on the matrix products' rows (Horner sums of `A`, the carried `u`) and their
-/// product cells, from the operands' cells (a wrong operand is followed).
-pub(crate) fn fill(layout: &Layout, shape: &ColumnShape, a: &mut [Fr], c: &mut [Fr]) {
-    let np = shape.matmul_parts().len();
-    let step = pow2(shape.matmul_bits as u32);
-    // bottom up: each gate reads below itself
-    for (r, row) in layout.rows.iter().enumerate().rev() {
-        match row.q_mh {
-            1 => c[r] = value_at(a, r, shape),
-            2 => c[r] = value_at(a, r, shape) + step * c[r + 2 * np + 1],
-            _ => {}
-        }
-        if row.q_mp {
-            c[r] = c[r + 2 * np + 1];
-            a[r + 2 * np] = value_at(a, r, shape) * c[r];
-        }
+/// Fills the chain cells `h` of the `A` rows (`side_a`) or the carries of the `B` rows, from
+/// the first-phase cells, the weight combinations `l` and the page powers `t`, top down (each
+/// reads the chain row `L + 1` above it).
+pub(crate) fn fill(
+    layout: &Layout,
+    shape: &ColumnShape,
+    a: &[Fr],
+    comb: &dyn Fn(&RowSpec) -> Fr,
+    t: &[Fr],
+    gamma: Fr,
+    side_a: bool,
+    h: &mut [Fr],
+) {
+    let back = 2 * shape.matmul_parts().len() + 1;
+    let gs = gamma.pow_vartime([shape.matmul_stride as u64]);
+    for (r, row) in layout.rows.iter().enumerate() {
+        h[r] = match (row.mm, side_a) {
+            (CHAIN_A_FIRST, true) => comb(row) * value_below(a, r, shape),
+            (CHAIN_A, true) => comb(row) * value_below(a, r, shape) + gs * h[r - back],
+            (CHAIN_B_FIRST, false) => t[r] * h[r - back],
+            (CHAIN_B, false) => gamma * h[r - back],
+            _ => continue,
+        };
     }
 }

@@ -43,14 +43,13 @@ pub struct ColumnShape {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub product_rem_limbs: usize,
     /// Bytes of each part `p`, `n` of every matrix product's operand values (the matrix-product
-    /// gates' layout, `matmul.rs`); at least 2; 0 without matrix products (and
-    /// then not written).
+    /// gates' layout, `matmul.rs`); 0 without matrix products (and then not written).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub matmul_limbs: usize,
-    /// Bits between the equations a matrix product packs into one slot (the Horner gate's
-    /// `2^matmul_bits`).
+    /// `S`: slots between the rows of a matrix product's outputs, a power of two at least every
+    /// matrix product's column count (the chain gate's `γ^S`, `matmul.rs`).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub matmul_bits: usize,
+    pub matmul_stride: usize,
 }
 
 impl Default for ColumnShape {
@@ -70,7 +69,7 @@ impl Default for ColumnShape {
             product_limbs: 0,
             product_rem_limbs: 0,
             matmul_limbs: 0,
-            matmul_bits: 0,
+            matmul_stride: 0,
         }
     }
 }
@@ -152,7 +151,7 @@ impl ColumnShape {
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
     /// constants column; with lookups, their two selectors, table id and the table's two
     /// columns; with a hashed input, the sponge's round constants and four selectors; with
-    /// products, their selector; with matrix products, their two selectors.
+    /// products, their selector; with matrix products, their four selectors.
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns
             + 6
@@ -160,9 +159,9 @@ impl ColumnShape {
             + 5 * usize::from(self.lookups())
             + 5 * usize::from(self.hashed_input)
             + usize::from(self.products())
-            + 2 * usize::from(self.matmuls())
+            + 4 * usize::from(self.matmuls())
     }
-    /// Whether the model has matrix products of two activations (their two gates).
+    /// Whether the model has matrix products of two activations (their gates).
     pub fn matmuls(&self) -> bool {
         self.matmul_limbs > 0
     }
@@ -286,7 +285,7 @@ impl ColumnShape {
             product_limbs: product_limbs(layers),
             product_rem_limbs: product_rem_limbs(layers),
             matmul_limbs: matmul_limbs(layers),
-            matmul_bits: matmul_bits(layers),
+            matmul_stride: matmul_stride(layers),
             // input codes have a multiple of 16 bits: whole rows in either layout, so the
             // range checks bound a code by exactly its largest value
             in_limbs: (model.input_bits / LIMB_BITS) as usize,
@@ -300,14 +299,23 @@ impl ColumnShape {
         shape.input_words = pk.code_words;
         shape.output_words = pk.output_words;
         shape.input_layers = pk.inputs_per_word * shape.in_parts();
-        let slots = Slots::assign(
-            layers,
-            &shape,
-            model.input_len(),
-            pk.output_words,
-            shape.padding_rows(model),
-        )?;
         let cap = max_columns.clamp(1, MAX_WEIGHT_COLUMNS);
+        let assign = |page: Option<usize>| {
+            Slots::assign(
+                layers,
+                &shape,
+                model.input_len(),
+                pk.output_words,
+                shape.padding_rows(model),
+                page,
+            )
+        };
+        // with pages, a matrix product's batch keeps its operands' equations and its first
+        // output slot in one page where it can (`Slots::assign`)
+        let mut slots = assign(None)?;
+        if slots.count > cap && shape.matmul_limbs > 0 {
+            slots = assign(Some(cap))?;
+        }
         shape.weight_columns = slots.count.min(cap);
         shape.pages = slots.count.div_ceil(shape.weight_columns);
         Ok((shape, slots))

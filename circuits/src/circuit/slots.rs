@@ -24,8 +24,8 @@ pub(crate) struct CLayer {
     /// operand layers, checked by the product gate; it has no equation of its own.
     pub(crate) product: bool,
     /// A matrix product (`matmul.rs`): `y[b,i,k] = round(Σ_j A[b,i,j]·B[b,j,k] / 2^shift)` of
-    /// its two operand layers (`A` in `(b, i, j)` order, `B` repeated for each group of rows);
-    /// its equations are packed by the group, its products checked by the matmul gates.
+    /// its two operand layers (`A` in `(b, i, j)` order, `B` in `(b, j, k)` order); one slot
+    /// an equation, its products checked by the matmul chains.
     pub(crate) matmul: Option<MatDims>,
     /// A matrix product's output at each position `(b·n + i)·p + k` (empty: the position).
     pub(crate) mat_out: Vec<usize>,
@@ -39,17 +39,13 @@ impl CLayer {
     }
 }
 
-/// The dimensions of a matrix product and how its rows are grouped: the equations of the
-/// `group` rows `i` of one group and one column `k` share a slot, `matmul_bits` apart.
+/// The dimensions of a matrix product: `batch` products of `n × m` and `m × p`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct MatDims {
     pub(crate) batch: usize,
     pub(crate) n: usize,
     pub(crate) m: usize,
     pub(crate) p: usize,
-    /// Rows of `A` a group holds (the last may hold fewer).
-    pub(crate) group: usize,
-    pub(crate) groups: usize,
 }
 
 impl MatDims {
@@ -57,23 +53,17 @@ impl MatDims {
     pub(crate) fn a(&self, b: usize, i: usize, j: usize) -> usize {
         (b * self.n + i) * self.m + j
     }
-    /// Index of `B[b,j,k]`'s copy for group `g` among the second operand's outputs.
-    pub(crate) fn b(&self, b: usize, g: usize, j: usize, k: usize) -> usize {
-        ((b * self.groups + g) * self.m + j) * self.p + k
-    }
-    /// `(b, g, j, k)` of an output of the second operand.
-    pub(crate) fn b_of(&self, o: usize) -> (usize, usize, usize, usize) {
-        let (k, rest) = (o % self.p, o / self.p);
-        let (j, rest) = (rest % self.m, rest / self.m);
-        (rest / self.groups, rest % self.groups, j, k)
+    /// Index of `B[b,j,k]` among the second operand's outputs.
+    pub(crate) fn b(&self, b: usize, j: usize, k: usize) -> usize {
+        (b * self.m + j) * self.p + k
     }
     /// Index of output `y[b,i,k]`.
     pub(crate) fn y(&self, b: usize, i: usize, k: usize) -> usize {
         (b * self.n + i) * self.p + k
     }
-    /// The rows `i` of group `g`.
-    pub(crate) fn rows(&self, g: usize) -> std::ops::Range<usize> {
-        g * self.group..((g + 1) * self.group).min(self.n)
+    /// Slots a batch's outputs span: row `i` from `(n − 1 − i)·stride`, `p` of them.
+    pub(crate) fn span(&self, stride: usize) -> usize {
+        (self.n - 1) * stride + self.p
     }
 }
 
@@ -88,6 +78,16 @@ pub(crate) fn matmul_operand(layers: &[CLayer], l: usize) -> Option<(usize, MatD
     })
 }
 
+/// Every matrix product's batches: `(layer, batch)`.
+pub(crate) fn matmul_batches(layers: &[CLayer]) -> Vec<(usize, usize)> {
+    layers
+        .iter()
+        .enumerate()
+        .filter_map(|(l, c)| c.matmul.map(|d| (l, d.batch)))
+        .flat_map(|(l, n)| (0..n).map(move |b| (l, b)))
+        .collect()
+}
+
 /// The byte count of every matrix product's operand parts (0 without matrix products).
 pub(crate) fn matmul_limbs(layers: &[CLayer]) -> usize {
     (0..layers.len())
@@ -97,12 +97,15 @@ pub(crate) fn matmul_limbs(layers: &[CLayer]) -> usize {
         .unwrap_or(0)
 }
 
-/// The bits between packed matrix-product equations (0 without): the width of the widest.
-pub(crate) fn matmul_bits(layers: &[CLayer]) -> usize {
-    (0..layers.len())
-        .map(|l| matmul_width(layers, l))
+/// `S`, the slots between the rows of a matrix product's outputs: the smallest power of two
+/// at least every matrix product's `p` (0 without matrix products).
+pub(crate) fn matmul_stride(layers: &[CLayer]) -> usize {
+    layers
+        .iter()
+        .filter_map(|l| l.matmul)
+        .map(|d| d.p.next_power_of_two())
         .max()
-        .unwrap_or(0) as usize
+        .unwrap_or(0)
 }
 
 /// The width of a matrix product's equations `e = Σ_j A_ij·B_jk + d/2 − d·(p − n) − r`: the
@@ -287,14 +290,11 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
                 limbs: limbs_for(*out_bits),
                 lookup: None,
                 product: false,
-                // the grouping is set below, once the operands' byte counts are known
                 matmul: Some(MatDims {
                     batch: *batch,
                     n: *n,
                     m: *m,
                     p: *p,
-                    group: *n,
-                    groups: 1,
                 }),
                 mat_out: {
                     let mut at = vec![0; order.len()];
@@ -345,38 +345,12 @@ pub(crate) fn circuit_layers(model: &QuantizedModel) -> Vec<CLayer> {
             out[l].limbs = product;
         }
     }
-    // the matmul gates read the operands by rotation: one byte count for all, at least two, so
-    // that the first row of a value (where the gates use `c`) is never a one-byte row (whose
-    // zero low byte also zeroes its `c`)
-    let operand = matmul_limbs(&out).max(2);
+    // the matmul gates read the operands by rotation: one byte count for all
+    let operand = matmul_limbs(&out);
     for l in 0..out.len() {
         if matmul_operand(&out, l).is_some() {
             out[l].limbs = operand;
         }
-    }
-    // rows of `A` a slot packs: as many equations as fit, in balanced groups; the second
-    // operand repeats `B` for each group (each copy is read next to that group's packed rows)
-    let bits = matmul_bits(&out).max(1);
-    for l in 0..out.len() {
-        let Some(mut dims) = out[l].matmul else {
-            continue;
-        };
-        let fit = (SLOT_BITS as usize / bits).clamp(1, dims.n);
-        dims.groups = dims.n.div_ceil(fit);
-        dims.group = dims.n.div_ceil(dims.groups);
-        out[l].matmul = Some(dims);
-        let b = &mut out[l - 1];
-        let rows: Vec<Vec<(usize, i64)>> = (0..b.outputs).map(|o| b.row(o).collect()).collect();
-        b.weights = Matrix::Sparse {
-            nonzeros: (0..dims.batch * dims.groups * dims.m * dims.p)
-                .map(|o| {
-                    let (bt, _, j, k) = dims.b_of(o);
-                    rows[(bt * dims.m + j) * dims.p + k].clone()
-                })
-                .collect(),
-        };
-        b.outputs = dims.batch * dims.groups * dims.m * dims.p;
-        b.bias = vec![0; b.outputs];
     }
     // one id per distinct table: layers with the same function table (LayerNorms' rsqrt
     // segments, softmax's exp, ...) share its rows
@@ -455,18 +429,24 @@ pub(crate) struct Slots {
     pub(crate) words: Vec<usize>,
     /// The slot and `2^offset` of `Σ (unused input slots) = 0`, if the last word has any.
     pub(crate) padding: Option<(usize, Fr)>,
+    /// Per matrix-product layer and batch: the batch's first output slot `σ` (`matmul.rs`).
+    pub(crate) mat_base: Vec<Vec<usize>>,
 }
 
 impl Slots {
     /// Packs equations greedily into slots of at most [`SLOT_BITS`] bits. An equation's width
     /// is the bound of `|e_o|` over every witness the range checks let through (not only
-    /// honest ones), plus a sign bit.
+    /// honest ones), plus a sign bit. A matrix product's outputs get a slot each, `S` apart by
+    /// row (`matmul.rs`); with pages of `page` slots, a batch whose operands' equations and
+    /// first output slot fit in one page but not in what is left of the current one starts a
+    /// new page (its units live in that page, and equations outside it cost copy rows).
     pub(crate) fn assign(
         layers: &[CLayer],
         shape: &ColumnShape,
         n_in: usize,
         output_words: usize,
         padding_rows: usize,
+        page: Option<usize>,
     ) -> Result<Self, CompileError> {
         // the width of every equation (none for a product: its gate checks it)
         let mut widths: Vec<Vec<u32>> = Vec::with_capacity(layers.len());
@@ -517,13 +497,15 @@ impl Slots {
             .iter()
             .map(|l| vec![(0, Fr::zero()); l.outputs])
             .collect();
-        let mut alloc = |bits: u32| {
-            if used + bits > SLOT_BITS {
-                count += 1;
-                used = 0;
+        let mut mat_base: Vec<Vec<usize>> = vec![Vec::new(); layers.len()];
+        // greedy packing from (slots opened, bits used in the last)
+        let pack = |count: &mut usize, used: &mut u32, bits: u32| {
+            if *used + bits > SLOT_BITS {
+                *count += 1;
+                *used = 0;
             }
-            let at = (count - 1, pow2(used));
-            used += bits;
+            let at = (*count - 1, pow2(*used));
+            *used += bits;
             at
         };
         let mut li = 0;
@@ -536,43 +518,66 @@ impl Slots {
                 continue;
             }
             if let Some((0, dims)) = matmul_operand(layers, li) {
-                // a matrix product: per group of rows and column of `B`, the unit's operand
-                // equations (`B` for every `k`, `A` for the group's rows), then per column `k`
-                // the group's packed equations, `matmul_bits` apart in one slot
-                let bits = matmul_bits(layers) as u32;
+                // a matrix product, per batch: the operands' equations (per `j`, `A`'s column
+                // and `B`'s row, as the unit lays them out), then the outputs from a fresh slot
                 let (lb, ly) = (li + 1, li + 2);
+                if matmul_width(layers, ly) > SLOT_BITS {
+                    return Err(CompileError::Quantization {
+                        layer: ly,
+                        detail: "a matrix product's equation does not fit in a slot".into(),
+                    });
+                }
+                let stride = matmul_stride(layers);
+                let operands = |b: usize| {
+                    (0..dims.m).flat_map(move |j| {
+                        (0..dims.n)
+                            .map(move |i| (li, dims.a(b, i, j)))
+                            .chain((0..dims.p).map(move |k| (lb, dims.b(b, j, k))))
+                    })
+                };
                 for b in 0..dims.batch {
-                    for g in 0..dims.groups {
-                        for j in 0..dims.m {
-                            for k in 0..dims.p {
-                                let o = dims.b(b, g, j, k);
-                                layer[lb][o] = alloc(widths[lb][o]);
+                    if let Some(f) = page {
+                        // where the batch's first output slot lands from here and from the
+                        // next page's start
+                        let lands = |mut count: usize, mut used: u32| {
+                            let first = if used + widths[li][dims.a(b, 0, 0)] > SLOT_BITS {
+                                count
+                            } else {
+                                count - 1
+                            };
+                            for (m, o) in operands(b) {
+                                pack(&mut count, &mut used, widths[m][o]);
                             }
-                            for i in dims.rows(g) {
-                                let o = dims.a(b, i, j);
-                                layer[li][o] = alloc(widths[li][o]);
-                            }
-                        }
-                        let rows = dims.rows(g);
-                        let span = bits * rows.len() as u32;
-                        if span > SLOT_BITS {
-                            return Err(CompileError::Quantization {
-                                layer: ly,
-                                detail: "a matrix product's equation does not fit in a slot".into(),
-                            });
-                        }
-                        for k in 0..dims.p {
-                            let (slot, mu) = alloc(span);
-                            for (t, i) in rows.clone().enumerate() {
-                                let o = layers[ly].mat_at(&dims, b, i, k);
-                                layer[ly][o] = (slot, mu * pow2(bits * t as u32));
-                            }
+                            (first / f, count / f)
+                        };
+                        let (from, to) = lands(count, used);
+                        let next = count.div_ceil(f) * f;
+                        if from != to && {
+                            let (f2, t2) = lands(next, SLOT_BITS);
+                            f2 == t2
+                        } {
+                            count = next;
+                            used = SLOT_BITS;
                         }
                     }
+                    for (m, o) in operands(b) {
+                        layer[m][o] = pack(&mut count, &mut used, widths[m][o]);
+                    }
+                    let base = count;
+                    count += dims.span(stride);
+                    used = SLOT_BITS;
+                    for i in 0..dims.n {
+                        for k in 0..dims.p {
+                            let o = layers[ly].mat_at(&dims, b, i, k);
+                            layer[ly][o] = (base + (dims.n - 1 - i) * stride + k, Fr::one());
+                        }
+                    }
+                    mat_base[ly].push(base);
                 }
                 li += 3;
                 continue;
             }
+            let mut alloc = |bits: u32| pack(&mut count, &mut used, bits);
             let pair = first_operand(layers, li);
             for o in packing_order(l) {
                 layer[li][o] = alloc(widths[li][o]);
@@ -600,6 +605,7 @@ impl Slots {
             layer,
             words,
             padding,
+            mat_base,
         })
     }
 }

@@ -47,13 +47,7 @@ pub(crate) fn witness(
             u[i + 1] -= 1;
         }
     }
-    // the copies of a matrix product's `B` for groups after the first are not counted: fault
-    // indices run over the compiled model's outputs
-    let copy =
-        |li: usize, o: usize| matches!(matmul_operand(layers, li), Some((1, d)) if d.b_of(o).1 > 0);
-    let total_blocks: usize = (0..layers.len())
-        .map(|li| (0..layers[li].outputs).filter(|&o| !copy(li, o)).count())
-        .sum();
+    let total_blocks: usize = layers.iter().map(|l| l.outputs).sum();
     let shifted = hit(FaultTarget::RescaleShiftQuotient, total_blocks);
     let both = hit(FaultTarget::RescaleBothParts, total_blocks);
     let total_lookups: usize = layers
@@ -76,6 +70,9 @@ pub(crate) fn witness(
         .sum();
     let wrong_matmul = hit(FaultTarget::MatMulOutput, total_matmul);
     let mut seen_matmul = 0;
+    // the output at slot `σ` of one batch (`(b, n − 1, 0)`), offset by a chain row's `a`
+    let batches = matmul_batches(layers);
+    let offset_batch = hit(FaultTarget::MatMulWeightRow, batches.len()).map(|i| batches[i]);
     // every layer value: the input codes, then each layer's output
     let mut vals: Vec<Vec<i128>> = vec![u.clone()];
     let mut blocks = Vec::with_capacity(layers.len());
@@ -98,9 +95,8 @@ pub(crate) fn witness(
                     let c = pos_of[o];
                     let (bt, i, k) = (c / (d.n * d.p), c / d.p % d.n, c % d.p);
                     let a_len = d.batch * d.n * d.m;
-                    let g = i / d.group;
                     (0..d.m).fold(l.bias[o], |acc, j| {
-                        acc + x[d.a(bt, i, j)] * x[a_len + d.b(bt, g, j, k)]
+                        acc + x[d.a(bt, i, j)] * x[a_len + d.b(bt, j, k)]
                     })
                 } else if l.product {
                     l.bias[o] + x[o] * x[l.outputs + o]
@@ -117,11 +113,17 @@ pub(crate) fn witness(
                     }
                     seen_products += 1;
                 }
-                if l.matmul.is_some() {
+                if let Some(d) = l.matmul {
                     if wrong_matmul == Some(seen_matmul) {
                         q += 1;
                     }
                     seen_matmul += 1;
+                    let c = pos_of[o];
+                    if offset_batch == Some((li, c / (d.n * d.p)))
+                        && c % (d.n * d.p) == (d.n - 1) * d.p
+                    {
+                        q += 1;
+                    }
                 }
                 if factor {
                     // a factor one higher, the product following: only its equation stops it
@@ -131,16 +133,14 @@ pub(crate) fn witness(
                     seen_factors += 1;
                 }
                 let mut extra = 0;
-                if !copy(li, o) {
-                    if shifted == Some(seen) {
-                        q += 1;
-                        r -= 1i128 << l.shift;
-                    }
-                    if both == Some(seen) {
-                        extra = 1;
-                    }
-                    seen += 1;
+                if shifted == Some(seen) {
+                    q += 1;
+                    r -= 1i128 << l.shift;
                 }
+                if both == Some(seen) {
+                    extra = 1;
+                }
+                seen += 1;
                 let (mut y, mut op, mut on) = (0, 0, 0);
                 if let Some((id, t)) = &l.lookup {
                     let c = clamp_bound(t);
@@ -261,9 +261,7 @@ pub(crate) fn first_phase(
         let v = match row.src {
             // copies are filled once every fault is in (they follow their source)
             // the products of matrix products are filled below, from the operands' cells
-            Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } | Src::MatProd { .. } => {
-                0
-            }
+            Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } | Src::Chain { .. } => 0,
             Src::One => 1,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
             Src::Block { l, o, part, t } => {
@@ -298,9 +296,6 @@ pub(crate) fn first_phase(
                 b[r] = fr_from_i128(v >> LIMB_BITS);
             }
         }
-    }
-    if shape.matmuls() {
-        matmul::fill(layout, shape, &mut a, &mut c);
     }
     let (j_in, stride, region) = (shape.input_words, shape.stride(), shape.input_rows());
     let j0 = shape.in_word_offset();
@@ -390,19 +385,7 @@ pub(crate) fn first_phase(
     let wide = shape.row_bytes == 2;
     // (target, rows it may hit, column: 0 a, 1 b, 2 c, amount)
     type Pred<'p> = Box<dyn Fn(usize, &RowSpec) -> bool + 'p>;
-    let cell_faults: [(FaultTarget, Pred, usize, Fr); 12] = [
-        (
-            FaultTarget::MatMulProduct,
-            Box::new(|_, row| matches!(row.src, Src::MatProd { .. })),
-            0,
-            one,
-        ),
-        (
-            FaultTarget::MatMulHorner,
-            Box::new(|_, row| row.q_mh == 2),
-            2,
-            one,
-        ),
+    let cell_faults: [(FaultTarget, Pred, usize, Fr); 10] = [
         (
             FaultTarget::LookupMultiplicity,
             Box::new(|_, row| matches!(row.src, Src::LTable { .. })),
@@ -479,11 +462,20 @@ pub(crate) fn first_phase(
             column[r] += amount;
         }
     }
-    if let Some(r) = pick(FaultTarget::MatMulCarry, &|_, row| row.q_mp) {
-        // `u` one higher on a `B` row, its product following
-        let np = shape.matmul_parts().len();
-        cells.c[r] += one;
-        cells.a[r + 2 * np] = matmul::value_at(&cells.a, r, shape) * cells.c[r];
+    if let Some((l, b)) = fault
+        .filter(|f| f.target == FaultTarget::MatMulWeightRow)
+        .and_then(|f| {
+            let batches = matmul_batches(&layout.layers);
+            (!batches.is_empty()).then(|| batches[f.index % batches.len()])
+        })
+    {
+        // the batch's first output one higher (the witness did it): `a = d` on a chain row of
+        // `A` adds `d·γ^σ`, what its equation lost
+        let r = rows
+            .iter()
+            .position(|row| row.src == Src::Chain { l, b, j: 0 } && row.mm == matmul::CHAIN_A_FIRST)
+            .expect("a chain row");
+        cells.a[r] += pow2(layout.layers[l].shift);
     }
     for (r, row) in rows.iter().enumerate() {
         if let Src::Copy(from) = row.src {
@@ -621,9 +613,17 @@ pub(crate) fn second_phase(
     {
         t[f.index % n] += Fr::one();
     }
+    if shape.matmuls() {
+        matmul_chains(layout, shape, cells, &comb, &t, gamma, fault, &mut h);
+    }
     let mut s = vec![Fr::zero(); n];
     s[0] = -comb(&rows[0]);
     for r in 0..n - 1 {
+        if rows[r].mm >= matmul::CHAIN_B_FIRST {
+            // a matrix product's term `x·h` (`q_run = 0` here)
+            s[r + 1] = s[r] + matmul::value_below(&cells.a, r, shape) * h[r];
+            continue;
+        }
         let mut next = s[r] + cells.a[r] * t[r] * comb(&rows[r]);
         if rows[r].checked {
             next += h[r] + g[r];
@@ -646,4 +646,68 @@ pub(crate) fn second_phase(
         s[f.index % n] += Fr::one();
     }
     [h, g, s, t]
+}
+
+/// The matrix products' chain and carry cells in `h` (`matmul.rs`), with the compound faults:
+/// the last chain cells of `A` of two units changed so that their terms still cancel (the
+/// carries following), or two carry cells of one unit changed so that their terms cancel.
+#[allow(clippy::too_many_arguments)]
+fn matmul_chains(
+    layout: &Layout,
+    shape: &ColumnShape,
+    cells: &Cells,
+    comb: &dyn Fn(&RowSpec) -> Fr,
+    t: &[Fr],
+    gamma: Fr,
+    fault: Option<Fault>,
+    h: &mut [Fr],
+) {
+    let rows = &layout.rows;
+    let a = &cells.a;
+    let back = 2 * shape.matmul_parts().len() + 1;
+    let x = |r: usize| matmul::value_below(a, r, shape);
+    let is_b = |r: usize| r < rows.len() && rows[r].mm >= matmul::CHAIN_B_FIRST;
+    matmul::fill(layout, shape, a, comb, t, gamma, true, h);
+    if let Some(f) = fault.filter(|f| f.target == FaultTarget::MatMulChain) {
+        // per unit: its last chain row of `A` and `W = t·Σ_k γ^k·B_k`, the factor of its terms
+        let units: Vec<(usize, Fr)> = (0..rows.len())
+            .filter(|&r| rows[r].mm == matmul::CHAIN_B_FIRST)
+            .map(|first| {
+                let (mut w, mut g, mut r) = (Fr::zero(), Fr::one(), first);
+                while is_b(r) && (r == first || rows[r].mm == matmul::CHAIN_B) {
+                    w += g * x(r);
+                    g *= gamma;
+                    r += back;
+                }
+                (first - back, t[first] * w)
+            })
+            .filter(|u| u.1 != Fr::zero())
+            .collect();
+        if units.len() >= 2 {
+            let (u1, u2) = (
+                units[f.index % units.len()],
+                units[(f.index + 1) % units.len()],
+            );
+            h[u1.0] += u2.1;
+            h[u2.0] -= u1.1;
+        }
+    }
+    matmul::fill(layout, shape, a, comb, t, gamma, false, h);
+    if let Some(f) = fault.filter(|f| f.target == FaultTarget::MatMulCarry) {
+        let pairs: Vec<usize> = (0..rows.len())
+            .filter(|&r| {
+                rows[r].mm == matmul::CHAIN_B
+                    && is_b(r + back)
+                    && rows[r + back].mm == matmul::CHAIN_B
+                    && x(r) != Fr::zero()
+                    && x(r + back) != Fr::zero()
+            })
+            .collect();
+        if !pairs.is_empty() {
+            let r = pairs[f.index % pairs.len()];
+            let (x1, x2) = (x(r), x(r + back));
+            h[r] += x2;
+            h[r + back] -= x1;
+        }
+    }
 }

@@ -62,8 +62,7 @@ fn circuits() -> Vec<(ModelCircuit, u32, String)> {
 /// A wrong output whose later layers and public words follow is caught by its equation (the
 /// end of the running sum) and by no matmul gate; the compound cheats that keep the running sum
 /// closed (two units' chains of `A` changed so that their terms cancel, two carried terms of
-/// one unit likewise, a wrong output offset by `a` on a weighted chain row) each by their own
-/// gate and not by the end of the sum.
+/// one unit likewise) each by their own gate and not by the end of the sum.
 #[test]
 fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
     for (honest, k, what) in circuits() {
@@ -77,11 +76,6 @@ fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
                 "ends and zeros",
             ),
             (FaultTarget::MatMulCarry, "matmul carry", "ends and zeros"),
-            (
-                FaultTarget::MatMulWeightRow,
-                "matmul weight row",
-                "ends and zeros",
-            ),
         ] {
             for index in [0, 7, 40, 99] {
                 let failed = fault_failures(k, &honest, Fault { target, index })
@@ -95,13 +89,14 @@ fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
         }
         // the public output follows wrong scores (compound cheats; one unit of a score may
         // round away before the output)
-        for target in [FaultTarget::MatMulOutput, FaultTarget::MatMulWeightRow] {
-            let follows = (0..150).any(|index| {
-                let bad = honest.clone().with_fault(Fault { target, index });
-                bad.instances().unwrap() != words
+        let follows = (75..150).any(|index| {
+            let bad = honest.clone().with_fault(Fault {
+                target: FaultTarget::MatMulOutput,
+                index,
             });
-            assert!(follows, "{what}: {target:?}");
-        }
+            bad.instances().unwrap() != words
+        });
+        assert!(follows, "{what}");
     }
 }
 
@@ -162,8 +157,8 @@ fn edited_matmuls_are_refused() {
 }
 
 /// digits_attn at the defaults: its `[2, 8, 8, 8]` products in a paged circuit (the chain
-/// rows of `A` weigh `γ^σ` through the page power): it proves, and every compound cheat in a
-/// later batch is rejected by its own gate.
+/// chains weigh `γ^σ` through the page power): it proves, and every compound cheat in a later
+/// batch is rejected by its own gate.
 #[test]
 fn matmuls_in_a_paged_circuit_prove_and_reject_cheats() {
     let model = "digits_attn";
@@ -179,7 +174,6 @@ fn matmuls_in_a_paged_circuit_prove_and_reject_cheats() {
     for (target, by) in [
         (FaultTarget::MatMulChain, "matmul chain of A"),
         (FaultTarget::MatMulCarry, "matmul carry"),
-        (FaultTarget::MatMulWeightRow, "matmul weight row"),
         (FaultTarget::MatMulOutput, "ends and zeros"),
     ] {
         let index = 3;

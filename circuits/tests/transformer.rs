@@ -195,13 +195,6 @@ fn attention_block_proves_and_rejects_compound_cheats() {
             4,
             "matmul carry",
         ),
-        // a wrong score offset by `a` on a weighted chain row
-        (
-            "a wrong score offset on a chain row",
-            FaultTarget::MatMulWeightRow,
-            2,
-            "matmul weight row",
-        ),
     ];
     assert_caught(&honest, k, &cases);
 }

@@ -88,10 +88,6 @@ pub enum FaultTarget {
     /// Two carry cells of one unit of a matrix product changed so that their terms in the
     /// running sum cancel: only the carry gate stops it.
     MatMulCarry,
-    /// A matrix product's output at its batch's first slot one higher (the rest of the forward
-    /// pass and the public words following), its equation's loss made up by `a` on a chain row
-    /// of `A` (whose weight is that slot's power): only the weight-row gate stops it.
-    MatMulWeightRow,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

@@ -252,8 +252,6 @@ impl Layout {
                             } else {
                                 matmul::CHAIN_A
                             };
-                            // `l·t = γ^σ` on the chain rows of `A`
-                            chain.add(base, Fr::one());
                             rows.push(chain);
                             let o = dims.a(b, i, j);
                             blocks[l][o] = push_block(&mut rows, l, o);
@@ -265,8 +263,11 @@ impl Layout {
                             } else {
                                 matmul::CHAIN_B
                             };
-                            // the sum gate moves the running sum here
+                            // the sum gate moves the running sum here; on the first, `t·l = γ^σ`
                             chain.q_run = 0;
+                            if k == 0 {
+                                chain.add(base, Fr::one());
+                            }
                             rows.push(chain);
                             let o = dims.b(b, j, k);
                             blocks[lb][o] = push_block(&mut rows, lb, o);

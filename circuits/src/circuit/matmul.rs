@@ -15,7 +15,7 @@
 //! `Y_j = γ^σ·Σ_i (γ^S)^(n−1−i)·A_ij` (the rows of `A` against the vector `(γ^S)^(n−1−i)`) and
 //! `X_j = Σ_k γ^k·B_jk` (the columns of `B` against `γ^k`).
 //!
-//! So each `j` (a column of `A`, a row of `B`) costs a chain over `A`'s column, a chain over
+//! So each `j` (a column of `A`, a row of `B`) costs a chain over `A`'s column, a carry over
 //! `B`'s row, and its products enter the running sum term by term.
 //!
 //! # Layout
@@ -26,52 +26,50 @@
 //! `| eA | A_0j | eA | A_1j | … | eA | A_(n−1)j | eB | B_j0 | eB | B_j1 | … | eB | B_j(p−1) |`
 //!
 //! every value its `p` and `n` parts (`L = 2·parts` rows), each preceded by one *chain row*
-//! whose `h` (second phase, free on these rows: they are not range checked) holds the chain:
-//! - `A` chain (`q_a`; `q_am` after the first): `h = l·x + γ^S·h[−(L+1)]`, `a = 0`, where `x`
-//!   is the value below (`Σ_t f_t·a[1+t] − Σ_t f_t·a[1+parts+t]`) and `l = Σ_f γ^f·w_f` the
-//!   row's weight combination: the chain rows of `A` carry the weight 1 in the column of `σ`,
-//!   so `l·t = γ^σ` (`t`, the page power, is `γ^(F·page)`), and on the last `A` row
-//!   `h = Y_j/t`;
-//! - `B` carry (`q_b`; `q_bf` on the first): `h = t·h[−(L+1)]` on the first (`t·Y_j/t`: the
-//!   last `A` chain cell is `L + 1` rows up), `h = γ·h[−(L+1)]` after, so the `k`-th holds
-//!   `γ^k·Y_j`;
+//! whose `h` (second phase, free on these rows: they are not range checked) holds the chain;
+//! `x` is the value below the chain row (`Σ_t f_t·a[1+t] − Σ_t f_t·a[1+parts+t]`):
+//! - `A` chain (`q_a`: 1 on the first, 2 after): `h = t·x + γ^S·h[−(L+1)]` (`h = t·x` on the
+//!   first), `t` the page power `γ^(F·page)`; the last holds `t·Σ_i (γ^S)^(n−1−i)·A_ij`;
+//! - `B` carry (`q_b`: 1 on the first, 2 after): `h = l·h[−(L+1)]` on the first (the last `A`
+//!   chain cell is `L + 1` rows up), `l = Σ_f γ^f·w_f` the row's weight combination: the first
+//!   chain row of `B` carries the weight 1 in the column of `σ`, so `t·l = γ^σ` and this cell
+//!   is `Y_j`; after, `h = γ·h[−(L+1)]`, so the `k`-th holds `γ^k·Y_j`;
 //! - `B` sum (`q_b`): `s[+1] = s + x·h`. These rows have `q_run = 0`: the running-sum gate
-//!   there only says `a·t·l = 0` (no weights), and this gate moves the sum instead.
+//!   there does not move the sum (this gate does) and only says `a·t·l = 0`.
 //!
-//! Four fixed columns, degree 3, one more rotation (`h` at `−(L+1)`), no new column or
-//! challenge; `γ^S` is `log₂ S` squarings. Rows: `(n + p)·(L + 1)` a unit.
+//! With `q(q − 1)` as the "after the first" indicator the two selectors take three values and
+//! stay of degree 1 where they multiply `t·x` and `l·h`: two fixed columns, degree 3, one more
+//! rotation (`h` at `−(L+1)`), no new column or challenge; `γ^S` is `log₂ S` squarings. Rows:
+//! `(n + p)·(L + 1)` a unit.
 //!
 //! # Soundness
-//! The chain and carry gates make every chain cell a fixed function of `γ`, the page power `t`
-//! and first-phase cells (a field identity; no bound needed), so the terms `x·h` the `B` rows
-//! add are exactly `γ^(σ + (n−1−i)·S + k)·A_ij·B_jk` summed over the unit, and the running sum
-//! ends at `Σ_slots γ^slot·E_slot` plus the logarithmic-derivative terms as in any circuit, with
-//! `E_slot = e_ik` for the matrix product's slots (the module documentation of `circuit` argues
-//! that sum; the slots are distinct: `k < p ≤ S`). Every operand and output part is range
-//! checked, so `|e_ik| < 2^(β−1)` with `β = matmul_width ≤ 252 < log₂ r` for any witness that
-//! passes the byte checks: `E_slot = 0` in the field only if `e_ik = 0`, the rounded product.
-//! The chain rows of `A` carry a weight, so their `a` would add `a·γ^σ` to the sum, a free
-//! offset of the batch's first equation: the weight-row gate forces `a = 0` there. The chain
-//! rows of `B` carry none (`a` is read by nothing there). The operand values are tied to what
-//! they select by their own equations. A wrong output (its later layers following) is caught
-//! by the running sum; a chain or carry cell changed so that the sum still closes, by the chain
-//! or carry gate; a wrong output offset by `a` on a chain row, by the weight-row gate
-//! (`tests/matmul.rs` injects each).
+//! The chain and carry gates make every chain cell a fixed function of `γ`, the page power `t`,
+//! the weights and first-phase cells (field identities; no bound needed), so the terms `x·h`
+//! the `B` rows add are exactly `γ^(σ + (n−1−i)·S + k)·A_ij·B_jk` summed over the unit, and
+//! the running sum ends at `Σ_slots γ^slot·E_slot` plus the logarithmic-derivative terms as in
+//! any circuit, with `E_slot = e_ik` for the matrix product's slots (the module documentation
+//! of `circuit` argues that sum; the slots are distinct: `k < p ≤ S`). Every operand and
+//! output part is range checked, so `|e_ik| < 2^(β−1)` with `β = matmul_width ≤ 252` for any
+//! witness that passes the byte checks: `E_slot = 0` in the field only if `e_ik = 0`, the
+//! rounded product. No chain row's `a` enters the sum: the chain rows of `A` have no weight,
+//! those of `B` have `q_run = 0` (and the running-sum gate makes `a·t·l = 0` there). The
+//! operand values are tied to what they select by their own equations. A wrong output (its
+//! later layers following) is caught by the running sum; a chain or carry cell changed so that
+//! the sum still closes, by the chain or carry gate (`tests/matmul.rs` injects each).
 
 use super::config::{c, k};
 use super::*;
 
-/// The matrix-product gates' fixed columns: `q_a`, `q_am` (the `A` chain, after its first
-/// row), `q_b`, `q_bf` (the `B` carry's first row).
+/// The matrix-product gates' fixed columns: `q_a` on the chain rows of `A` (1 on the first of
+/// a unit, 2 after), `q_b` on those of `B` (likewise).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatmulColumns {
     pub(crate) q_a: Column<Fixed>,
-    pub(crate) q_am: Column<Fixed>,
     pub(crate) q_b: Column<Fixed>,
-    pub(crate) q_bf: Column<Fixed>,
 }
 
-/// What a row of a matrix product's unit is (`RowSpec::mm`).
+/// What a row of a matrix product's unit is (`RowSpec::mm`): the value of `q_a` (1, 2) or of
+/// `q_b` plus 2 (3, 4).
 pub(crate) const CHAIN_A_FIRST: u8 = 1;
 pub(crate) const CHAIN_A: u8 = 2;
 pub(crate) const CHAIN_B_FIRST: u8 = 3;
@@ -83,7 +81,7 @@ fn gamma_stride(gm: Expression<Fr>, stride: usize) -> Expression<Fr> {
     (0..stride.trailing_zeros()).fold(gm, |e, _| e.clone() * e)
 }
 
-/// Declares the chain, weight-row, carry and sum gates.
+/// Declares the chain, carry and sum gates.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn configure(
     meta: &mut ConstraintSystem<Fr>,
@@ -97,9 +95,7 @@ pub(crate) fn configure(
 ) -> MatmulColumns {
     let cols = MatmulColumns {
         q_a: meta.fixed_column(),
-        q_am: meta.fixed_column(),
         q_b: meta.fixed_column(),
-        q_bf: meta.fixed_column(),
     };
     let parts = shape.matmul_parts();
     let np = parts.len() as i32;
@@ -113,36 +109,28 @@ pub(crate) fn configure(
                 * f
         })
     };
+    // q(q − 1): 2 after the first row of a chain, 0 on the first and off the chains
+    let after = |q: Expression<Fr>| q.clone() * (q - c(1));
     meta.create_gate("matmul chain of A", |m| {
-        let (q, more) = (
-            m.query_fixed(cols.q_a, Rotation::cur()),
-            m.query_fixed(cols.q_am, Rotation::cur()),
-        );
+        let q = m.query_fixed(cols.q_a, Rotation::cur());
         let gm = m.query_challenge(gamma);
-        // Σ_f γ^f w_f by Horner's rule, as the running sum has it
+        let x = match t {
+            Some(t) => m.query_advice(t, Rotation::cur()) * value(m),
+            None => value(m),
+        };
+        let (cur, prev) = (m.query_advice(h, Rotation::cur()), m.query_advice(h, back));
+        vec![q.clone() * (cur - x) - after(q) * gamma_stride(gm, stride) * prev]
+    });
+    meta.create_gate("matmul carry", |m| {
+        let q = m.query_fixed(cols.q_b, Rotation::cur());
+        let gm = m.query_challenge(gamma);
+        // Σ_f γ^f w_f by Horner's rule, as the running sum has it: γ^σ's part below the page
         let mut l = m.query_fixed(*w.last().expect("w"), Rotation::cur());
         for wc in w.iter().rev().skip(1) {
             l = l * gm.clone() + m.query_fixed(*wc, Rotation::cur());
         }
-        let x = value(m);
         let (cur, prev) = (m.query_advice(h, Rotation::cur()), m.query_advice(h, back));
-        vec![q * (cur - l * x) - more * gamma_stride(gm, stride) * prev]
-    });
-    meta.create_gate("matmul weight row", |m| {
-        vec![m.query_fixed(cols.q_a, Rotation::cur()) * m.query_advice(a, Rotation::cur())]
-    });
-    meta.create_gate("matmul carry", |m| {
-        let (q, first) = (
-            m.query_fixed(cols.q_b, Rotation::cur()),
-            m.query_fixed(cols.q_bf, Rotation::cur()),
-        );
-        let gm = m.query_challenge(gamma);
-        let page = match t {
-            Some(t) => m.query_advice(t, Rotation::cur()),
-            None => c(1),
-        };
-        let (cur, prev) = (m.query_advice(h, Rotation::cur()), m.query_advice(h, back));
-        vec![q * (cur - gm.clone() * prev.clone()) + first * (gm - page) * prev]
+        vec![q.clone() * (cur - l * prev.clone()) - after(q) * gm * prev]
     });
     meta.create_gate("matmul sum", |m| {
         let q = m.query_fixed(cols.q_b, Rotation::cur());
@@ -166,8 +154,9 @@ pub(crate) fn value_below(a: &[Fr], r: usize, shape: &ColumnShape) -> Fr {
 }
 
 /// Fills the chain cells `h` of the `A` rows (`side_a`) or the carries of the `B` rows, from
-/// the first-phase cells, the weight combinations `l` and the page powers `t`, top down (each
+/// the first-phase cells, the page powers `t` and the weight combinations `l`, top down (each
 /// reads the chain row `L + 1` above it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn fill(
     layout: &Layout,
     shape: &ColumnShape,
@@ -182,9 +171,9 @@ pub(crate) fn fill(
     let gs = gamma.pow_vartime([shape.matmul_stride as u64]);
     for (r, row) in layout.rows.iter().enumerate() {
         h[r] = match (row.mm, side_a) {
-            (CHAIN_A_FIRST, true) => comb(row) * value_below(a, r, shape),
-            (CHAIN_A, true) => comb(row) * value_below(a, r, shape) + gs * h[r - back],
-            (CHAIN_B_FIRST, false) => t[r] * h[r - back],
+            (CHAIN_A_FIRST, true) => t[r] * value_below(a, r, shape),
+            (CHAIN_A, true) => t[r] * value_below(a, r, shape) + gs * h[r - back],
+            (CHAIN_B_FIRST, false) => comb(row) * h[r - back],
             (CHAIN_B, false) => gamma * h[r - back],
             _ => continue,
         };

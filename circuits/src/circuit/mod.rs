@@ -81,7 +81,7 @@
 //! | sponge (hashed input only) | `q_round`, `q_full`, `q_abs`, `q_dig` | see `poseidon.rs`; the input gate's `instance` is then the message column `m` |
 //! | page powers (pages only) | `q_pg = 1` / `2` | `t' = t` / `t' = t·γ^F`; `t = 1` where `q_x = 2` |
 //! | product (products only) | `q_mul` | `x·x' + d/2 − d·(p − n) − r = 0`, factors and product in the rows below (`product.rs`) |
-//! | matmul chain, weight row, carry, sum (matrix products only) | `q_a`, `q_am`, `q_b`, `q_bf` | `h = l·x + q_am·γ^S·h[−L−1]`, `a = 0`; `h = γ·h[−L−1]` (`t·h[−L−1]` first); `s' = s + x·h` (`matmul.rs`) |
+//! | matmul chain, carry, sum (matrix products only) | `q_a`, `q_b` = 1 (first) / 2 | `h = t·x` / `h = t·x + γ^S·h[−L−1]`; `h = l·h[−L−1]` / `h = γ·h[−L−1]`; `s' = s + x·h` (`matmul.rs`) |
 //! | lookup (lookups only) | `q_lk` | `h·(γ + θ·lid + θ²·zc + θ³·a) = 1`, `zc = p − n − op + on` below; `op·(lz − zc) = 0`, `on·(lz + zc) = 0`; `q_lr·p·n = 0` |
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
@@ -360,20 +360,12 @@ impl Circuit<Fr> for ModelCircuit {
                 }
                 if let Some(mm) = cfg.q_mm {
                     for (r, row) in layout.rows.iter().enumerate() {
-                        let (a_side, b_side) = (
-                            matches!(row.mm, matmul::CHAIN_A_FIRST | matmul::CHAIN_A),
-                            matches!(row.mm, matmul::CHAIN_B_FIRST | matmul::CHAIN_B),
-                        );
-                        for (col, on) in [
-                            (mm.q_a, a_side),
-                            (mm.q_am, row.mm == matmul::CHAIN_A),
-                            (mm.q_b, b_side),
-                            (mm.q_bf, row.mm == matmul::CHAIN_B_FIRST),
-                        ] {
-                            if on {
-                                region.assign_fixed(col, r, Fr::one());
-                            }
-                        }
+                        let (col, v) = match row.mm {
+                            0 => continue,
+                            v @ (matmul::CHAIN_A_FIRST | matmul::CHAIN_A) => (mm.q_a, v),
+                            v => (mm.q_b, v - 2),
+                        };
+                        region.assign_fixed(col, r, Fr::from(v as u64));
                     }
                 }
                 let n = layout.rows.len();

@@ -151,7 +151,7 @@ impl ColumnShape {
     /// Fixed columns: weights and six selectors; with pages, the page selector and the
     /// constants column; with lookups, their two selectors, table id and the table's two
     /// columns; with a hashed input, the sponge's round constants and four selectors; with
-    /// products, their selector; with matrix products, their four selectors.
+    /// products, their selector; with matrix products, their two selectors.
     pub fn fixed_columns(&self) -> usize {
         self.weight_columns
             + 6
@@ -159,7 +159,7 @@ impl ColumnShape {
             + 5 * usize::from(self.lookups())
             + 5 * usize::from(self.hashed_input)
             + usize::from(self.products())
-            + 4 * usize::from(self.matmuls())
+            + 2 * usize::from(self.matmuls())
     }
     /// Whether the model has matrix products of two activations (their gates).
     pub fn matmuls(&self) -> bool {

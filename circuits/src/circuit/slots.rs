@@ -78,16 +78,6 @@ pub(crate) fn matmul_operand(layers: &[CLayer], l: usize) -> Option<(usize, MatD
     })
 }
 
-/// Every matrix product's batches: `(layer, batch)`.
-pub(crate) fn matmul_batches(layers: &[CLayer]) -> Vec<(usize, usize)> {
-    layers
-        .iter()
-        .enumerate()
-        .filter_map(|(l, c)| c.matmul.map(|d| (l, d.batch)))
-        .flat_map(|(l, n)| (0..n).map(move |b| (l, b)))
-        .collect()
-}
-
 /// The byte count of every matrix product's operand parts (0 without matrix products).
 pub(crate) fn matmul_limbs(layers: &[CLayer]) -> usize {
     (0..layers.len())

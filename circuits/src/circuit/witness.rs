@@ -70,9 +70,7 @@ pub(crate) fn witness(
         .sum();
     let wrong_matmul = hit(FaultTarget::MatMulOutput, total_matmul);
     let mut seen_matmul = 0;
-    // the output at slot `σ` of one batch (`(b, n − 1, 0)`), offset by a chain row's `a`
-    let batches = matmul_batches(layers);
-    let offset_batch = hit(FaultTarget::MatMulWeightRow, batches.len()).map(|i| batches[i]);
+
     // every layer value: the input codes, then each layer's output
     let mut vals: Vec<Vec<i128>> = vec![u.clone()];
     let mut blocks = Vec::with_capacity(layers.len());
@@ -113,17 +111,11 @@ pub(crate) fn witness(
                     }
                     seen_products += 1;
                 }
-                if let Some(d) = l.matmul {
+                if l.matmul.is_some() {
                     if wrong_matmul == Some(seen_matmul) {
                         q += 1;
                     }
                     seen_matmul += 1;
-                    let c = pos_of[o];
-                    if offset_batch == Some((li, c / (d.n * d.p)))
-                        && c % (d.n * d.p) == (d.n - 1) * d.p
-                    {
-                        q += 1;
-                    }
                 }
                 if factor {
                     // a factor one higher, the product following: only its equation stops it
@@ -462,21 +454,6 @@ pub(crate) fn first_phase(
             column[r] += amount;
         }
     }
-    if let Some((l, b)) = fault
-        .filter(|f| f.target == FaultTarget::MatMulWeightRow)
-        .and_then(|f| {
-            let batches = matmul_batches(&layout.layers);
-            (!batches.is_empty()).then(|| batches[f.index % batches.len()])
-        })
-    {
-        // the batch's first output one higher (the witness did it): `a = d` on a chain row of
-        // `A` adds `d·γ^σ`, what its equation lost
-        let r = rows
-            .iter()
-            .position(|row| row.src == Src::Chain { l, b, j: 0 } && row.mm == matmul::CHAIN_A_FIRST)
-            .expect("a chain row");
-        cells.a[r] += pow2(layout.layers[l].shift);
-    }
     for (r, row) in rows.iter().enumerate() {
         if let Src::Copy(from) = row.src {
             cells.a[r] = cells.a[from];
@@ -669,7 +646,7 @@ fn matmul_chains(
     let is_b = |r: usize| r < rows.len() && rows[r].mm >= matmul::CHAIN_B_FIRST;
     matmul::fill(layout, shape, a, comb, t, gamma, true, h);
     if let Some(f) = fault.filter(|f| f.target == FaultTarget::MatMulChain) {
-        // per unit: its last chain row of `A` and `W = t·Σ_k γ^k·B_k`, the factor of its terms
+        // per unit: its last chain row of `A` and `W = l·Σ_k γ^k·B_k`, the factor of its terms
         let units: Vec<(usize, Fr)> = (0..rows.len())
             .filter(|&r| rows[r].mm == matmul::CHAIN_B_FIRST)
             .map(|first| {
@@ -679,7 +656,7 @@ fn matmul_chains(
                     g *= gamma;
                     r += back;
                 }
-                (first - back, t[first] * w)
+                (first - back, comb(&rows[first]) * w)
             })
             .filter(|u| u.1 != Fr::zero())
             .collect();

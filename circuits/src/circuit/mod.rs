@@ -86,6 +86,9 @@
 //!
 //! With function lookups (`lookup.rs`) the running sum also adds `q_lk·h`, and the table gate's
 //! `γ + w_0` becomes `γ + w_0 + θ·lid + θ²·lz + θ³·ly` (the byte rows have zeros there).
+//! With matrix products (`matmul.rs`) the chain rows of `B` have `q_run = 0` and the
+//! matmul sum gate moves the sum there instead (`s' = s + x·h`, a product term of Freivalds'
+//! identity); the running-sum gate then only says `a·t·l = 0` on them.
 //!
 //! A ReLU output is `p` (hence `p·n = 0`); an identity output is read as `p − n` by its
 //! consumer and its public slot, so it needs no such gate.

@@ -1330,8 +1330,8 @@ impl QuantizedModel {
             }
             widths.push(width);
         }
-        // an operand layer is read by its product alone (the circuit lays it out, and repeats a
-        // matrix product's second operand, for that product only)
+        // an operand layer is read by its product alone (the circuit lays it out for that
+        // product only)
         for (i, layer) in self.layers.iter().enumerate() {
             for v in layer.sources(i) {
                 let Some(op) = v.checked_sub(1) else { continue };

@@ -82,11 +82,14 @@ pub enum FaultTarget {
     /// the forward pass and the public words following: only its packed equation in the
     /// running sum stops it.
     MatMulOutput,
-    /// The last chain cells of `A` of two units of matrix products changed so that their terms
-    /// in the running sum cancel (the carries following): only the chain gate stops it.
+    /// The first chain cell of `A` of one unit of a matrix product one higher (its chain
+    /// following) and the last of another unit's changed so that the running sum still closes
+    /// (the carries following): only the chain gate stops it (on both units' first-row and
+    /// later-row constraints).
     MatMulChain,
-    /// Two carry cells of one unit of a matrix product changed so that their terms in the
-    /// running sum cancel: only the carry gate stops it.
+    /// Two consecutive carry cells of one unit of a matrix product (the first carry among them
+    /// at index 0) changed so that their terms in the running sum cancel: only the carry gate
+    /// stops it.
     MatMulCarry,
 }
 

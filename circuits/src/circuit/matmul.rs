@@ -170,6 +170,11 @@ pub(crate) fn fill(
     let back = 2 * shape.matmul_parts().len() + 1;
     let gs = gamma.pow_vartime([shape.matmul_stride as u64]);
     for (r, row) in layout.rows.iter().enumerate() {
+        // the carry gate reads `l` as `γ^σ`'s part on the first carry and as 0 after it
+        debug_assert!(
+            row.mm == 0 || (row.mm == CHAIN_B_FIRST) == !row.w.is_empty(),
+            "chain row {r} weights"
+        );
         h[r] = match (row.mm, side_a) {
             (CHAIN_A_FIRST, true) => t[r] * value_below(a, r, shape),
             (CHAIN_A, true) => t[r] * value_below(a, r, shape) + gs * h[r - back],

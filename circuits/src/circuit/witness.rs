@@ -251,8 +251,8 @@ pub(crate) fn first_phase(
     let out_words = output_words(&layout.packing, shape, &wit.outputs);
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
-            // copies are filled once every fault is in (they follow their source)
-            // the products of matrix products are filled below, from the operands' cells
+            // copies are filled once every fault is in (they follow their source); a chain
+            // row's `a` is 0 (its `h` is second phase)
             Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } | Src::Chain { .. } => 0,
             Src::One => 1,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],
@@ -626,8 +626,9 @@ pub(crate) fn second_phase(
 }
 
 /// The matrix products' chain and carry cells in `h` (`matmul.rs`), with the compound faults:
-/// the last chain cells of `A` of two units changed so that their terms still cancel (the
-/// carries following), or two carry cells of one unit changed so that their terms cancel.
+/// the first chain cell of `A` of one unit one higher (its chain following) and the last of
+/// another changed so that the sum does not change (the carries following), or two carry cells
+/// of one unit (the first may be one) changed so that their terms cancel.
 #[allow(clippy::too_many_arguments)]
 fn matmul_chains(
     layout: &Layout,
@@ -646,8 +647,9 @@ fn matmul_chains(
     let is_b = |r: usize| r < rows.len() && rows[r].mm >= matmul::CHAIN_B_FIRST;
     matmul::fill(layout, shape, a, comb, t, gamma, true, h);
     if let Some(f) = fault.filter(|f| f.target == FaultTarget::MatMulChain) {
-        // per unit: its last chain row of `A` and `W = l·Σ_k γ^k·B_k`, the factor of its terms
-        let units: Vec<(usize, Fr)> = (0..rows.len())
+        // per unit: its first and last chain rows of `A` and `W = l·Σ_k γ^k·B_k`, the factor
+        // of its terms in the sum
+        let units: Vec<(usize, usize, Fr)> = (0..rows.len())
             .filter(|&r| rows[r].mm == matmul::CHAIN_B_FIRST)
             .map(|first| {
                 let (mut w, mut g, mut r) = (Fr::zero(), Fr::one(), first);
@@ -656,24 +658,38 @@ fn matmul_chains(
                     g *= gamma;
                     r += back;
                 }
-                (first - back, comb(&rows[first]) * w)
+                let mut top = first - back;
+                while rows[top].mm != matmul::CHAIN_A_FIRST {
+                    top -= back;
+                }
+                (top, first - back, comb(&rows[first]) * w)
             })
-            .filter(|u| u.1 != Fr::zero())
+            .filter(|u| u.2 != Fr::zero())
             .collect();
         if units.len() >= 2 {
             let (u1, u2) = (
                 units[f.index % units.len()],
                 units[(f.index + 1) % units.len()],
             );
-            h[u1.0] += u2.1;
-            h[u2.0] -= u1.1;
+            // the first cell of one unit's chain one higher, the rest of its chain following;
+            // the last cell of another unit's chain cancels the change of the sum
+            let old = h[u1.1];
+            h[u1.0] += Fr::one();
+            let gs = gamma.pow_vartime([shape.matmul_stride as u64]);
+            let mut r = u1.0 + back;
+            while r <= u1.1 {
+                h[r] = t[r] * x(r) + gs * h[r - back];
+                r += back;
+            }
+            let change = (h[u1.1] - old) * u1.2;
+            h[u2.1] -= change * u2.2.invert().unwrap_or(Fr::zero());
         }
     }
     matmul::fill(layout, shape, a, comb, t, gamma, false, h);
     if let Some(f) = fault.filter(|f| f.target == FaultTarget::MatMulCarry) {
         let pairs: Vec<usize> = (0..rows.len())
             .filter(|&r| {
-                rows[r].mm == matmul::CHAIN_B
+                matches!(rows[r].mm, matmul::CHAIN_B_FIRST | matmul::CHAIN_B)
                     && is_b(r + back)
                     && rows[r + back].mm == matmul::CHAIN_B
                     && x(r) != Fr::zero()

@@ -172,7 +172,7 @@ pub(crate) fn fill(
     for (r, row) in layout.rows.iter().enumerate() {
         // the carry gate reads `l` as `γ^σ`'s part on the first carry and as 0 after it
         debug_assert!(
-            row.mm == 0 || (row.mm == CHAIN_B_FIRST) == !row.w.is_empty(),
+            row.mm == 0 || (row.mm == CHAIN_B_FIRST) != row.w.is_empty(),
             "chain row {r} weights"
         );
         h[r] = match (row.mm, side_a) {

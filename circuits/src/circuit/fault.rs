@@ -79,8 +79,8 @@ pub enum FaultTarget {
     /// following: only the factor's equation in the running sum stops it.
     ProductFactor,
     /// A matrix product's output one above its rounded value (remainder unchanged), the rest of
-    /// the forward pass and the public words following: only its packed equation in the
-    /// running sum stops it.
+    /// the forward pass and the public words following: only its equation in the running sum
+    /// stops it.
     MatMulOutput,
     /// The first chain cell of `A` of one unit of a matrix product one higher (its chain
     /// following) and the last of another unit's changed so that the running sum still closes

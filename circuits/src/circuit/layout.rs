@@ -44,8 +44,8 @@ pub(crate) enum Src {
         l: usize,
         i: usize,
     },
-    /// A chain row of matrix product `l`'s unit `(b, j)` (`a = 0`; its `h` holds the chain,
-    /// `matmul.rs`).
+    /// A chain row of matrix product `l`'s unit `(b, j)` (`a = 0`, read by nothing; its `h`
+    /// holds the chain, `matmul.rs`).
     Chain {
         l: usize,
         b: usize,

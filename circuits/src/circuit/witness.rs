@@ -70,7 +70,6 @@ pub(crate) fn witness(
         .sum();
     let wrong_matmul = hit(FaultTarget::MatMulOutput, total_matmul);
     let mut seen_matmul = 0;
-
     // every layer value: the input codes, then each layer's output
     let mut vals: Vec<Vec<i128>> = vec![u.clone()];
     let mut blocks = Vec::with_capacity(layers.len());
@@ -251,8 +250,8 @@ pub(crate) fn first_phase(
     let out_words = output_words(&layout.packing, shape, &wit.outputs);
     for (r, row) in rows.iter().enumerate() {
         let v = match row.src {
-            // copies are filled once every fault is in (they follow their source); a chain
-            // row's `a` is 0 (its `h` is second phase)
+            // copies are filled once every fault is in (they follow their source); nothing
+            // reads a chain row's `a` (its `h` is second phase)
             Src::Zero | Src::Table(_) | Src::Copy(_) | Src::LTable { .. } | Src::Chain { .. } => 0,
             Src::One => 1,
             Src::Input { i, t } => split(wit.u[i], &in_bits)[t],

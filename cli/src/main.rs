@@ -223,6 +223,51 @@ enum Cmd {
         #[arg(short = 'd', long = "dir", default_value = "veriml-example")]
         dir: PathBuf,
     },
+    /// The model catalogue: which model id runs where (an open model's artifact folder, or a
+    /// closed model behind the TEE runner). The gateway serves the models it lists
+    Models {
+        /// The catalogue file (created by the first `add`).
+        #[arg(long, env = "VERIML_CATALOGUE", default_value = "veriml-models.json")]
+        catalogue: PathBuf,
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Add a model: `--dir` for an open model (a folder `compile` and `setup` wrote; its keys
+    /// must match its settings), or `--provider`, `--provider-model`, `--runner` and
+    /// `--measurement` for a closed model
+    Add {
+        /// Model id: 1-64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+        id: String,
+        /// Open model: its artifact folder.
+        #[arg(short = 'd', long, conflicts_with_all = ["provider", "provider_model", "runner", "measurement"])]
+        dir: Option<PathBuf>,
+        /// Closed model: base URL of the provider's OpenAI-compatible API.
+        #[arg(long, requires_all = ["provider_model", "runner", "measurement"])]
+        provider: Option<String>,
+        /// Closed model: the model name the provider knows.
+        #[arg(long)]
+        provider_model: Option<String>,
+        /// Closed model: URL of the TEE runner.
+        #[arg(long)]
+        runner: Option<String>,
+        /// Closed model: an SEV-SNP launch measurement (hex, 48 bytes) the runner may attest
+        /// to; repeat for several.
+        #[arg(long)]
+        measurement: Vec<String>,
+        /// Replace an entry with the same id instead of refusing.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the models.
+    List,
+    /// Show one model's entry; for an open model, check that its folder still holds it.
+    Show { id: String },
+    /// Remove a model.
+    Remove { id: String },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -1079,6 +1124,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Deploy { dir, chain, opts } => {
             onchain::deploy(&ui, &dir.dir, &chain, &opts, cli.allow_insecure_srs)?
         }
+        Cmd::Models { catalogue, cmd } => models(&ui, &catalogue, cmd)?,
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
             artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;
@@ -1121,6 +1167,90 @@ fn run(cli: Cli) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+fn models(ui: &Ui, path: &Path, cmd: ModelsCmd) -> Result<serde_json::Value> {
+    use veriml_gateway::{Catalogue, ClosedModel, Entry, OpenModel};
+    let mut c = Catalogue::load(path)?;
+    let summary = |id: &str, e: &Entry| match e {
+        Entry::Open(m) => format!(
+            "{id}: open, {} in {} (k = {}{})",
+            m.model_name,
+            m.dir.display(),
+            m.k,
+            m.onchain.as_ref().map_or(String::new(), |o| format!(
+                ", verifier {} on chain {}",
+                o.verifier, o.chain_id
+            ))
+        ),
+        Entry::Closed(m) => format!(
+            "{id}: closed, {} at {} through {} ({} measurement(s))",
+            m.provider_model,
+            m.provider,
+            m.runner,
+            m.measurements.len()
+        ),
+    };
+    Ok(match cmd {
+        ModelsCmd::Add {
+            id,
+            dir,
+            provider,
+            provider_model,
+            runner,
+            measurement,
+            replace,
+        } => {
+            let entry = match (dir, provider) {
+                (Some(dir), _) => Entry::Open(OpenModel::from_folder(&dir)?),
+                (None, Some(provider)) => Entry::Closed(ClosedModel::new(
+                    &provider,
+                    provider_model.as_deref().unwrap_or_default(),
+                    runner.as_deref().unwrap_or_default(),
+                    &measurement,
+                )?),
+                (None, None) => bail!(
+                    "give --dir for an open model, or --provider, --provider-model, --runner and \
+                     --measurement for a closed model"
+                ),
+            };
+            c.add(&id, entry.clone(), replace)?;
+            c.save(path)?;
+            ui.say(&format!(
+                "added {} to {}",
+                summary(&id, &entry),
+                path.display()
+            ));
+            json!({"added": id, "entry": entry})
+        }
+        ModelsCmd::List => {
+            if c.models.is_empty() {
+                ui.say(&format!("no models in {}", path.display()));
+            }
+            for (id, e) in &c.models {
+                ui.say(&summary(id, e));
+            }
+            json!({"models": c.models})
+        }
+        ModelsCmd::Show { id } => {
+            let e = c.get(&id)?;
+            let folder = match e {
+                Entry::Open(m) => Some(m.check().map_err(|e| e.to_string())),
+                Entry::Closed(_) => None,
+            };
+            ui.say(&serde_json::to_string_pretty(e)?);
+            if let Some(Err(problem)) = &folder {
+                ui.say(&format!("WARNING: {problem}"));
+            }
+            json!({"id": id, "entry": e, "folder_ok": folder.map(|r| r.is_ok())})
+        }
+        ModelsCmd::Remove { id } => {
+            let e = c.remove(&id)?;
+            c.save(path)?;
+            ui.say(&format!("removed {}", summary(&id, &e)));
+            json!({"removed": id})
+        }
+    })
 }
 
 /// A build with the `asm` feature runs ADX and BMI2 instructions in every field multiplication:

@@ -497,6 +497,87 @@ fn example_runs_end_to_end() {
     let v = json(&veriml(&["--json", "example", "-d", s(&ex)]));
     assert_eq!(v["verify"]["verified"], true);
     assert!(v["predicted_class"].as_u64().unwrap() < 10);
+    models_catalogue(dir.path(), &ex);
+}
+
+/// `veriml models`: the example's folder as an open model and a closed model, listed, shown,
+/// removed; a folder changed after it was added is flagged; bad requests are named.
+fn models_catalogue(d: &Path, ex: &Path) {
+    let cat = d.join("models.json");
+    let models = |args: &[&str]| {
+        let mut all = vec!["--json", "models", "--catalogue", s(&cat)];
+        all.extend_from_slice(args);
+        veriml(&all)
+    };
+    let added = json(&models(&["add", "digits", "--dir", s(ex)]));
+    assert_eq!(added["entry"]["kind"], "open");
+    assert_eq!(added["entry"]["model_name"], "digits_mlp");
+    let m = "ab".repeat(48);
+    json(&models(&[
+        "add",
+        "chat",
+        "--provider",
+        "http://127.0.0.1:9/v1",
+        "--provider-model",
+        "chat-large",
+        "--runner",
+        "http://127.0.0.1:8443",
+        "--measurement",
+        &m,
+    ]));
+    let list = json(&models(&["list"]));
+    let ids: Vec<&String> = list["models"].as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["chat", "digits"]);
+    assert_eq!(list["models"]["chat"]["measurements"][0], m.as_str());
+    let shown = json(&models(&["show", "digits"]));
+    assert_eq!(shown["folder_ok"], true);
+    // refused, by name: a second `digits`, an unknown id, a bad id, an add without a kind, a
+    // folder without keys, a short measurement
+    for (args, says) in [
+        (
+            vec!["add", "digits", "--dir", s(ex)],
+            "already in the catalogue",
+        ),
+        (vec!["show", "nope"], "`nope` is not in the catalogue"),
+        (vec!["add", "bad id", "--dir", s(ex)], "only letters"),
+        (vec!["add", "x"], "give --dir for an open model"),
+        (vec!["add", "x", "--dir", s(d)], "settings.json"),
+        (
+            vec![
+                "add",
+                "x",
+                "--provider",
+                "https://p",
+                "--provider-model",
+                "m",
+                "--runner",
+                "https://r",
+                "--measurement",
+                "abcd",
+            ],
+            "2 bytes, not 48",
+        ),
+    ] {
+        let out = models(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(says), "{args:?}: {text}");
+    }
+    // the folder recompiled with another input range: `show` says it no longer holds the model
+    json(&veriml(&[
+        "--json",
+        "compile",
+        s(&ex.join("digits_mlp.onnx")),
+        "-d",
+        s(ex),
+        "--input-range",
+        "-1,1",
+    ]));
+    let shown = json(&models(&["show", "digits"]));
+    assert_eq!(shown["folder_ok"], false);
+    json(&models(&["remove", "digits"]));
+    let list = json(&models(&["list"]));
+    assert_eq!(list["models"].as_object().unwrap().len(), 1);
 }
 
 #[test]

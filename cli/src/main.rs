@@ -224,7 +224,7 @@ enum Cmd {
         dir: PathBuf,
     },
     /// The model catalogue: which model id runs where (an open model's artifact folder, or a
-    /// closed model behind the TEE runner). The gateway serves the models it lists
+    /// closed model behind the TEE runner)
     Models {
         /// The catalogue file (created by the first `add`).
         #[arg(long, env = "VERIML_CATALOGUE", default_value = "veriml-models.json")]

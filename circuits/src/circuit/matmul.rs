@@ -33,7 +33,8 @@
 //! - `B` carry (`q_b`: 1 on the first, 2 after): `h = l·h[−(L+1)]` on the first (the last `A`
 //!   chain cell is `L + 1` rows up), `l = Σ_f γ^f·w_f` the row's weight combination: the first
 //!   chain row of `B` carries the weight 1 in the column of `σ`, so `t·l = γ^σ` and this cell
-//!   is `Y_j`; after, `h = γ·h[−(L+1)]`, so the `k`-th holds `γ^k·Y_j`;
+//!   is `Y_j`; after, `h = γ·h[−(L+1)]` (the gate reads `(l + γ)·h[−(L+1)]`, and those rows
+//!   carry no weight: `l = 0`), so the `k`-th holds `γ^k·Y_j`;
 //! - `B` sum (`q_b`): `s[+1] = s + x·h`. These rows have `q_run = 0`: the running-sum gate
 //!   there does not move the sum (this gate does) and only says `a·t·l = 0`.
 //!

@@ -268,6 +268,21 @@ enum ModelsCmd {
     Show { id: String },
     /// Remove a model.
     Remove { id: String },
+    /// Write the inference receipt of an open model's proof (its input and output hashes as
+    /// the registries compute them, its output, the proof file as evidence)
+    Receipt {
+        id: String,
+        /// The proof file (`veriml prove` wrote it).
+        #[arg(long)]
+        proof: PathBuf,
+        /// Where to write the receipt.
+        #[arg(short = 'o', long, default_value = "receipt.json")]
+        output: PathBuf,
+    },
+    /// Check an inference receipt without a chain: its hashes against its evidence, and the
+    /// evidence against the model's entry (the proof against the open model's keys; the TEE
+    /// receipt's signature and model name for a closed model)
+    Check { receipt: PathBuf },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -1124,7 +1139,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Deploy { dir, chain, opts } => {
             onchain::deploy(&ui, &dir.dir, &chain, &opts, cli.allow_insecure_srs)?
         }
-        Cmd::Models { catalogue, cmd } => models(&ui, &catalogue, cmd)?,
+        Cmd::Models { catalogue, cmd } => models(&ui, &catalogue, cmd, cli.allow_insecure_srs)?,
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");
             artifacts::write_atomic(&onnx, EXAMPLE_ONNX)?;
@@ -1169,7 +1184,7 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn models(ui: &Ui, path: &Path, cmd: ModelsCmd) -> Result<serde_json::Value> {
+fn models(ui: &Ui, path: &Path, cmd: ModelsCmd, allow_insecure: bool) -> Result<serde_json::Value> {
     use veriml_gateway::{Catalogue, ClosedModel, Entry, OpenModel};
     let mut c = Catalogue::load(path)?;
     let summary = |id: &str, e: &Entry| match e {
@@ -1249,6 +1264,34 @@ fn models(ui: &Ui, path: &Path, cmd: ModelsCmd) -> Result<serde_json::Value> {
             c.save(path)?;
             ui.say(&format!("removed {}", summary(&id, &e)));
             json!({"removed": id})
+        }
+        ModelsCmd::Receipt { id, proof, output } => {
+            let Entry::Open(m) = c.get(&id)? else {
+                bail!("model `{id}` is a closed model: its receipts come from the TEE runner");
+            };
+            m.check()?;
+            let (settings, _) = load_compiled(&m.dir)?;
+            let p = ProofFile::from_json(&read_text(&proof)?, &proof)?;
+            let r = veriml_gateway::InferenceReceipt::open(&id, &settings, p)?;
+            artifacts::write_atomic(&output, serde_json::to_string_pretty(&r)?.as_bytes())?;
+            ui.say(&format!(
+                "receipt of {id} written to {} (input hash {}, output hash {})",
+                output.display(),
+                r.input_hash,
+                r.output_hash
+            ));
+            json!({"receipt": output, "input_hash": r.input_hash, "output_hash": r.output_hash})
+        }
+        ModelsCmd::Check { receipt } => {
+            let r = veriml_gateway::InferenceReceipt::from_json(&read_text(&receipt)?)
+                .with_context(|| format!("in {}", receipt.display()))?;
+            let (_, d) = ui.step("checking the receipt", || Ok(r.verify(&c, allow_insecure)?))?;
+            ui.say(&format!(
+                "receipt checked: model {} input hash {} output hash {}",
+                r.model_id, r.input_hash, r.output_hash
+            ));
+            json!({"checked": true, "model_id": r.model_id, "input_hash": r.input_hash,
+                   "output_hash": r.output_hash, "seconds": d.as_secs_f64()})
         }
     })
 }

@@ -531,6 +531,48 @@ fn models_catalogue(d: &Path, ex: &Path) {
     assert_eq!(list["models"]["chat"]["measurements"][0], m.as_str());
     let shown = json(&models(&["show", "digits"]));
     assert_eq!(shown["folder_ok"], true);
+    // the example's proof as an inference receipt, checked against the catalogue (its keys come
+    // from a development SRS: refused unless allowed), and refused once tampered
+    let receipt = d.join("receipt.json");
+    let proof = ex.join("proof.json");
+    let made = json(&models(&[
+        "receipt",
+        "digits",
+        "--proof",
+        s(&proof),
+        "-o",
+        s(&receipt),
+    ]));
+    assert!(made["output_hash"].as_str().unwrap().starts_with("0x"));
+    let checked = json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "models",
+        "--catalogue",
+        s(&cat),
+        "check",
+        s(&receipt),
+    ]));
+    assert_eq!(checked["checked"], true);
+    let out = models(&["check", s(&receipt)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("INSECURE"));
+    let mut bad: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&receipt).unwrap()).unwrap();
+    bad["output_hash"] = bad["input_hash"].clone();
+    let bad_path = d.join("bad_receipt.json");
+    std::fs::write(&bad_path, bad.to_string()).unwrap();
+    let out = veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "models",
+        "--catalogue",
+        s(&cat),
+        "check",
+        s(&bad_path),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("output hash"));
     // refused, by name: a second `digits`, an unknown id, a bad id, an add without a kind, a
     // folder without keys, a short measurement
     for (args, says) in [

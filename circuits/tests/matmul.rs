@@ -62,7 +62,8 @@ fn circuits() -> Vec<(ModelCircuit, u32, String)> {
 /// A wrong output whose later layers and public words follow is caught by its equation (the
 /// end of the running sum) and by no matmul gate; the compound cheats that keep the running sum
 /// closed (two units' chains of `A` changed so that their terms cancel, two carried terms of
-/// one unit likewise) each by their own gate and not by the end of the sum.
+/// one unit likewise, a wrong output made up for by moving the sum on a chain row of `B`) each
+/// by their own gate and not by the end of the sum.
 #[test]
 fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
     for (honest, k, what) in circuits() {
@@ -76,6 +77,7 @@ fn matmuls_prove_and_cheats_are_caught_by_their_own_constraint() {
                 "ends and zeros",
             ),
             (FaultTarget::MatMulCarry, "matmul carry", "ends and zeros"),
+            (FaultTarget::MatMulSum, "matmul sum", "ends and zeros"),
         ] {
             for index in [0, 7, 40, 99] {
                 let failed = fault_failures(k, &honest, Fault { target, index })
@@ -174,6 +176,7 @@ fn matmuls_in_a_paged_circuit_prove_and_reject_cheats() {
     for (target, by) in [
         (FaultTarget::MatMulChain, "matmul chain of A"),
         (FaultTarget::MatMulCarry, "matmul carry"),
+        (FaultTarget::MatMulSum, "matmul sum"),
         (FaultTarget::MatMulOutput, "ends and zeros"),
     ] {
         let index = 3;

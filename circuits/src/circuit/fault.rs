@@ -91,6 +91,10 @@ pub enum FaultTarget {
     /// at index 0) changed so that their terms in the running sum cancel: only the carry gate
     /// stops it.
     MatMulCarry,
+    /// A matrix product's output one above its rounded value (the rest of the forward pass and
+    /// the public words following), the running sum moved on a chain row of `B` by what its
+    /// equation lost, so that the sum still closes: only the matmul sum gate stops it.
+    MatMulSum,
 }
 
 /// A deliberate wrong witness, for soundness tests: the `index`-th cell of `target` (modulo

@@ -56,7 +56,8 @@
 //! those of `B` have `q_run = 0` (and the running-sum gate makes `a·t·l = 0` there). The
 //! operand values are tied to what they select by their own equations. A wrong output (its
 //! later layers following) is caught by the running sum; a chain or carry cell changed so that
-//! the sum still closes, by the chain or carry gate (`tests/matmul.rs` injects each).
+//! the sum still closes, by the chain or carry gate; a wrong output made up for by moving the
+//! sum on a chain row of `B`, by the sum gate (`tests/matmul.rs` injects each).
 
 use super::config::{c, k};
 use super::*;

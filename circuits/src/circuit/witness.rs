@@ -68,7 +68,9 @@ pub(crate) fn witness(
         .filter(|l| l.matmul.is_some())
         .map(|l| l.outputs)
         .sum();
-    let wrong_matmul = hit(FaultTarget::MatMulOutput, total_matmul);
+    // (the sum fault makes up for the wrong output in the running sum, below)
+    let wrong_matmul =
+        hit(FaultTarget::MatMulOutput, total_matmul).or(hit(FaultTarget::MatMulSum, total_matmul));
     let mut seen_matmul = 0;
     // every layer value: the input codes, then each layer's output
     let mut vals: Vec<Vec<i128>> = vec![u.clone()];
@@ -611,6 +613,23 @@ pub(crate) fn second_phase(
             next -= h[r];
         }
         s[r + 1] = next;
+    }
+    if let Some(f) = fault.filter(|f| f.target == FaultTarget::MatMulSum) {
+        // the wrong output's loss made up on a chain row of `B`: the sum from there on moves by
+        // what the closing row would otherwise miss
+        let b_rows: Vec<usize> = (0..n)
+            .filter(|&r| rows[r].mm >= matmul::CHAIN_B_FIRST)
+            .collect();
+        let end = rows
+            .iter()
+            .rposition(|row| row.q_z == 1)
+            .expect("a closing row");
+        if let Some(&r) = b_rows.get(f.index % b_rows.len().max(1)) {
+            let miss = s[end] + comb(&rows[end]);
+            for v in &mut s[r + 1..] {
+                *v -= miss;
+            }
+        }
     }
     if let Some(
         f @ Fault {

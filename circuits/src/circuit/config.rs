@@ -56,6 +56,21 @@ pub(crate) fn select(q: Expression<Fr>) -> [Expression<Fr>; 3] {
     ]
 }
 
+/// `Σ_f γ^f w_f` of the current row by Horner's rule: a row's weight combination (the running
+/// sum's, the closing row's, the matmul carry's).
+pub(crate) fn weight_comb(
+    m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>,
+    w: &[Column<Fixed>],
+    gamma: Challenge,
+) -> Expression<Fr> {
+    let gm = m.query_challenge(gamma);
+    let mut e = m.query_fixed(*w.last().expect("w"), Rotation::cur());
+    for wc in w.iter().rev().skip(1) {
+        e = e * gm.clone() + m.query_fixed(*wc, Rotation::cur());
+    }
+    e
+}
+
 impl ModelConfig {
     /// Declares the columns and gates for a shape.
     pub fn configure(meta: &mut ConstraintSystem<Fr>, shape: ColumnShape) -> Self {
@@ -85,15 +100,7 @@ impl ModelConfig {
             meta.enable_constant(constants);
         }
 
-        // Σ_f γ^f w_f by Horner's rule
-        let comb = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| {
-            let gm = m.query_challenge(gamma);
-            let mut e = m.query_fixed(*w.last().expect("w"), Rotation::cur());
-            for wc in w.iter().rev().skip(1) {
-                e = e * gm.clone() + m.query_fixed(*wc, Rotation::cur());
-            }
-            e
-        };
+        let comb = |m: &mut halo2_proofs::plonk::VirtualCells<'_, Fr>| weight_comb(m, &w, gamma);
 
         meta.create_gate("running sum and output words", |m| {
             let [_, tie, any] = select(m.query_fixed(q_run, Rotation::cur()));

@@ -245,24 +245,19 @@ impl Layout {
                     let base = slots.mat_base[ly][b];
                     for j in 0..dims.m {
                         let start = rows.len();
+                        // a chain row, first of its chain or not
+                        let chain = |first: bool, mm_first: u8| {
+                            let mut row = RowSpec::new(Src::Chain { l: ly, b, j });
+                            row.mm = if first { mm_first } else { mm_first + 1 };
+                            row
+                        };
                         for i in 0..dims.n {
-                            let mut chain = RowSpec::new(Src::Chain { l: ly, b, j });
-                            chain.mm = if i == 0 {
-                                matmul::CHAIN_A_FIRST
-                            } else {
-                                matmul::CHAIN_A
-                            };
-                            rows.push(chain);
+                            rows.push(chain(i == 0, matmul::CHAIN_A_FIRST));
                             let o = dims.a(b, i, j);
                             blocks[l][o] = push_block(&mut rows, l, o);
                         }
                         for k in 0..dims.p {
-                            let mut chain = RowSpec::new(Src::Chain { l: ly, b, j });
-                            chain.mm = if k == 0 {
-                                matmul::CHAIN_B_FIRST
-                            } else {
-                                matmul::CHAIN_B
-                            };
+                            let mut chain = chain(k == 0, matmul::CHAIN_B_FIRST);
                             // the sum gate moves the running sum here; on the first, `t·l = γ^σ`
                             chain.q_run = 0;
                             if k == 0 {

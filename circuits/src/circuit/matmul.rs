@@ -59,7 +59,7 @@
 //! the sum still closes, by the chain or carry gate; a wrong output made up for by moving the
 //! sum on a chain row of `B`, by the sum gate (`tests/matmul.rs` injects each).
 
-use super::config::{c, k};
+use super::config::{c, k, weight_comb};
 use super::*;
 
 /// The matrix-product gates' fixed columns: `q_a` on the chain rows of `A` (1 on the first of
@@ -71,7 +71,7 @@ pub(crate) struct MatmulColumns {
 }
 
 /// What a row of a matrix product's unit is (`RowSpec::mm`): the value of `q_a` (1, 2) or of
-/// `q_b` plus 2 (3, 4).
+/// `q_b` plus 2 (3, 4); each chain's later rows are its first plus one.
 pub(crate) const CHAIN_A_FIRST: u8 = 1;
 pub(crate) const CHAIN_A: u8 = 2;
 pub(crate) const CHAIN_B_FIRST: u8 = 3;
@@ -126,11 +126,8 @@ pub(crate) fn configure(
     meta.create_gate("matmul carry", |m| {
         let q = m.query_fixed(cols.q_b, Rotation::cur());
         let gm = m.query_challenge(gamma);
-        // Σ_f γ^f w_f by Horner's rule, as the running sum has it: γ^σ's part below the page
-        let mut l = m.query_fixed(*w.last().expect("w"), Rotation::cur());
-        for wc in w.iter().rev().skip(1) {
-            l = l * gm.clone() + m.query_fixed(*wc, Rotation::cur());
-        }
+        // as the running sum has it: γ^σ's part below the page
+        let l = weight_comb(m, w, gamma);
         let (cur, prev) = (m.query_advice(h, Rotation::cur()), m.query_advice(h, back));
         vec![q.clone() * (cur - l * prev.clone()) - after(q) * gm * prev]
     });

@@ -1250,7 +1250,7 @@ fn models(ui: &Ui, path: &Path, cmd: ModelsCmd, allow_insecure: bool) -> Result<
         ModelsCmd::Show { id } => {
             let e = c.get(&id)?;
             let folder = match e {
-                Entry::Open(m) => Some(m.check().map_err(|e| e.to_string())),
+                Entry::Open(m) => Some(m.check().map(|_| ()).map_err(|e| e.to_string())),
                 Entry::Closed(_) => None,
             };
             ui.say(&serde_json::to_string_pretty(e)?);
@@ -1269,8 +1269,7 @@ fn models(ui: &Ui, path: &Path, cmd: ModelsCmd, allow_insecure: bool) -> Result<
             let Entry::Open(m) = c.get(&id)? else {
                 bail!("model `{id}` is a closed model: its receipts come from the TEE runner");
             };
-            m.check()?;
-            let (settings, _) = load_compiled(&m.dir)?;
+            let settings = m.check()?;
             let p = ProofFile::from_json(&read_text(&proof)?, &proof)?;
             let r = veriml_gateway::InferenceReceipt::open(&id, &settings, p)?;
             artifacts::write_atomic(&output, serde_json::to_string_pretty(&r)?.as_bytes())?;

@@ -4,10 +4,10 @@
 use crate::{checked_evm_proof, load_compiled, load_vk_and_srs, read_text, Ui};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use veriml_prover::{artifacts, chain, evm};
+use veriml_prover::chain::{self, Deployment};
+use veriml_prover::{artifacts, evm};
 
 /// Where to send transactions and who signs them.
 #[derive(Args, Debug, Clone)]
@@ -37,23 +37,6 @@ pub struct DeployArgs {
     /// A solc-compatible compiler, to compile the bundled ModelRegistry.
     #[arg(long, env = "VERIML_SOLC", default_value = "solc")]
     pub solc: PathBuf,
-}
-
-/// DIR/deployment.json: what `deploy` put on chain, read back by `verify-evm --rpc`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct Deployment {
-    pub chain_id: u64,
-    pub registry: String,
-    pub verifier: String,
-    pub model_id: String,
-    pub model_sha256: String,
-    pub input_words: u32,
-    pub output_words: u32,
-    pub gas_cap: u64,
-    pub verifier_deploy_gas: u64,
-    pub register_gas: u64,
-    /// Gas of deploying the registry, when this deployment created it.
-    pub registry_deploy_gas: Option<u64>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -544,15 +544,18 @@ fn models_catalogue(d: &Path, ex: &Path) {
         s(&receipt),
     ]));
     assert!(made["output_hash"].as_str().unwrap().starts_with("0x"));
-    let checked = json(&veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "models",
-        "--catalogue",
-        s(&cat),
-        "check",
-        s(&receipt),
-    ]));
+    let check_allowing_insecure = |receipt: &Path| {
+        veriml(&[
+            "--json",
+            "--allow-insecure-srs",
+            "models",
+            "--catalogue",
+            s(&cat),
+            "check",
+            s(receipt),
+        ])
+    };
+    let checked = json(&check_allowing_insecure(&receipt));
     assert_eq!(checked["checked"], true);
     let out = models(&["check", s(&receipt)]);
     assert!(!out.status.success());
@@ -562,15 +565,7 @@ fn models_catalogue(d: &Path, ex: &Path) {
     bad["output_hash"] = bad["input_hash"].clone();
     let bad_path = d.join("bad_receipt.json");
     std::fs::write(&bad_path, bad.to_string()).unwrap();
-    let out = veriml(&[
-        "--json",
-        "--allow-insecure-srs",
-        "models",
-        "--catalogue",
-        s(&cat),
-        "check",
-        s(&bad_path),
-    ]);
+    let out = check_allowing_insecure(&bad_path);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("output hash"));
     // refused, by name: a second `digits`, an unknown id, a bad id, an add without a kind, a

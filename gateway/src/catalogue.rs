@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use veriml_circuits::Settings;
-use veriml_prover::{artifacts, pipeline};
+use veriml_prover::{artifacts, chain::Deployment, pipeline};
 
 pub const CATALOGUE_FORMAT: &str = "veriml-catalogue";
 pub const CATALOGUE_VERSION: u32 = 1;
@@ -237,6 +237,11 @@ impl OpenModel {
     /// Reads an artifact folder: its settings, its verifying key (which must belong to those
     /// settings), its proving key's presence, and `deployment.json` if there is one.
     pub fn from_folder(dir: &Path) -> Result<Self, CatalogueError> {
+        Self::load(dir).map(|(m, _)| m)
+    }
+
+    /// [`OpenModel::from_folder`] with the settings it read.
+    fn load(dir: &Path) -> Result<(Self, Settings), CatalogueError> {
         let dir = std::path::absolute(dir).map_err(|e| CatalogueError::Folder {
             dir: dir.to_path_buf(),
             detail: e.to_string(),
@@ -260,35 +265,26 @@ impl OpenModel {
         pipeline::read_vk(&dir.join("vk.bin"), &settings).map_err(|e| fail(e.to_string()))?;
         let dp = dir.join("deployment.json");
         let onchain = if dp.is_file() {
-            let v: serde_json::Value = std::fs::read_to_string(&dp)
+            let d: Deployment = std::fs::read_to_string(&dp)
                 .map_err(|e| e.to_string())
                 .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
                 .map_err(|e| fail(format!("{}: {e}", dp.display())))?;
-            let text = |k: &str| v[k].as_str().map(str::to_string);
-            let parsed = (|| {
-                Some(Onchain {
-                    chain_id: v["chain_id"].as_u64()?,
-                    registry: text("registry")?,
-                    verifier: text("verifier")?,
-                    model_id: text("model_id")?,
-                })
-            })();
-            if text("model_sha256").is_some_and(|h| h != settings.model_sha256) {
+            if d.model_sha256 != settings.model_sha256 {
                 return Err(fail(format!(
                     "{} registers another compiled model",
                     dp.display()
                 )));
             }
-            Some(parsed.ok_or_else(|| {
-                fail(format!(
-                    "{}: expected chain_id, registry, verifier and model_id",
-                    dp.display()
-                ))
-            })?)
+            Some(Onchain {
+                chain_id: d.chain_id,
+                registry: d.registry,
+                verifier: d.verifier,
+                model_id: d.model_id,
+            })
         } else {
             None
         };
-        Ok(OpenModel {
+        let model = OpenModel {
             model_name: settings.model_name.clone(),
             onnx_sha256: settings.onnx_sha256.clone(),
             model_sha256: settings.model_sha256.clone(),
@@ -299,12 +295,14 @@ impl OpenModel {
             input_range: settings.quantization.input_range,
             onchain,
             dir,
-        })
+        };
+        Ok((model, settings))
     }
 
-    /// Reads the folder again and checks that it still holds the model recorded here.
-    pub fn check(&self) -> Result<(), CatalogueError> {
-        let now = OpenModel::from_folder(&self.dir)?;
+    /// Reads the folder again and checks that it still holds the model recorded here; returns
+    /// its settings.
+    pub fn check(&self) -> Result<Settings, CatalogueError> {
+        let (now, settings) = OpenModel::load(&self.dir)?;
         if now.settings_sha256 != self.settings_sha256 || now.model_sha256 != self.model_sha256 {
             return Err(CatalogueError::Folder {
                 dir: self.dir.clone(),
@@ -314,7 +312,7 @@ impl OpenModel {
                 ),
             });
         }
-        Ok(())
+        Ok(settings)
     }
 }
 

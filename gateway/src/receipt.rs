@@ -25,8 +25,8 @@
 use crate::catalogue::{Catalogue, CatalogueError, Entry};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use veriml_circuits::Settings;
-use veriml_prover::{pipeline, ProofFile, Srs};
+use veriml_circuits::{circuit::Packing, Settings};
+use veriml_prover::{chain, pipeline, ProofFile, Srs};
 use veriml_tee::receipt::{keccak, verify_receipt, Receipt};
 
 pub const RECEIPT_FORMAT: &str = "veriml-inference-receipt";
@@ -108,19 +108,32 @@ fn decode(field: &'static str, s: &str, len: usize) -> Result<Vec<u8>, ReceiptCh
     Ok(b)
 }
 
-/// `keccak256` of public words given as 32-byte hex strings, concatenated.
-fn words_hash(words: &[String]) -> Result<[u8; 32], ReceiptCheckError> {
-    let mut buf = Vec::with_capacity(32 * words.len());
-    for w in words {
-        buf.extend(decode("evidence.proof.instances", w, 32)?);
+/// The hashes the registries record for a proof's public words (`chain::result_hashes` over
+/// the model's input words and the rest), as 0x-hex.
+fn result_hashes(
+    settings: &Settings,
+    instances: &[String],
+) -> Result<(String, String), ReceiptCheckError> {
+    let words = instances
+        .iter()
+        .map(|w| {
+            pipeline::fr_from_hex(w)
+                .map(|f| chain::word(&f))
+                .ok_or_else(|| ReceiptCheckError::Field {
+                    field: "evidence.proof.instances",
+                    detail: format!("`{w}` is not a 32-byte field element"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = Packing::new(&settings.public_layout()).input_words;
+    if words.len() < n {
+        return Err(ReceiptCheckError::Field {
+            field: "evidence.proof.instances",
+            detail: format!("{} words, fewer than the {n} input words", words.len()),
+        });
     }
-    Ok(keccak(&buf))
-}
-
-/// How many of an open model's public words are its input (the rest are its output).
-fn input_words(settings: &Settings) -> usize {
-    let shape = settings.circuit.shape;
-    shape.public_words() - shape.output_words
+    let (input, output) = chain::result_hashes(&words, n);
+    Ok((input.to_string(), output.to_string()))
 }
 
 impl InferenceReceipt {
@@ -130,22 +143,13 @@ impl InferenceReceipt {
         settings: &Settings,
         proof: ProofFile,
     ) -> Result<Self, ReceiptCheckError> {
-        let n = input_words(settings);
-        if proof.instances.len() < n {
-            return Err(ReceiptCheckError::Field {
-                field: "evidence.proof.instances",
-                detail: format!(
-                    "{} words, fewer than the {n} input words",
-                    proof.instances.len()
-                ),
-            });
-        }
+        let (input_hash, output_hash) = result_hashes(settings, &proof.instances)?;
         Ok(InferenceReceipt {
             format: RECEIPT_FORMAT.into(),
             version: RECEIPT_VERSION,
             model_id: model_id.into(),
-            input_hash: hex32(&words_hash(&proof.instances[..n])?),
-            output_hash: hex32(&words_hash(&proof.instances[n..])?),
+            input_hash,
+            output_hash,
             output: serde_json::json!(proof.output),
             evidence: Evidence::Zk { proof },
         })
@@ -190,13 +194,13 @@ impl InferenceReceipt {
     fn check_hash(
         which: &'static str,
         claimed: &str,
-        computed: &[u8; 32],
+        computed: &str,
     ) -> Result<(), ReceiptCheckError> {
-        if !claimed.eq_ignore_ascii_case(&hex32(computed)) {
+        if !claimed.eq_ignore_ascii_case(computed) {
             return Err(ReceiptCheckError::Hash {
                 which,
                 claimed: claimed.into(),
-                computed: hex32(computed),
+                computed: computed.into(),
             });
         }
         Ok(())
@@ -212,29 +216,20 @@ impl InferenceReceipt {
         let entry = catalogue.get(&self.model_id)?;
         match (&self.evidence, entry) {
             (Evidence::Zk { proof }, Entry::Open(m)) => {
-                m.check()?;
-                let folder =
-                    |e: String| ReceiptCheckError::Proof(format!("{}: {e}", m.dir.display()));
-                let text = std::fs::read_to_string(m.dir.join("settings.json"))
-                    .map_err(|e| folder(e.to_string()))?;
-                let settings = Settings::from_json(&text).map_err(|e| folder(e.to_string()))?;
-                let n = input_words(&settings).min(proof.instances.len());
-                Self::check_hash(
-                    "input",
-                    &self.input_hash,
-                    &words_hash(&proof.instances[..n])?,
-                )?;
-                Self::check_hash(
-                    "output",
-                    &self.output_hash,
-                    &words_hash(&proof.instances[n..])?,
-                )?;
+                let settings = m.check()?;
+                let (input, output) = result_hashes(&settings, &proof.instances)?;
+                Self::check_hash("input", &self.input_hash, &input)?;
+                Self::check_hash("output", &self.output_hash, &output)?;
                 if self.output != serde_json::json!(proof.output) {
                     return Err(ReceiptCheckError::Field {
                         field: "output",
                         detail: "not the proof file's output".into(),
                     });
                 }
+                let folder = |e: String| CatalogueError::Folder {
+                    dir: m.dir.clone(),
+                    detail: e,
+                };
                 let (vk, header) = pipeline::read_vk(&m.dir.join("vk.bin"), &settings)
                     .map_err(|e| folder(e.to_string()))?;
                 let srs = Srs::read(&m.dir.join("kzg.srs"))
@@ -245,13 +240,21 @@ impl InferenceReceipt {
                 Ok(())
             }
             (Evidence::Tee(t), Entry::Closed(m)) => {
-                Self::check_hash("input", &self.input_hash, &t.receipt.request_hash)?;
-                Self::check_hash("output", &self.output_hash, &t.receipt.response_hash)?;
+                Self::check_hash("input", &self.input_hash, &hex32(&t.receipt.request_hash))?;
+                Self::check_hash(
+                    "output",
+                    &self.output_hash,
+                    &hex32(&t.receipt.response_hash),
+                )?;
                 let body = self.output.as_str().ok_or(ReceiptCheckError::Field {
                     field: "output",
                     detail: "a closed model's output is the response body, a string".into(),
                 })?;
-                Self::check_hash("output", &self.output_hash, &keccak(body.as_bytes()))?;
+                Self::check_hash(
+                    "output",
+                    &self.output_hash,
+                    &hex32(&keccak(body.as_bytes())),
+                )?;
                 let model = keccak(m.provider_model.as_bytes());
                 if t.receipt.model_id != model {
                     return Err(ReceiptCheckError::Field {

@@ -86,6 +86,24 @@ pub fn word(f: &Fr) -> U256 {
     U256::from_le_slice(repr.as_ref())
 }
 
+/// DIR/deployment.json: what `veriml deploy` put on chain, read back by `verify-evm --rpc` and
+/// by the model catalogue.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub chain_id: u64,
+    pub registry: String,
+    pub verifier: String,
+    pub model_id: String,
+    pub model_sha256: String,
+    pub input_words: u32,
+    pub output_words: u32,
+    pub gas_cap: u64,
+    pub verifier_deploy_gas: u64,
+    pub register_gas: u64,
+    /// Gas of deploying the registry, when this deployment created it.
+    pub registry_deploy_gas: Option<u64>,
+}
+
 /// The keccak-256 hashes the registry records for a result: of the input words, then of the
 /// output words (each `abi.encodePacked` of `uint256`s).
 pub fn result_hashes(words: &[U256], input_words: usize) -> (B256, B256) {

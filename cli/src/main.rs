@@ -14,6 +14,7 @@ use veriml_circuits::halo2_proofs::{
 use veriml_circuits::{settings::CompiledModel, QuantOptions, Settings};
 use veriml_prover::{artifacts, evm, pipeline, ProofFile, Srs};
 
+mod gateway;
 mod onchain;
 
 const EXAMPLE_ONNX: &[u8] = include_bytes!("../../examples/digits_mlp/model.onnx");
@@ -223,6 +224,15 @@ enum Cmd {
         #[arg(short = 'd', long = "dir", default_value = "veriml-example")]
         dir: PathBuf,
     },
+    /// Serve the gateway: `POST /v1/infer` with a model id and an input; open models are proven
+    /// by a pool of workers (a job id at once, `GET /v1/jobs/{id}` or its `/events` stream for
+    /// status and the receipt), closed models are forwarded to their TEE runner. Jobs live in
+    /// an SQLite file and survive restarts.
+    Serve(gateway::ServeArgs),
+    /// Settle inference receipts on chain: each is checked off-chain against the catalogue,
+    /// then submitted to the InferenceRegistry (once; an invalid one never). Receipt files,
+    /// or the finished jobs of a gateway (`--gateway URL`, `--follow SECS` to keep watching).
+    Settle(gateway::SettleArgs),
     /// The model catalogue: which model id runs where (an open model's artifact folder, or a
     /// closed model behind the TEE runner)
     Models {
@@ -1139,6 +1149,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Deploy { dir, chain, opts } => {
             onchain::deploy(&ui, &dir.dir, &chain, &opts, cli.allow_insecure_srs)?
         }
+        Cmd::Serve(a) => gateway::serve(&ui, &a)?,
+        Cmd::Settle(a) => gateway::settle(&ui, &a, cli.allow_insecure_srs)?,
         Cmd::Models { catalogue, cmd } => models(&ui, &catalogue, cmd, cli.allow_insecure_srs)?,
         Cmd::Example { dir } => {
             let onnx = dir.join("digits_mlp.onnx");

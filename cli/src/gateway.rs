@@ -1,0 +1,202 @@
+//! `veriml serve` and `veriml settle`: the gateway and the settlement agent (the work is done by
+//! `veriml_gateway::server` and `veriml_gateway::settle`).
+
+use crate::onchain::ChainArgs;
+use crate::Ui;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use veriml_gateway::server::{self, Gateway, ServeConfig};
+use veriml_gateway::settle::{self, Outcome, SettleConfig, Settler};
+use veriml_gateway::Catalogue;
+
+/// `veriml serve`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The model catalogue (`veriml models add` writes it).
+    #[arg(long, env = "VERIML_CATALOGUE", default_value = "veriml-models.json")]
+    pub catalogue: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "VERIML_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The job database (SQLite; created when missing; jobs survive restarts in it).
+    #[arg(long, env = "VERIML_JOBS_DB", default_value = "veriml-jobs.sqlite")]
+    pub db: PathBuf,
+    /// Proving workers (each proves one job at a time).
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Most jobs waiting; further requests get 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// How long to wait for a TEE runner, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    pub runner_timeout_ms: u64,
+}
+
+/// `veriml settle`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct SettleArgs {
+    /// The model catalogue the receipts are checked against.
+    #[arg(long, env = "VERIML_CATALOGUE", default_value = "veriml-models.json")]
+    pub catalogue: PathBuf,
+    /// The InferenceRegistry contract.
+    #[arg(long, env = "VERIML_INFERENCE_REGISTRY")]
+    pub registry: String,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+    /// The settlement records (SQLite; created when missing).
+    #[arg(long, env = "VERIML_SETTLE_DB", default_value = "veriml-settle.sqlite")]
+    pub db: PathBuf,
+    /// Settle the finished jobs of this gateway (those not seen before).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// With --gateway: keep watching it, polling every this many seconds (Ctrl-C stops).
+    #[arg(long, requires = "gateway")]
+    pub follow: Option<u64>,
+    /// Receipt files to settle.
+    pub receipts: Vec<PathBuf>,
+    /// Attempts at each node call before giving up.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds to wait for a sent transaction to be mined.
+    #[arg(long, default_value_t = 120)]
+    pub confirm_timeout: u64,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs the gateway until Ctrl-C or SIGTERM.
+pub fn serve(ui: &Ui, a: &ServeArgs) -> Result<serde_json::Value> {
+    let catalogue = Catalogue::load(&a.catalogue)?;
+    let cfg = ServeConfig {
+        listen: a.listen,
+        db: a.db.clone(),
+        workers: a.workers,
+        max_queue: a.max_queue,
+        max_body_bytes: a.max_body,
+        runner_timeout: Duration::from_millis(a.runner_timeout_ms),
+        ..ServeConfig::default()
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let gw = Gateway::new(catalogue, cfg)?;
+        let listener = server::bind(a.listen).await?;
+        let addr = listener.local_addr()?;
+        if ui.json {
+            // one line a script can wait for
+            println!("{}", json!({"listening": addr.to_string()}));
+        } else {
+            eprintln!(
+                "veriml serve: listening on http://{addr} ({} workers, queue of {}, jobs in {})",
+                a.workers,
+                a.max_queue,
+                a.db.display()
+            );
+        }
+        server::serve(gw, listener, shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(json!({"stopped": true}))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn outcome_line(what: &str, o: &Outcome) -> String {
+    match o {
+        Outcome::Settled {
+            tx_hash, gas_used, ..
+        } => format!("{what}: settled in {tx_hash} ({gas_used} gas)"),
+        Outcome::AlreadySettled { .. } => format!("{what}: settled before, nothing sent"),
+        Outcome::Invalid { reason, .. } => format!("{what}: INVALID, not submitted: {reason}"),
+    }
+}
+
+/// Checks and settles receipts (files, and/or a gateway's finished jobs).
+pub fn settle(ui: &Ui, a: &SettleArgs, allow_insecure: bool) -> Result<serde_json::Value> {
+    if a.receipts.is_empty() && a.gateway.is_none() {
+        bail!("nothing to settle: give receipt files or --gateway URL");
+    }
+    let catalogue = Catalogue::load(&a.catalogue)?;
+    let registry = a
+        .registry
+        .parse()
+        .with_context(|| format!("--registry `{}` is not an address", a.registry))?;
+    let cfg = SettleConfig {
+        rpc_url: a.chain.rpc.clone(),
+        private_key: a.chain.private_key.clone(),
+        registry,
+        db: a.db.clone(),
+        allow_insecure_srs: allow_insecure,
+        retries: a.retries,
+        backoff: Duration::from_millis(500),
+        confirm_timeout: Duration::from_secs(a.confirm_timeout),
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut s = Settler::connect(cfg).await?;
+        let mut results = Vec::new();
+        let mut invalid = 0usize;
+        for path in &a.receipts {
+            let what = path.display().to_string();
+            let outcome = match settle::read_receipt(path) {
+                Ok(r) => s.settle(&catalogue, &r).await?,
+                Err(reason) => Outcome::Invalid {
+                    result_id: String::new(),
+                    reason,
+                },
+            };
+            invalid += matches!(outcome, Outcome::Invalid { .. }) as usize;
+            ui.say(&outcome_line(&what, &outcome));
+            results.push(json!({"receipt": what, "result": outcome}));
+        }
+        if let Some(url) = &a.gateway {
+            loop {
+                for (job, outcome) in s.from_gateway(&catalogue, url).await? {
+                    invalid += matches!(outcome, Outcome::Invalid { .. }) as usize;
+                    ui.say(&outcome_line(&format!("job {job}"), &outcome));
+                    results.push(json!({"job": job, "result": outcome}));
+                }
+                let Some(secs) = a.follow else { break };
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(secs)) => {},
+                    _ = shutdown_signal() => break,
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(json!({
+            "from": s.from().to_string(),
+            "results": results,
+            "invalid": invalid,
+        }))
+    })
+}

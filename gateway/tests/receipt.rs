@@ -1,44 +1,11 @@
 //! Inference receipts: an open model's proof and a closed model's signed TEE receipt each give a
 //! receipt that checks out against the catalogue; every tampered field is refused by name.
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
+use common::open_folder;
 use veriml_gateway::catalogue::Entry;
 use veriml_gateway::{Catalogue, ClosedModel, Evidence, InferenceReceipt, OpenModel};
-use veriml_prover::{pipeline, Srs};
 use veriml_tee::receipt::{keccak, EthKey, Receipt};
-
-/// The bundled digits model compiled, set up (development SRS) and proven into `dir`, as
-/// `veriml compile`/`setup`/`prove` would: its settings and proof file.
-fn open_folder(dir: &Path) -> (veriml_circuits::Settings, veriml_prover::ProofFile) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits_mlp");
-    let opts = veriml_circuits::QuantOptions {
-        input_range: (0.0, 1.0),
-        ..Default::default()
-    };
-    let (settings, compiled) =
-        veriml_circuits::compile_model(&root.join("model.onnx"), &opts, &Default::default())
-            .unwrap();
-    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
-    write(
-        "settings.json",
-        serde_json::to_string_pretty(&settings).unwrap().as_bytes(),
-    );
-    write(
-        "model.compiled.json",
-        serde_json::to_string(&compiled).unwrap().as_bytes(),
-    );
-    let srs = Srs::insecure_dev(settings.circuit.k, 1);
-    write("kzg.srs", &srs.to_bytes());
-    let model = Arc::new(compiled.model);
-    let keys = pipeline::setup(&settings, model.clone(), &srs).unwrap();
-    write("pk.bin", &keys.pk_bytes());
-    write("vk.bin", &keys.vk_bytes());
-    let text = std::fs::read_to_string(root.join("input.json")).unwrap();
-    let input = veriml_circuits::input::parse_input_json(&text).unwrap();
-    let proof = pipeline::prove(&srs, &keys, &settings, model, &input).unwrap();
-    (settings, proof)
-}
 
 #[test]
 fn an_open_models_receipt_verifies_and_tampering_is_named() {

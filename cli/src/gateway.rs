@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// How long to wait for a TEE runner, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     pub runner_timeout_ms: u64,
+    /// DEVELOPMENT ONLY: also trust this simulated SEV-SNP root certificate (DER) when
+    /// attesting runners in simulated mode.
+    #[arg(long)]
+    pub tee_simulated_root: Option<PathBuf>,
 }
 
 /// `veriml settle`'s options.
@@ -86,6 +90,12 @@ pub fn serve(ui: &Ui, a: &ServeArgs) -> Result<serde_json::Value> {
         max_queue: a.max_queue,
         max_body_bytes: a.max_body,
         runner_timeout: Duration::from_millis(a.runner_timeout_ms),
+        tee_simulated_root: match &a.tee_simulated_root {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+            }
+            None => None,
+        },
         ..ServeConfig::default()
     };
     let rt = runtime()?;

@@ -138,7 +138,7 @@ impl Drop for Served {
     }
 }
 
-fn start_gateway(catalogue: &Path, db: &Path) -> Served {
+fn start_gateway(catalogue: &Path, db: &Path, tee_root: &Path) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_veriml"))
         .args([
             "--json",
@@ -151,6 +151,8 @@ fn start_gateway(catalogue: &Path, db: &Path) -> Served {
             "127.0.0.1:0",
             "--runner-timeout-ms",
             "5000",
+            "--tee-simulated-root",
+            s(tee_root),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -261,6 +263,8 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
     let platform = SimulatedPlatform::new([0x22; 48]);
     let ark = platform.ark_der().to_vec();
+    let ark_path = t.join("simulated-ark.der");
+    std::fs::write(&ark_path, &ark).unwrap();
     let cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         chain_id: CHAIN_ID,
@@ -407,7 +411,7 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
 
     // the gateway: one open request, killed while proving, restarted: each job finishes once
     let db = t.join("jobs.sqlite");
-    let gw = start_gateway(&catalogue, &db);
+    let gw = start_gateway(&catalogue, &db, &ark_path);
     let input: Value = serde_json::from_str::<Value>(
         &std::fs::read_to_string(fixture.join("input.json")).unwrap(),
     )
@@ -430,7 +434,7 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     drop(gw); // SIGKILL in the middle of a proof
-    let gw = start_gateway(&catalogue, &db);
+    let gw = start_gateway(&catalogue, &db, &ark_path);
     let mut restarted = 0;
     for id in &ids {
         let j = finished(&gw.url, id).await;

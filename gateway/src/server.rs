@@ -12,7 +12,9 @@
 //! Open models are proven by a pool of workers: `POST /v1/infer` checks the input (shape, the
 //! declared range) and answers `202` with the job at once; a full queue answers `429` with
 //! `Retry-After`. Closed models are forwarded to their TEE runner and answered `200` with the
-//! finished job (the receipt checked against the catalogue before it is returned). Every error
+//! finished job (the receipt checked against the catalogue before it is returned; the runner's
+//! key attested first: its SEV-SNP report must carry one of the catalogue's measurements for the
+//! model and bind the key to a fresh nonce, else `502 runner_unattested`). Every error
 //! is `{"error": KIND, "message": …}` with a 4xx (the request) or 5xx (a runner or the gateway)
 //! status; a runner that does not answer within the timeout gives `504`, one that cannot be
 //! reached `502`.
@@ -42,6 +44,9 @@ use thiserror::Error;
 use tokio::sync::{broadcast, Notify};
 use veriml_circuits::{QuantizedModel, Settings};
 use veriml_prover::{pipeline, Srs};
+use veriml_tee::report::report_data_binding;
+use veriml_tee::service::AttestationResponse;
+use veriml_tee::verify::{Policy, Verifier};
 
 /// How the gateway runs.
 #[derive(Clone, Debug)]
@@ -59,6 +64,9 @@ pub struct ServeConfig {
     pub runner_timeout: Duration,
     /// What `Retry-After` says when the queue is full, in seconds.
     pub retry_after_s: u64,
+    /// DEVELOPMENT ONLY: a simulated SEV-SNP root certificate (DER) to trust besides AMD's, for
+    /// runners in simulated mode.
+    pub tee_simulated_root: Option<Vec<u8>>,
 }
 
 impl Default for ServeConfig {
@@ -71,6 +79,7 @@ impl Default for ServeConfig {
             max_body_bytes: 1 << 20,
             runner_timeout: Duration::from_secs(60),
             retry_after_s: 5,
+            tee_simulated_root: None,
         }
     }
 }
@@ -108,6 +117,11 @@ pub struct Gateway {
     wake: Notify,
     events: broadcast::Sender<Job>,
     http: reqwest::Client,
+    /// Runner URL => the address of its key, attested (report checked against the catalogue's
+    /// measurements, bound to the key and a fresh nonce) when the runner was first used.
+    /// The measurement it attested to is kept with it: a model sharing the runner whose
+    /// catalogue entry does not list that measurement does not trust it.
+    attested: tokio::sync::Mutex<HashMap<String, ([u8; 20], [u8; 48])>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -289,6 +303,7 @@ impl Gateway {
             wake: Notify::new(),
             events,
             http,
+            attested: tokio::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -482,11 +497,122 @@ impl Gateway {
         let key: [u8; 20] = hex_header("x-veriml-key", 20)?
             .try_into()
             .expect("20 bytes");
+        if key != self.runner_key(id, m, false).await? {
+            // a runner that restarted has a new key: attest it again before trusting it
+            if key != self.runner_key(id, m, true).await? {
+                return Err(bad_runner(
+                    "answer",
+                    format!(
+                        "signed by 0x{}, not by the runner's attested key",
+                        hex::encode(key)
+                    ),
+                ));
+            }
+        }
         let receipt = InferenceReceipt::closed(id, tee, &sig, &key, text);
         receipt
             .verify(&self.catalogue, false)
             .map_err(|e| bad_runner("answer does not check out", e.to_string()))?;
         Ok(receipt)
+    }
+
+    /// The attested key of a closed model's runner: its report must chain to AMD (or the
+    /// configured simulated root), carry one of the catalogue's measurements, and bind the key
+    /// with a fresh nonce. Cached per runner (with the measurement, which each model's entry must
+    /// list); `again` attests anew.
+    async fn runner_key(
+        &self,
+        id: &str,
+        m: &ClosedModel,
+        again: bool,
+    ) -> Result<[u8; 20], ApiError> {
+        let mut cache = self.attested.lock().await;
+        if !again {
+            if let Some((k, measurement)) = cache.get(&m.runner) {
+                if m.measurements.contains(&hex::encode(measurement)) {
+                    return Ok(*k);
+                }
+            }
+        }
+        let unattested = |detail: String| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "runner_unattested",
+                format!(
+                    "the TEE runner at {} of model `{id}` is not attested: {detail}",
+                    m.runner
+                ),
+            )
+        };
+        let mut nonce = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        let url = format!("{}/attestation?nonce={}", m.runner, hex::encode(nonce));
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| runner_error(&url, self.cfg.runner_timeout, e))?;
+        let att: AttestationResponse = resp
+            .json()
+            .await
+            .map_err(|e| unattested(format!("its attestation is not readable: {e}")))?;
+        let unhex = |what: &str, x: &str| {
+            hex::decode(x.trim_start_matches("0x"))
+                .map_err(|e| unattested(format!("{what} is not hex: {e}")))
+        };
+        let measurements = m
+            .measurements
+            .iter()
+            .map(|x| {
+                unhex("a catalogue measurement", x)?
+                    .try_into()
+                    .map_err(|_| unattested("a catalogue measurement is not 48 bytes".into()))
+            })
+            .collect::<Result<Vec<[u8; 48]>, _>>()?;
+        let public_key = unhex("the public key", &att.public_key)?;
+        let policy = Policy {
+            measurements: Some(measurements),
+            report_data: Some(report_data_binding(&public_key, &nonce)),
+            ..Policy::default()
+        };
+        let mut verifier = Verifier::amd();
+        if let Some(root) = &self.cfg.tee_simulated_root {
+            verifier = verifier
+                .with_simulated_root(root)
+                .map_err(|e| unattested(format!("the simulated root: {e}")))?;
+        }
+        let intermediates = att
+            .intermediates
+            .iter()
+            .map(|x| unhex("an intermediate certificate", x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let verified = verifier
+            .verify(
+                &unhex("the report", &att.report)?,
+                &unhex("the VEK certificate", &att.vek)?,
+                &intermediates,
+                None,
+                &policy,
+                now,
+            )
+            .map_err(|e| unattested(e.to_string()))?;
+        let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key)
+            .map_err(|e| unattested(format!("the public key: {e}")))?;
+        let key = veriml_tee::receipt::address_of(&vk);
+        if hex::encode(key) != att.key.trim_start_matches("0x").to_ascii_lowercase() {
+            return Err(unattested(format!(
+                "it names key {}, but its attested public key is 0x{}",
+                att.key,
+                hex::encode(key)
+            )));
+        }
+        cache.insert(m.runner.clone(), (key, verified.measurement));
+        Ok(key)
     }
 
     /// Proves one claimed job (blocking: run on a blocking thread).

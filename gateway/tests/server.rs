@@ -5,7 +5,7 @@
 //! a job interrupted by a stop is finished once by the next start.
 
 mod common;
-use common::{open_folder, start_provider, start_runner};
+use common::{open_folder, start_provider, start_runner, MEASUREMENT};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use veriml_gateway::jobs::{JobState, JobStore};
 use veriml_gateway::server::{serve, Gateway, ServeConfig};
 use veriml_gateway::{Catalogue, ClosedModel, Entry, InferenceReceipt, OpenModel};
+use veriml_tee::SimulatedPlatform;
 
 const CHAIN_ID: u64 = 84532;
 
@@ -70,7 +71,8 @@ async fn finished(http: &reqwest::Client, url: &str, id: &str) -> Value {
 }
 
 fn closed(provider: &str, model: &str, runner: &str) -> Entry {
-    Entry::Closed(ClosedModel::new(provider, model, runner, &["11".repeat(48)]).unwrap())
+    let m = hex::encode(MEASUREMENT);
+    Entry::Closed(ClosedModel::new(provider, model, runner, &[m]).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,8 +83,11 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
     open_folder(&model_dir);
     let provider = start_provider("four", Duration::ZERO).await;
     let slow_provider = start_provider("late", Duration::from_secs(4)).await;
-    let (runner, _) = start_runner(&provider, CHAIN_ID).await;
-    let (slow_runner, _) = start_runner(&slow_provider, CHAIN_ID).await;
+    // two guests of one simulated host; the gateway trusts its root certificate
+    let platform = SimulatedPlatform::new(MEASUREMENT);
+    let ark = platform.ark_der().to_vec();
+    let runner = start_runner(&provider, CHAIN_ID, platform.clone()).await;
+    let slow_runner = start_runner(&slow_provider, CHAIN_ID, platform).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -94,6 +99,9 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
         .unwrap();
     cat.add("gone", closed(&provider, "chat-large", &dead), false)
         .unwrap();
+    // the right runner, but the catalogue allows another measurement only
+    let other = ClosedModel::new(&provider, "chat-large", &runner, &["33".repeat(48)]).unwrap();
+    cat.add("elsewhere", Entry::Closed(other), false).unwrap();
     cat.add(
         "slow",
         closed(&slow_provider, "chat-slow", &slow_runner),
@@ -107,6 +115,7 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
         max_body_bytes: 64 << 10,
         runner_timeout: Duration::from_secs(1),
         retry_after_s: 3,
+        tee_simulated_root: Some(ark),
         ..ServeConfig::default()
     };
     let (url, _gw) = start(cat.clone(), cfg).await;
@@ -138,7 +147,7 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
             json!({"model": "digits", "input": &input.as_array().unwrap()[..10]}).to_string(),
             StatusCode::BAD_REQUEST,
             "bad_input_shape",
-            format!("`input` has shape [10]; model `digits` takes"),
+            "`input` has shape [10]; model `digits` takes".into(),
         ),
         (
             json!({"model": "digits", "input": [[1.0, 2.0], [3.0]]}).to_string(),
@@ -202,6 +211,20 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
     assert_eq!(v["error"], "runner_unreachable");
     assert!(v["message"].as_str().unwrap().contains(&dead), "{v}");
+    // a runner whose measurement the catalogue does not list is not trusted
+    let (s, v) = post(
+        &http,
+        &url,
+        json!({"model": "elsewhere", "input": chat["input"]}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"], "runner_unattested");
+    let msg = v["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`elsewhere` is not attested") && msg.contains("measurement"),
+        "{v}"
+    );
     let t = std::time::Instant::now();
     let (s, v) = post(
         &http,

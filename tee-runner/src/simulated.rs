@@ -99,7 +99,9 @@ fn build(
         .expect("encoding")
 }
 
-/// A simulated platform: keys, certificates, chip id and launch measurement.
+/// A simulated platform: keys, certificates, chip id and launch measurement (a clone is the
+/// same machine, e.g. for two guests of one host).
+#[derive(Clone)]
 pub struct SimulatedPlatform {
     vcek_key: SigningKey,
     ark_der: Vec<u8>,

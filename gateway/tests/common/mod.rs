@@ -60,12 +60,16 @@ pub async fn start_provider(reply: &'static str, delay: Duration) -> String {
     url
 }
 
-/// A TEE runner (simulated platform, chain `chain_id`) forwarding to `provider`; returns its URL
-/// and the runner's state.
+/// The launch measurement of the simulated runners.
+pub const MEASUREMENT: [u8; 48] = [0x11; 48];
+
+/// A TEE runner on a simulated `platform` (chain `chain_id`) forwarding to `provider`; returns
+/// its URL.
 pub async fn start_runner(
     provider: &str,
     chain_id: u64,
-) -> (String, Arc<veriml_tee::service::Runner>) {
+    platform: veriml_tee::SimulatedPlatform,
+) -> String {
     use veriml_tee::service::{serve, AttesterMode, Config, Runner, UpstreamConfig};
     let cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -78,11 +82,9 @@ pub async fn start_runner(
         }),
         local_model: None,
     };
-    let platform = veriml_tee::SimulatedPlatform::new([0x11; 48]);
     let runner = Arc::new(Runner::new(cfg, Box::new(platform)).unwrap());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
-    let r = runner.clone();
-    tokio::spawn(async move { serve(r, l, std::future::pending()).await.unwrap() });
-    (url, runner)
+    tokio::spawn(async move { serve(runner, l, std::future::pending()).await.unwrap() });
+    url
 }

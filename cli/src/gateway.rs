@@ -210,3 +210,147 @@ pub fn settle(ui: &Ui, a: &SettleArgs, allow_insecure: bool) -> Result<serde_jso
         }))
     })
 }
+
+/// `veriml tee-register`'s options.
+#[derive(Args, Debug, Clone)]
+pub struct TeeRegisterArgs {
+    /// The TEE runner's URL.
+    #[arg(long)]
+    pub runner: String,
+    /// The TeeRegistry contract.
+    #[arg(long, env = "VERIML_TEE_REGISTRY")]
+    pub registry: String,
+    /// A launch measurement the runner may attest to (96 hex digits); repeat for several.
+    #[arg(long, required = true)]
+    pub measurement: Vec<String>,
+    /// DEVELOPMENT ONLY: also trust this simulated SEV-SNP root certificate (DER).
+    #[arg(long)]
+    pub simulated_root: Option<PathBuf>,
+    /// This attestation verifier's signing key (hex), one of the registry's verifiers.
+    #[arg(long, env = "VERIML_OPERATOR_KEY", hide_env_values = true)]
+    pub operator_key: String,
+    /// When the registration expires (Unix seconds; default: 30 days from now). Every
+    /// operator signing one registration must use the same value.
+    #[arg(long)]
+    pub expiry: Option<u64>,
+    /// Other operators' signatures of the same registration (hex), to reach the quorum.
+    #[arg(long)]
+    pub signature: Vec<String>,
+    /// Print this operator's signature instead of sending the registration.
+    #[arg(long)]
+    pub sign_only: bool,
+    #[command(flatten)]
+    pub chain: ChainArgs,
+}
+
+/// Attests a runner, signs its key's registration as one attestation verifier, and (unless
+/// `--sign-only`) registers it in the TeeRegistry with any other signatures given.
+pub fn tee_register(ui: &Ui, a: &TeeRegisterArgs) -> Result<serde_json::Value> {
+    use veriml_prover::chain::{Address, Chain, B256};
+    use veriml_tee::receipt::{keccak, registration_digest, EthKey};
+    let measurements = a
+        .measurement
+        .iter()
+        .map(|m| {
+            hex::decode(m.trim().trim_start_matches("0x"))
+                .ok()
+                .and_then(|b| <[u8; 48]>::try_from(b).ok())
+                .with_context(|| format!("--measurement `{m}` is not 48 bytes of hex"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let registry: Address = a
+        .registry
+        .parse()
+        .with_context(|| format!("--registry `{}` is not an address", a.registry))?;
+    let secret: [u8; 32] = hex::decode(a.operator_key.trim().trim_start_matches("0x"))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("--operator-key is not 32 bytes of hex")?;
+    let operator = EthKey::from_bytes(&secret).context("--operator-key is not a valid key")?;
+    let root = match &a.simulated_root {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let attested = veriml_tee::client::attest_runner(
+            &http,
+            &a.runner,
+            &measurements,
+            root.as_deref(),
+        )
+        .await?;
+        if attested.report.simulated {
+            eprintln!("WARNING: SIMULATED attestation: no hardware vouches for this runner (development only)");
+        }
+        let chain = Chain::connect(&a.chain.rpc, &a.chain.private_key).await?;
+        let measurement_hash = keccak(&attested.report.measurement);
+        let tcb = attested.tcb_word();
+        let expiry = match a.expiry {
+            Some(e) => e,
+            None => {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs()
+                    + 30 * 24 * 3600
+            }
+        };
+        let digest = registration_digest(
+            chain.chain_id,
+            &registry.into_array(),
+            &attested.key,
+            &measurement_hash,
+            tcb,
+            expiry,
+        );
+        let own = operator.sign_digest(&digest);
+        let summary = json!({
+            "runner": a.runner,
+            "key": format!("0x{}", hex::encode(attested.key)),
+            "measurement": hex::encode(attested.report.measurement),
+            "measurement_hash": format!("0x{}", hex::encode(measurement_hash)),
+            "tcb": tcb,
+            "expiry": expiry,
+            "operator": format!("0x{}", hex::encode(operator.address())),
+            "signature": format!("0x{}", hex::encode(own)),
+            "simulated": attested.report.simulated,
+        });
+        if a.sign_only {
+            ui.say(&format!(
+                "runner key 0x{} attested; this operator's signature: 0x{}",
+                hex::encode(attested.key),
+                hex::encode(own)
+            ));
+            return Ok(summary);
+        }
+        let mut signatures = vec![own.to_vec()];
+        for s in &a.signature {
+            signatures.push(
+                hex::decode(s.trim().trim_start_matches("0x"))
+                    .with_context(|| format!("--signature `{s}` is not hex"))?,
+            );
+        }
+        let mined = chain
+            .register_enclave(
+                registry,
+                Address::from(attested.key),
+                B256::from(measurement_hash),
+                tcb,
+                expiry,
+                signatures,
+            )
+            .await?;
+        ui.say(&format!(
+            "runner key 0x{} registered in {} ({})",
+            hex::encode(attested.key),
+            registry,
+            mined.tx_hash
+        ));
+        let mut out = summary;
+        out["tx_hash"] = json!(mined.tx_hash);
+        Ok(out)
+    })
+}

@@ -229,6 +229,11 @@ enum Cmd {
     /// status and the receipt), closed models are forwarded to their TEE runner. Jobs live in
     /// an SQLite file and survive restarts.
     Serve(gateway::ServeArgs),
+    /// Attest a TEE runner (a fresh nonce; its measurement must be one of --measurement) and
+    /// sign its key's registration as an attestation verifier; then register it in the
+    /// TeeRegistry (with other operators' --signature for a quorum above 1), or print the
+    /// signature with --sign-only
+    TeeRegister(gateway::TeeRegisterArgs),
     /// Settle inference receipts on chain: each is checked off-chain against the catalogue,
     /// then submitted to the InferenceRegistry (once; an invalid one never). Receipt files,
     /// or the finished jobs of a gateway (`--gateway URL`, `--follow SECS` to keep watching).
@@ -1150,6 +1155,7 @@ fn run(cli: Cli) -> Result<()> {
             onchain::deploy(&ui, &dir.dir, &chain, &opts, cli.allow_insecure_srs)?
         }
         Cmd::Serve(a) => gateway::serve(&ui, &a)?,
+        Cmd::TeeRegister(a) => gateway::tee_register(&ui, &a)?,
         Cmd::Settle(a) => gateway::settle(&ui, &a, cli.allow_insecure_srs)?,
         Cmd::Models { catalogue, cmd } => models(&ui, &catalogue, cmd, cli.allow_insecure_srs)?,
         Cmd::Example { dir } => {

@@ -14,10 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use veriml_tee::{
-    receipt::{keccak, registration_digest, EthKey},
-    report::report_data_binding,
-    service::{serve, AttestationResponse, AttesterMode, Config, Runner, UpstreamConfig},
-    verify::{Policy, Verifier},
+    receipt::{keccak, EthKey},
+    service::{serve, AttesterMode, Config, Runner, UpstreamConfig},
     SimulatedPlatform,
 };
 
@@ -291,7 +289,8 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
         "verifier-contracts/src/TeeRegistry.sol:TeeRegistry",
         &[DEV_ADDRESS, "600", "30"],
     );
-    let operator = EthKey::generate();
+    let operator_secret = keccak(b"an attestation verifier's key, for this test");
+    let operator = EthKey::from_bytes(&operator_secret).unwrap();
     cast_send(
         &url,
         &tee_registry,
@@ -299,62 +298,44 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
         &[&hex0x(&operator.address()), "true"],
     );
     cast_send(&url, &tee_registry, "setQuorum(uint256)", &["1"]);
-    let att_nonce = [9u8; 32];
-    let att: AttestationResponse = serde_json::from_value(
-        get(&format!(
-            "{runner}/attestation?nonce={}",
-            hex::encode(att_nonce)
-        ))
-        .await,
-    )
-    .unwrap();
-    let unhex = |x: &str| hex::decode(x.trim_start_matches("0x")).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let verified = Verifier::amd()
-        .with_simulated_root(&ark)
-        .unwrap()
-        .verify(
-            &unhex(&att.report),
-            &unhex(&att.vek),
-            &att.intermediates
-                .iter()
-                .map(|x| unhex(x))
-                .collect::<Vec<_>>(),
-            None,
-            &Policy {
-                report_data: Some(report_data_binding(&unhex(&att.public_key), &att_nonce)),
-                ..Policy::default()
-            },
-            now,
-        )
-        .unwrap();
-    let key: [u8; 20] = unhex(&att.key).try_into().unwrap();
-    let registry_bytes: [u8; 20] = unhex(&tee_registry).try_into().unwrap();
-    let measurement_hash = keccak(&verified.measurement);
-    let expiry = now + 3600;
-    let digest = registration_digest(
-        CHAIN_ID,
-        &registry_bytes,
-        &key,
-        &measurement_hash,
-        1,
-        expiry,
+    let register = |measurement: &str| {
+        veriml(&[
+            "--json",
+            "tee-register",
+            "--runner",
+            &runner,
+            "--registry",
+            &tee_registry,
+            "--measurement",
+            measurement,
+            "--simulated-root",
+            s(&ark_path),
+            "--operator-key",
+            &hex0x(&operator_secret),
+            "--rpc",
+            &url,
+            "--private-key",
+            DEV_KEY,
+        ])
+    };
+    // the operator refuses a runner whose measurement is not the expected one
+    let out = register(&"33".repeat(48));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("is not attested") && err.contains("measurement"),
+        "{err}"
     );
-    cast_send(
+    let reg = json_out(&register(&"22".repeat(48)));
+    assert_eq!(reg["simulated"], true);
+    let key = reg["key"].as_str().unwrap().to_string();
+    let enclave = ok(&cast_call(
         &url,
         &tee_registry,
-        "registerEnclave(address,bytes32,uint64,uint64,bytes[])",
-        &[
-            &att.key,
-            &hex0x(&measurement_hash),
-            "1",
-            &expiry.to_string(),
-            &format!("[{}]", hex0x(&operator.sign_digest(&digest))),
-        ],
-    );
+        "enclaves(address)(bytes32,uint64,uint64,bool)",
+        &[&key],
+    ));
+    assert!(enclave.contains(&hex0x(&keccak(&[0x22; 48]))), "{enclave}");
 
     // the InferenceRegistry routing both catalogue ids, and the sample consumer
     let inference = forge_create(
@@ -551,7 +532,7 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
         .unwrap()[input_words..]
         .iter()
     {
-        out_bytes.extend(unhex(w.as_str().unwrap()));
+        out_bytes.extend(hex::decode(w.as_str().unwrap().trim_start_matches("0x")).unwrap());
     }
     bad_open["output_hash"] = json!(hex0x(&keccak(&out_bytes)));
     let mut bad_chat = chat_receipt.clone();

@@ -44,9 +44,7 @@ use thiserror::Error;
 use tokio::sync::{broadcast, Notify};
 use veriml_circuits::{QuantizedModel, Settings};
 use veriml_prover::{pipeline, Srs};
-use veriml_tee::report::report_data_binding;
-use veriml_tee::service::AttestationResponse;
-use veriml_tee::verify::{Policy, Verifier};
+use veriml_tee::client::{attest_runner, AttestClientError};
 
 /// How the gateway runs.
 #[derive(Clone, Debug)]
@@ -534,84 +532,32 @@ impl Gateway {
                 }
             }
         }
-        let unattested = |detail: String| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "runner_unattested",
-                format!(
-                    "the TEE runner at {} of model `{id}` is not attested: {detail}",
-                    m.runner
-                ),
-            )
-        };
-        let mut nonce = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
-        let url = format!("{}/attestation?nonce={}", m.runner, hex::encode(nonce));
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| runner_error(&url, self.cfg.runner_timeout, e))?;
-        let att: AttestationResponse = resp
-            .json()
-            .await
-            .map_err(|e| unattested(format!("its attestation is not readable: {e}")))?;
-        let unhex = |what: &str, x: &str| {
-            hex::decode(x.trim_start_matches("0x"))
-                .map_err(|e| unattested(format!("{what} is not hex: {e}")))
-        };
         let measurements = m
             .measurements
             .iter()
-            .map(|x| {
-                unhex("a catalogue measurement", x)?
-                    .try_into()
-                    .map_err(|_| unattested("a catalogue measurement is not 48 bytes".into()))
-            })
-            .collect::<Result<Vec<[u8; 48]>, _>>()?;
-        let public_key = unhex("the public key", &att.public_key)?;
-        let policy = Policy {
-            measurements: Some(measurements),
-            report_data: Some(report_data_binding(&public_key, &nonce)),
-            ..Policy::default()
-        };
-        let mut verifier = Verifier::amd();
-        if let Some(root) = &self.cfg.tee_simulated_root {
-            verifier = verifier
-                .with_simulated_root(root)
-                .map_err(|e| unattested(format!("the simulated root: {e}")))?;
-        }
-        let intermediates = att
-            .intermediates
-            .iter()
-            .map(|x| unhex("an intermediate certificate", x))
-            .collect::<Result<Vec<_>, _>>()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let verified = verifier
-            .verify(
-                &unhex("the report", &att.report)?,
-                &unhex("the VEK certificate", &att.vek)?,
-                &intermediates,
-                None,
-                &policy,
-                now,
-            )
-            .map_err(|e| unattested(e.to_string()))?;
-        let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&public_key)
-            .map_err(|e| unattested(format!("the public key: {e}")))?;
-        let key = veriml_tee::receipt::address_of(&vk);
-        if hex::encode(key) != att.key.trim_start_matches("0x").to_ascii_lowercase() {
-            return Err(unattested(format!(
-                "it names key {}, but its attested public key is 0x{}",
-                att.key,
-                hex::encode(key)
-            )));
-        }
-        cache.insert(m.runner.clone(), (key, verified.measurement));
+            .filter_map(|x| hex::decode(x).ok()?.try_into().ok())
+            .collect::<Vec<[u8; 48]>>();
+        let attested = attest_runner(
+            &self.http,
+            &m.runner,
+            &measurements,
+            self.cfg.tee_simulated_root.as_deref(),
+        )
+        .await
+        .map_err(|e| match e {
+            AttestClientError::Unreachable { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "runner_unreachable",
+                format!("model `{id}`: {e}"),
+            ),
+            AttestClientError::Unattested { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "runner_unattested",
+                format!("model `{id}`: {e}"),
+            ),
+        })?;
+        let key = attested.key;
+        cache.insert(m.runner.clone(), (key, attested.report.measurement));
         Ok(key)
     }
 

@@ -222,7 +222,9 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
     assert_eq!(v["error"], "runner_unattested");
     let msg = v["message"].as_str().unwrap();
     assert!(
-        msg.contains("`elsewhere` is not attested") && msg.contains("measurement"),
+        msg.contains("model `elsewhere`")
+            && msg.contains("is not attested")
+            && msg.contains("measurement"),
         "{v}"
     );
     let t = std::time::Instant::now();

@@ -50,6 +50,20 @@ sol! {
             returns (bool);
     }
 
+    /// The TEE registry's registration call (verifier-contracts/src/TeeRegistry.sol).
+    interface ITeeRegistry {
+        error QuorumNotReached(uint256 valid, uint256 needed);
+        error AlreadyExpired();
+        error MeasurementIsRevoked(bytes32 measurementHash);
+        function registerEnclave(
+            address key,
+            bytes32 measurementHash,
+            uint64 tcb,
+            uint64 expiry,
+            bytes[] calldata signatures
+        ) external;
+    }
+
     /// The registry's constructor, for deployment.
     contract ModelRegistryDeploy {
         constructor(address initialOwner);
@@ -173,6 +187,20 @@ fn revert_reason(e: &alloy::contract::Error) -> String {
                 }
                 IModelRegistry::IModelRegistryErrors::TooManyWords(_) => {
                     "more than 65535 input or output words".into()
+                }
+            };
+        }
+        if let Ok(err) = ITeeRegistry::ITeeRegistryErrors::abi_decode(&data) {
+            return match err {
+                ITeeRegistry::ITeeRegistryErrors::QuorumNotReached(x) => format!(
+                    "{} valid attestation-verifier signatures, the registry needs {}",
+                    x.valid, x.needed
+                ),
+                ITeeRegistry::ITeeRegistryErrors::AlreadyExpired(_) => {
+                    "the expiry is in the past".into()
+                }
+                ITeeRegistry::ITeeRegistryErrors::MeasurementIsRevoked(x) => {
+                    format!("measurement {} is revoked", x.measurementHash)
                 }
             };
         }
@@ -303,6 +331,28 @@ impl Chain {
             proof: Bytes::copy_from_slice(proof),
         };
         self.call_then_send(registry, call.abi_encode(), "verifying the proof")
+            .await
+    }
+
+    /// Registers a TEE runner's key in a `TeeRegistry` with the attestation verifiers'
+    /// signatures of its registration.
+    pub async fn register_enclave(
+        &self,
+        registry: Address,
+        key: Address,
+        measurement_hash: B256,
+        tcb: u64,
+        expiry: u64,
+        signatures: Vec<Vec<u8>>,
+    ) -> Result<Mined, ProverError> {
+        let call = ITeeRegistry::registerEnclaveCall {
+            key,
+            measurementHash: measurement_hash,
+            tcb,
+            expiry,
+            signatures: signatures.into_iter().map(Bytes::from).collect(),
+        };
+        self.call_then_send(registry, call.abi_encode(), "registering the runner's key")
             .await
     }
 

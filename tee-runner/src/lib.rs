@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attester;
+pub mod client;
 pub mod receipt;
 pub mod report;
 pub mod service;

@@ -3,6 +3,7 @@ pragma solidity 0.8.19;
 
 import {ModelRegistry} from "../src/ModelRegistry.sol";
 import {TeeRegistry} from "../src/TeeRegistry.sol";
+import {InferenceRegistry} from "../src/InferenceRegistry.sol";
 
 /// The cheatcodes these scripts use (forge-std 1.1.2 from npm predates the env ones).
 interface DeployVm {
@@ -81,6 +82,26 @@ contract DeployTeeRegistry is BaseScript {
         uint64 maxSkew = uint64(vm.envUint("VERIML_MAX_SKEW"));
         vm.startBroadcast();
         registry = new TeeRegistry(owner, maxAge, maxSkew);
+        vm.stopBroadcast();
+    }
+}
+
+/// VERIML_OWNER, VERIML_MODEL_REGISTRY, VERIML_TEE_REGISTRY: the InferenceRegistry over an
+/// existing ModelRegistry and TeeRegistry. The owner then routes each catalogue id with
+/// `setRoute(keccak256(id), 1, modelRegistryId)` (open) or `setRoute(keccak256(id), 2,
+/// keccak256(providerModel))` (closed).
+contract DeployInferenceRegistry is BaseScript {
+    error NoCode(address at);
+
+    function run() external returns (InferenceRegistry registry) {
+        checkChain();
+        address owner = vm.envAddress("VERIML_OWNER");
+        ModelRegistry models = ModelRegistry(vm.envAddress("VERIML_MODEL_REGISTRY"));
+        TeeRegistry tee = TeeRegistry(vm.envAddress("VERIML_TEE_REGISTRY"));
+        if (address(models).code.length == 0) revert NoCode(address(models));
+        if (address(tee).code.length == 0) revert NoCode(address(tee));
+        vm.startBroadcast();
+        registry = new InferenceRegistry(models, tee, owner);
         vm.stopBroadcast();
     }
 }

@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 pragma solidity 0.8.19;
 
-import {DeployModelRegistry, DeployVerifier, DeployTeeRegistry} from "../script/Deploy.s.sol";
+import {
+    DeployModelRegistry,
+    DeployVerifier,
+    DeployTeeRegistry,
+    DeployInferenceRegistry
+} from "../script/Deploy.s.sol";
+import {InferenceRegistry} from "../src/InferenceRegistry.sol";
 import {ModelRegistry} from "../src/ModelRegistry.sol";
 import {TeeRegistry} from "../src/TeeRegistry.sol";
 import {TinyMlpFixture} from "./fixtures/TinyMlpFixture.sol";
@@ -62,5 +68,25 @@ contract DeployScriptsTest {
         TeeRegistry reg = new DeployTeeRegistry().run();
         require(reg.owner() == BROADCASTER, "owner");
         require(reg.maxAge() == 600 && reg.maxSkew() == 30, "window");
+    }
+
+    function test_deployInferenceRegistryOverBothRegistries() public {
+        vm.chainId(84532);
+        vm.setEnv("VERIML_OWNER", vm.toString(BROADCASTER));
+        vm.setEnv("VERIML_MAX_AGE", "600");
+        vm.setEnv("VERIML_MAX_SKEW", "30");
+        ModelRegistry models = new DeployModelRegistry().run();
+        TeeRegistry tee = new DeployTeeRegistry().run();
+        DeployInferenceRegistry d = new DeployInferenceRegistry();
+        // an address without code is refused (a typo would otherwise brick every route)
+        vm.setEnv("VERIML_MODEL_REGISTRY", vm.toString(address(0xBEEF)));
+        vm.setEnv("VERIML_TEE_REGISTRY", vm.toString(address(tee)));
+        vm.expectRevert(abi.encodeWithSignature("NoCode(address)", address(0xBEEF)));
+        d.run();
+        vm.setEnv("VERIML_MODEL_REGISTRY", vm.toString(address(models)));
+        InferenceRegistry reg = d.run();
+        require(address(reg.models()) == address(models), "models");
+        require(address(reg.tee()) == address(tee), "tee");
+        require(reg.owner() == BROADCASTER, "owner");
     }
 }

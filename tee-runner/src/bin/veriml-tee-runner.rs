@@ -19,16 +19,21 @@ async fn main() {
 async fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let mut config: Option<PathBuf> = None;
+    let mut root_out: Option<PathBuf> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" | "-c" => config = args.next().map(PathBuf::from),
+            "--write-simulated-root" => root_out = args.next().map(PathBuf::from),
             "--help" | "-h" => {
                 println!(
-                    "veriml-tee-runner --config FILE\n\n\
+                    "veriml-tee-runner --config FILE [--write-simulated-root FILE]\n\n\
                      Serves GET /health, GET /attestation?nonce=HEX, POST /v1/chat/completions\n\
                      (forwarded to the configured provider) and POST /v1/infer (local ONNX model);\n\
                      every result carries a receipt signed by a key bound to the attestation.\n\
-                     Environment overrides: VERIML_TEE_LISTEN, VERIML_TEE_CHAIN_ID, VERIML_TEE_UPSTREAM_URL."
+                     Environment overrides: VERIML_TEE_LISTEN, VERIML_TEE_CHAIN_ID, VERIML_TEE_UPSTREAM_URL.\n\
+                     --write-simulated-root FILE: with \"attester\": \"simulated\", write the simulated\n\
+                     platform's root certificate (DER) there, for verifiers in development\n\
+                     (veriml serve --tee-simulated-root, veriml tee-register --simulated-root)."
                 );
                 return Ok(());
             }
@@ -38,10 +43,20 @@ async fn run() -> Result<()> {
     let path = config.context("--config FILE is required (see --help)")?;
     let cfg = Config::load(&path)?;
     let attester: Box<dyn Attester> = match cfg.attester {
+        AttesterMode::Sev if root_out.is_some() => {
+            bail!("--write-simulated-root is for \"attester\": \"simulated\" only")
+        }
         AttesterMode::Sev => Box::new(SevGuestAttester),
         AttesterMode::Simulated => {
             eprintln!("WARNING: simulated attestation: no hardware vouches for this runner (development only)");
-            Box::new(SimulatedPlatform::new([0u8; 48]))
+            let platform = SimulatedPlatform::new([0u8; 48]);
+            if let Some(p) = &root_out {
+                let tmp = p.with_extension("tmp");
+                std::fs::write(&tmp, platform.ark_der())
+                    .and_then(|()| std::fs::rename(&tmp, p))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            Box::new(platform)
         }
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)

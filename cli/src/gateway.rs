@@ -101,6 +101,12 @@ pub fn serve(ui: &Ui, a: &ServeArgs) -> Result<serde_json::Value> {
     let rt = runtime()?;
     rt.block_on(async {
         let gw = Gateway::new(catalogue, cfg)?;
+        if gw.requeued_at_start() > 0 {
+            eprintln!(
+                "veriml serve: {} interrupted job(s) queued again",
+                gw.requeued_at_start()
+            );
+        }
         let listener = server::bind(a.listen).await?;
         let addr = listener.local_addr()?;
         if ui.json {

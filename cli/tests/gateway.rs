@@ -5,7 +5,7 @@
 //! sample consumer acts on the open model's settled output. Tampered receipts are refused
 //! off-chain and, forced on-chain, by the contracts. The gateway killed in the middle of
 //! proving finishes its jobs once after a restart; the agent killed between sending and
-//! confirming settles its receipt once.
+//! confirming (and the node dropping its transaction) settles its receipt once.
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -647,11 +647,18 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
     }
     agent.kill().unwrap();
     agent.wait().unwrap();
+    // and the node loses the transaction: the next run sends the same signed bytes again
+    ok(&tool(
+        "cast",
+        &["rpc", "--rpc-url", &url, "anvil_dropAllTransactions"],
+    ));
+    let pool = ok(&tool("cast", &["rpc", "--rpc-url", &url, "txpool_status"]));
+    let v: Value = serde_json::from_str(&pool).unwrap();
+    assert!(v["pending"] == "0x0" || v["pending"] == 0, "{pool}");
     ok(&tool(
         "cast",
         &["rpc", "--rpc-url", &url, "evm_setAutomine", "true"],
     ));
-    ok(&tool("cast", &["rpc", "--rpc-url", &url, "evm_mine"]));
     let out = json_out(&settle(&["--gateway", &gw.url]));
     let results = out["results"].as_array().unwrap();
     assert_eq!(results.len(), 1, "{out}");

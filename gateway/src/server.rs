@@ -119,7 +119,8 @@ pub struct Gateway {
     /// measurements, bound to the key and a fresh nonce) when the runner was first used.
     /// The measurement it attested to is kept with it: a model sharing the runner whose
     /// catalogue entry does not list that measurement does not trust it.
-    attested: tokio::sync::Mutex<HashMap<String, ([u8; 20], [u8; 48])>>,
+    attested: tokio::sync::Mutex<HashMap<String, RunnerTrust>>,
+    requeued: usize,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -130,6 +131,9 @@ impl std::fmt::Debug for Gateway {
             .finish_non_exhaustive()
     }
 }
+
+/// A runner's attested key and the launch measurement it attested to.
+type RunnerTrust = ([u8; 20], [u8; 48]);
 
 /// An error answer: status, kind, message naming the problem.
 #[derive(Debug)]
@@ -284,9 +288,6 @@ impl Gateway {
             }
         }
         let (store, requeued) = JobStore::open(&cfg.db)?;
-        if requeued > 0 {
-            eprintln!("veriml serve: {requeued} interrupted job(s) queued again");
-        }
         let http = reqwest::Client::builder()
             .timeout(cfg.runner_timeout)
             .connect_timeout(cfg.runner_timeout.min(Duration::from_secs(10)))
@@ -302,7 +303,13 @@ impl Gateway {
             events,
             http,
             attested: tokio::sync::Mutex::new(HashMap::new()),
+            requeued,
         }))
+    }
+
+    /// How many jobs an earlier process left running and this start queued again.
+    pub fn requeued_at_start(&self) -> usize {
+        self.requeued
     }
 
     /// The job store (for tools and tests).

@@ -5,10 +5,12 @@
 //! Each receipt settles once, whatever stops the agent:
 //! - a receipt is keyed by its result id, `keccak256(abi.encode(modelId, inputHash,
 //!   outputHash))` with `modelId = keccak256(catalogue id)`: what the registry keys it by;
-//! - a transaction is signed here, its hash and nonce recorded (`sent`), and only then
-//!   broadcast. An agent stopped after that finds the record at its next start and waits for
-//!   that transaction instead of sending another; one whose transaction was dropped (not mined,
-//!   the nonce since used, the result still unsettled) sends it again;
+//! - a transaction is signed here, its hash, nonce and bytes recorded (`sent`), and only then
+//!   broadcast. An agent stopped after that finds the record at its next start, broadcasts the
+//!   same bytes again (a node that dropped it gets it back; one that has it ignores them) and
+//!   waits for that transaction instead of sending another. Only when another transaction has
+//!   taken its nonce (so it can never be mined) and the result is still unsettled does it send
+//!   a new one;
 //! - before sending, the registry is asked whether the result is settled already (`isSettled`),
 //!   and the call is simulated (`eth_call`): a receipt the contract would refuse is reported
 //!   with the contract's error and never sent;
@@ -306,6 +308,7 @@ impl Settler {
                 state TEXT NOT NULL,
                 tx_hash TEXT,
                 nonce INTEGER,
+                raw_tx TEXT,
                 detail TEXT,
                 updated_ms INTEGER NOT NULL
             );
@@ -387,6 +390,20 @@ impl Settler {
             .map_err(|e| self.store_err(e))
     }
 
+    /// The signed bytes of the transaction recorded for a result.
+    fn raw_tx(&self, result_id: &str) -> Result<Option<Vec<u8>>, SettleError> {
+        let raw: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT raw_tx FROM settlements WHERE result_id = ?1",
+                params![result_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.store_err(e))?;
+        Ok(raw.flatten().and_then(|h| hex::decode(h).ok()))
+    }
+
     /// Every record, in result-id order.
     pub fn records(&self) -> Result<Vec<Record>, SettleError> {
         let mut stmt = self
@@ -407,22 +424,23 @@ impl Settler {
         result_id: &str,
         model_id: &str,
         state: &str,
-        tx: Option<(&str, u64)>,
+        tx: Option<(&str, u64, &[u8])>,
         detail: Option<&str>,
     ) -> Result<(), SettleError> {
         self.conn
             .execute(
-                "INSERT INTO settlements (result_id, model_id, state, tx_hash, nonce, detail, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO settlements (result_id, model_id, state, tx_hash, nonce, raw_tx, detail,
+                   updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(result_id) DO UPDATE SET state = ?3,
                    tx_hash = COALESCE(?4, tx_hash), nonce = COALESCE(?5, nonce),
-                   detail = ?6, updated_ms = ?7",
+                   raw_tx = COALESCE(?6, raw_tx), detail = ?7, updated_ms = ?8",
                 params![
                     result_id,
                     model_id,
                     state,
                     tx.map(|t| t.0),
                     tx.map(|t| t.1 as i64),
+                    tx.map(|t| hex::encode(t.2)),
                     detail,
                     now_ms()
                 ],
@@ -519,16 +537,46 @@ impl Settler {
                 return Ok(Outcome::AlreadySettled { result_id: rid })
             }
             Some(rec) if rec.state == "sent" => {
-                // an earlier run sent it: wait for that transaction rather than send another
-                if let Some(hash) = rec.tx_hash.as_deref().and_then(|h| b256("tx", h).ok()) {
-                    if let Some((block, gas_used, true)) = self.wait_mined(hash).await? {
-                        self.write(&rid, &r.model_id, "settled", None, None)?;
-                        return Ok(Outcome::Settled {
-                            result_id: rid,
-                            tx_hash: hash.to_string(),
-                            block,
-                            gas_used,
-                        });
+                // an earlier run sent it: broadcast that very transaction again (a no-op where
+                // the node has it) and wait for it rather than send another
+                let hash = rec.tx_hash.as_deref().and_then(|h| b256("tx", h).ok());
+                if let (Some(hash), Some(nonce)) = (hash, rec.nonce) {
+                    if let Some(raw) = self.raw_tx(&rid)? {
+                        let _ = self.provider.send_raw_transaction(&raw).await;
+                    }
+                    match self.wait_mined(hash).await? {
+                        Some((block, gas_used, true)) => {
+                            self.write(&rid, &r.model_id, "settled", None, None)?;
+                            return Ok(Outcome::Settled {
+                                result_id: rid,
+                                tx_hash: hash.to_string(),
+                                block,
+                                gas_used,
+                            });
+                        }
+                        // reverted: the checks below say why (settled by another, or refused)
+                        Some(_) => {}
+                        None => {
+                            // never mined while its nonce is free: it may still be; when another
+                            // transaction took the nonce, it never will be, so send anew
+                            let from = self.from;
+                            let latest = self
+                                .retry("reading the account's nonce", |p| async move {
+                                    p.get_transaction_count(from)
+                                        .latest()
+                                        .await
+                                        .map_err(|e| e.to_string())
+                                })
+                                .await?;
+                            if latest <= nonce {
+                                return Err(SettleError::Chain {
+                                    stage: "confirming an earlier transaction",
+                                    detail: format!(
+                                        "{hash} (nonce {nonce}) is not mined yet; run again later"
+                                    ),
+                                });
+                            }
+                        }
                     }
                 }
             }
@@ -637,7 +685,7 @@ impl Settler {
                 rid,
                 &r.model_id,
                 "sent",
-                Some((&hash.to_string(), nonce)),
+                Some((&hash.to_string(), nonce, &raw)),
                 None,
             )?;
             match self.provider.send_raw_transaction(&raw).await {

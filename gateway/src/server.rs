@@ -436,6 +436,8 @@ impl Gateway {
             ));
         }
         let body = serde_json::to_vec(&Value::Object(req)).map_err(ApiError::internal)?;
+        // the request goes to an attested runner only
+        let attested = self.runner_key(id, m, false).await?;
         let url = format!("{}/v1/chat/completions", m.runner.trim_end_matches('/'));
         let resp = self
             .http
@@ -462,7 +464,7 @@ impl Gateway {
                 "runner_error",
                 format!(
                     "the TEE runner at {url} answered {status}: {}",
-                    &text[..text.len().min(500)]
+                    text.chars().take(500).collect::<String>()
                 ),
             ));
         }
@@ -502,7 +504,7 @@ impl Gateway {
         let key: [u8; 20] = hex_header("x-veriml-key", 20)?
             .try_into()
             .expect("20 bytes");
-        if key != self.runner_key(id, m, false).await? {
+        if key != attested {
             // a runner that restarted has a new key: attest it again before trusting it
             if key != self.runner_key(id, m, true).await? {
                 return Err(bad_runner(

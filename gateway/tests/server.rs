@@ -1,6 +1,7 @@
 //! The gateway on loopback: bad requests each get a 4xx naming the problem; an open model's job
 //! streams its progress and ends with a receipt that verifies; a closed model's request comes
-//! back with a checked TEE receipt, and a runner that is gone or slow gives a clear 5xx; 200
+//! back with a checked TEE receipt, and a runner or provider that is gone or slow gives a clear
+//! 5xx (a runner whose measurement the catalogue does not list is not used); 200
 //! concurrent requests are all answered (a job or 429) and every accepted job finishes once;
 //! a job interrupted by a stop is finished once by the next start.
 
@@ -87,7 +88,12 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
     let platform = SimulatedPlatform::new(MEASUREMENT);
     let ark = platform.ark_der().to_vec();
     let runner = start_runner(&provider, CHAIN_ID, platform.clone()).await;
-    let slow_runner = start_runner(&slow_provider, CHAIN_ID, platform).await;
+    let slow_runner = start_runner(&slow_provider, CHAIN_ID, platform.clone()).await;
+    let dead_provider = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let orphan_runner = start_runner(&dead_provider, CHAIN_ID, platform).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
@@ -99,6 +105,12 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
         .unwrap();
     cat.add("gone", closed(&provider, "chat-large", &dead), false)
         .unwrap();
+    cat.add(
+        "orphan",
+        closed(&dead_provider, "chat-orphan", &orphan_runner),
+        false,
+    )
+    .unwrap();
     // the right runner, but the catalogue allows another measurement only
     let other = ClosedModel::new(&provider, "chat-large", &runner, &["33".repeat(48)]).unwrap();
     cat.add("elsewhere", Entry::Closed(other), false).unwrap();
@@ -211,6 +223,17 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
     assert_eq!(v["error"], "runner_unreachable");
     assert!(v["message"].as_str().unwrap().contains(&dead), "{v}");
+    // a provider that went away: the runner says so, and the gateway passes it on
+    let (s, v) = post(
+        &http,
+        &url,
+        json!({"model": "orphan", "input": chat["input"]}).to_string(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"], "runner_error");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("cannot reach the provider"), "{v}");
     // a runner whose measurement the catalogue does not list is not trusted
     let (s, v) = post(
         &http,

@@ -125,6 +125,49 @@ fn synthesis(c: &mut Criterion) {
     g.finish();
 }
 
+/// halo2curves' MSM against the split CPU backend on the scalar kinds VeriML commits to.
+fn msm_backends(c: &mut Criterion) {
+    use veriml_prover::msm::{Halo2Msm, MsmBackend, SplitMsm};
+    let mut g = c.benchmark_group("msm backends");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    let max = 18;
+    let all_bases = bases(1 << max);
+    let full = scalars(1 << max);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let bytes: Vec<Fr> = (0..1 << max).map(|_| Fr::from(next() % 256)).collect();
+    let signed: Vec<Fr> = (0..1 << max)
+        .map(|_| {
+            let v = Fr::from(next() % 65536);
+            if next() % 2 == 0 {
+                v
+            } else {
+                -v
+            }
+        })
+        .collect();
+    for k in [16u32, 18] {
+        let n = 1usize << k;
+        for (kind, sc) in [
+            ("bytes", &bytes),
+            ("signed 16-bit", &signed),
+            ("full", &full),
+        ] {
+            for backend in [&Halo2Msm as &dyn MsmBackend, &SplitMsm] {
+                g.bench_function(format!("2^{k} {kind} {}", backend.name()), |b| {
+                    b.iter(|| backend.msm(&sc[..n], &all_bases[..n]))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
 fn prove_models(c: &mut Criterion) {
     let mut g = c.benchmark_group("prove in process (keys in memory)");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
@@ -154,5 +197,5 @@ fn prove_models(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, msm_and_fft, synthesis, prove_models);
+criterion_group!(benches, msm_and_fft, msm_backends, synthesis, prove_models);
 criterion_main!(benches);

@@ -59,6 +59,9 @@ pub enum ProverError {
     #[error("proof rejected: {0}")]
     Rejected(String),
 
+    #[error("the prover's commitment parameters: {0}")]
+    Engine(String),
+
     #[error("chain request failed while {stage}: {detail}")]
     Chain { stage: &'static str, detail: String },
 }

@@ -7,8 +7,10 @@
 
 pub mod artifacts;
 pub mod chain;
+pub mod engine;
 pub mod error;
 pub mod evm;
+pub mod msm;
 pub mod pipeline;
 pub mod srs;
 

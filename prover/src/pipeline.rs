@@ -4,7 +4,9 @@ use crate::artifacts::{
     decode_key, encode_key, KeyHeader, ProofFile, ARTIFACT_VERSION, PK_MAGIC, PROOF_FORMAT,
     PROOF_SYSTEM, TRANSCRIPT, VK_MAGIC,
 };
+use crate::engine::{EngineParams, EngineShplonk, VeriKzg};
 use crate::error::ProverError;
+use crate::msm::MsmChoice;
 use crate::srs::{Srs, SrsOrigin};
 use halo2_proofs::{
     dev::MockProver,
@@ -14,7 +16,7 @@ use halo2_proofs::{
     },
     plonk::{create_proof, keygen_pk, keygen_vk, verify_proof, ProvingKey, VerifyingKey},
     poly::{
-        commitment::ParamsProver,
+        commitment::{Params, ParamsProver},
         kzg::{
             commitment::{KZGCommitmentScheme, ParamsKZG},
             multiopen::{ProverSHPLONK, VerifierSHPLONK},
@@ -236,9 +238,32 @@ pub fn fr_from_hex(s: &str) -> Option<Fr> {
     Option::from(Fr::from_repr(repr))
 }
 
-/// Proves one input. `input` holds float values, quantized with the model's settings.
+/// The prover's commitment parameters for `srs` with the chosen MSM backend, and a warning
+/// when the choice could not be honoured (the CPU backend is used then).
+pub fn engine(srs: &Srs, msm: MsmChoice) -> Result<(EngineParams, Option<String>), ProverError> {
+    let (backend, warning) = crate::msm::backend(msm);
+    let params = EngineParams::new(srs.params.clone(), backend)
+        .map_err(|e| ProverError::Engine(format!("cannot prepare them: {e}")))?;
+    Ok((params, warning))
+}
+
+/// Proves one input. `input` holds float values, quantized with the model's settings. Uses
+/// the CPU MSM backend; [`prove_with`] takes prepared parameters and any backend.
 pub fn prove(
     srs: &Srs,
+    keys: &Keys,
+    settings: &Settings,
+    model: Arc<QuantizedModel>,
+    input: &[f64],
+) -> Result<ProofFile, ProverError> {
+    let (params, _) = engine(srs, MsmChoice::Cpu)?;
+    prove_with(srs, &params, keys, settings, model, input)
+}
+
+/// [`prove`] with the prover's parameters prepared once ([`engine`] of the same `srs`).
+pub fn prove_with(
+    srs: &Srs,
+    params: &EngineParams,
     keys: &Keys,
     settings: &Settings,
     model: Arc<QuantizedModel>,
@@ -247,11 +272,19 @@ pub fn prove(
     check_header(&keys.header, settings, "proving key")?;
     // a development SRS may prove (the proof file says so); it must be the keys' own
     check_srs(&keys.header, srs, true)?;
+    let same = params.kzg().k() == srs.params.k()
+        && params.g().first() == srs.params.get_g().first()
+        && params.g().last() == srs.params.get_g().last();
+    if !same {
+        return Err(ProverError::Engine(
+            "they were not prepared from this SRS".into(),
+        ));
+    }
     settings.check_model(&model)?;
     let xq = model.quantize_input(input)?;
     let circuit = ModelCircuit::with_input(model.clone(), settings.circuit.shape, xq.clone())?;
     let instances = circuit.instances().expect("circuit has a witness");
-    let proof = prove_circuit(srs, &keys.pk, circuit, &instances)?;
+    let proof = prove_circuit_with(params, &keys.pk, circuit, &instances)?;
     let output = model
         .forward(&xq)
         .into_iter()
@@ -286,6 +319,28 @@ pub fn prove_circuit(
         EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
     create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<_>, _, _, _, _>(
         &srs.params,
+        pk,
+        &[circuit],
+        &[&[instances]],
+        rand::rngs::OsRng,
+        &mut transcript,
+    )
+    .map_err(halo2_err("proving"))?;
+    Ok(transcript.finalize())
+}
+
+/// [`prove_circuit`] through VeriML's commitment scheme: the same proof bytes, every
+/// commitment but the multi-opening's two by `params`' MSM backend.
+pub fn prove_circuit_with(
+    params: &EngineParams,
+    pk: &ProvingKey<G1Affine>,
+    circuit: ModelCircuit,
+    instances: &[Fr],
+) -> Result<Vec<u8>, ProverError> {
+    let mut transcript =
+        EvmTranscript::<G1Affine, NativeLoader, Vec<u8>, Vec<u8>>::init(Vec::new());
+    create_proof::<VeriKzg, EngineShplonk<'_>, _, _, _, _>(
+        params,
         pk,
         &[circuit],
         &[&[instances]],

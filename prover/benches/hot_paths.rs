@@ -19,7 +19,7 @@ use veriml_circuits::{
     },
     ModelCircuit, QuantOptions, QuantizedModel,
 };
-use veriml_prover::{pipeline, Srs};
+use veriml_prover::{msm::MsmChoice, pipeline, Srs};
 
 fn scalars(n: usize) -> Vec<Fr> {
     // deterministic, full-size scalars
@@ -190,7 +190,25 @@ fn prove_models(c: &mut Criterion) {
             &std::fs::read_to_string(root.join(model).join("input.json")).unwrap(),
         )
         .unwrap();
-        g.bench_function(model, |b| {
+        // before: halo2's KZGCommitmentScheme (halo2curves' MSM everywhere)
+        let xq = m.quantize_input(&input).unwrap();
+        let circuit =
+            || ModelCircuit::with_input(m.clone(), settings.circuit.shape, xq.clone()).unwrap();
+        let instances = circuit().instances().unwrap();
+        g.bench_function(format!("{model} halo2 scheme"), |b| {
+            b.iter(|| pipeline::prove_circuit(&srs, &keys.pk, circuit(), &instances).unwrap())
+        });
+        // after: VeriML's scheme with each backend, parameters prepared once
+        for choice in [MsmChoice::Halo2, MsmChoice::Cpu] {
+            let (params, _) = pipeline::engine(&srs, choice).unwrap();
+            g.bench_function(format!("{model} engine {}", params.backend_name()), |b| {
+                b.iter(|| {
+                    pipeline::prove_circuit_with(&params, &keys.pk, circuit(), &instances).unwrap()
+                })
+            });
+        }
+        // the whole call, preparing the parameters each time
+        g.bench_function(format!("{model} pipeline::prove"), |b| {
             b.iter(|| pipeline::prove(&srs, &keys, &settings, m.clone(), &input).unwrap())
         });
     }

@@ -154,6 +154,9 @@ fn outcome_line(what: &str, o: &Outcome) -> String {
         } => format!("{what}: settled in {tx_hash} ({gas_used} gas)"),
         Outcome::AlreadySettled { .. } => format!("{what}: settled before, nothing sent"),
         Outcome::Invalid { reason, .. } => format!("{what}: INVALID, not submitted: {reason}"),
+        Outcome::Deferred { reason, .. } => {
+            format!("{what}: deferred, tried again at the next run: {reason}")
+        }
     }
 }
 
@@ -182,6 +185,11 @@ pub fn settle(ui: &Ui, a: &SettleArgs, allow_insecure: bool) -> Result<serde_jso
         let mut s = Settler::connect(cfg).await?;
         let mut results = Vec::new();
         let mut invalid = 0usize;
+        for (id, outcome) in s.retry_deferred(&catalogue).await? {
+            invalid += matches!(outcome, Outcome::Invalid { .. }) as usize;
+            ui.say(&outcome_line(&format!("deferred {id}"), &outcome));
+            results.push(json!({"deferred": id, "result": outcome}));
+        }
         for path in &a.receipts {
             let what = path.display().to_string();
             let outcome = match settle::read_receipt(path) {

@@ -10,7 +10,12 @@
 //!   never finished again;
 //! - a gateway that stops in the middle of a job leaves it `running`; the next start puts every
 //!   `running` job back in the queue ([`JobStore::open`] reports how many), so it completes
-//!   exactly once.
+//!   exactly once; one that was started [`MAX_ATTEMPTS`] times already is failed instead;
+//! - one process at a time: [`JobStore::open`] holds an exclusive lock on `DB.lock` for as long
+//!   as the store lives, so a second gateway on the same file is refused instead of putting the
+//!   first one's running jobs back in the queue;
+//! - finished jobs get a finishing number in the order they finish ([`Job::finished`]), which
+//!   is what a reader of finished jobs pages by (jobs finish out of acceptance order).
 
 use rand::RngCore;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -68,8 +73,12 @@ impl JobState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
-    /// Order of acceptance (the settlement agent pages through finished jobs by it).
+    /// Order of acceptance.
     pub seq: i64,
+    /// Order of finishing (done or failed), from 1; the settlement agent pages through finished
+    /// jobs by it, since jobs finish out of the order they were accepted in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<i64>,
     pub model_id: String,
     pub state: JobState,
     /// What the job is doing now, in words.
@@ -89,6 +98,18 @@ pub struct Job {
     pub error: Option<String>,
 }
 
+/// Where a listing starts: after an acceptance number, or after a finishing number (finished
+/// jobs only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page {
+    AcceptedAfter(i64),
+    FinishedAfter(i64),
+}
+
+/// How many times a job is started before it is failed: a job that takes the process down
+/// (out of memory, say) must not do so at every start.
+pub const MAX_ATTEMPTS: u32 = 3;
+
 /// A claimed job: what the worker needs to run it.
 #[derive(Clone, Debug)]
 pub struct Claim {
@@ -103,6 +124,8 @@ pub struct Claim {
 pub struct JobStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Held (locked) while the store lives.
+    _lock: std::fs::File,
 }
 
 fn now_ms() -> u64 {
@@ -119,8 +142,12 @@ fn new_id() -> String {
     hex::encode(b)
 }
 
-const COLUMNS: &str =
-    "id, seq, model_id, state, stage, progress, attempts, created_ms, updated_ms, receipt, error";
+const COLUMNS: &str = "id, seq, model_id, state, stage, progress, attempts, created_ms, \
+    updated_ms, receipt, error, finished";
+
+/// The next finishing number, inside an UPDATE or INSERT of the job store (one connection, one
+/// statement at a time: no two jobs get the same number).
+const NEXT_FINISHED: &str = "(SELECT COALESCE(MAX(finished), 0) + 1 FROM jobs)";
 
 fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     let state: String = r.get(3)?;
@@ -137,6 +164,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         updated_ms: r.get::<_, i64>(8)? as u64,
         receipt: receipt.and_then(|t| serde_json::from_str(&t).ok()),
         error: r.get(10)?,
+        finished: r.get(11)?,
     })
 }
 
@@ -148,6 +176,23 @@ impl JobStore {
             path: path.to_path_buf(),
             detail: e.to_string(),
         };
+        let lock_path = path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError {
+                path: lock_path.clone(),
+                detail: e.to_string(),
+            })?;
+        lock.try_lock().map_err(|e| StoreError {
+            path: path.to_path_buf(),
+            detail: format!(
+                "another process (a second gateway?) holds {}: {e}",
+                lock_path.display()
+            ),
+        })?;
         let conn = Connection::open(path).map_err(fail)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(fail)?;
@@ -168,11 +213,30 @@ impl JobStore {
                 created_ms INTEGER NOT NULL,
                 updated_ms INTEGER NOT NULL,
                 receipt TEXT,
-                error TEXT
+                error TEXT,
+                finished INTEGER UNIQUE
             );
             CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);",
         )
         .map_err(fail)?;
+        // one at a time, so that each gets its own finishing number
+        loop {
+            let n = conn
+                .execute(
+                    &format!(
+                        "UPDATE jobs SET state = 'failed', stage = 'failed', progress = 1,
+                         error = 'the prover stopped (the process ended) ' || attempts ||
+                           ' times on this job', updated_ms = ?1, finished = {NEXT_FINISHED}
+                         WHERE seq = (SELECT seq FROM jobs WHERE state = 'running'
+                           AND attempts >= ?2 LIMIT 1)"
+                    ),
+                    params![now_ms() as i64, MAX_ATTEMPTS],
+                )
+                .map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+        }
         let requeued = conn
             .execute(
                 "UPDATE jobs SET state = 'queued', stage = 'queued again after a restart',
@@ -184,6 +248,7 @@ impl JobStore {
             JobStore {
                 conn: Mutex::new(conn),
                 path: path.to_path_buf(),
+                _lock: lock,
             },
             requeued,
         ))
@@ -251,8 +316,11 @@ impl JobStore {
         let now = now_ms() as i64;
         self.with(|c| {
             c.execute(
-                "INSERT INTO jobs (id, model_id, input, state, stage, progress, attempts,
-                 created_ms, updated_ms, receipt) VALUES (?1, ?2, ?3, 'done', 'done', 1, 1, ?4, ?4, ?5)",
+                &format!(
+                    "INSERT INTO jobs (id, model_id, input, state, stage, progress, attempts,
+                     created_ms, updated_ms, receipt, finished)
+                     VALUES (?1, ?2, ?3, 'done', 'done', 1, 1, ?4, ?4, ?5, {NEXT_FINISHED})"
+                ),
                 params![id, model_id, input.to_string(), now, receipt.to_string()],
             )?;
             c.query_row(
@@ -314,8 +382,11 @@ impl JobStore {
         };
         self.with(|c| {
             c.execute(
-                "UPDATE jobs SET state = ?1, stage = ?2, progress = 1, receipt = ?3, error = ?4,
-                 updated_ms = ?5 WHERE id = ?6 AND state = 'running' AND attempts = ?7",
+                &format!(
+                    "UPDATE jobs SET state = ?1, stage = ?2, progress = 1, receipt = ?3, error = ?4,
+                     updated_ms = ?5, finished = {NEXT_FINISHED}
+                     WHERE id = ?6 AND state = 'running' AND attempts = ?7"
+                ),
                 params![state, stage, receipt, error, now, claim.id, claim.attempt],
             )
             .map(|n| n == 1)
@@ -334,20 +405,24 @@ impl JobStore {
         })
     }
 
-    /// Jobs in `state` accepted after `after_seq`, oldest first, at most `limit`.
+    /// Jobs in `state` from `page` on, in that order, at most `limit`.
     pub fn list(
         &self,
         state: Option<JobState>,
-        after_seq: i64,
+        page: Page,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
+        let (column, after) = match page {
+            Page::AcceptedAfter(n) => ("seq", n),
+            Page::FinishedAfter(n) => ("finished", n),
+        };
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM jobs WHERE seq > ?1 AND (?2 IS NULL OR state = ?2)
-                 ORDER BY seq LIMIT ?3"
+                "SELECT {COLUMNS} FROM jobs WHERE {column} > ?1 AND (?2 IS NULL OR state = ?2)
+                 ORDER BY {column} LIMIT ?3"
             ))?;
             let rows = stmt.query_map(
-                params![after_seq, state.map(JobState::as_str), limit as i64],
+                params![after, state.map(JobState::as_str), limit as i64],
                 row_to_job,
             )?;
             rows.collect()

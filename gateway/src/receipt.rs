@@ -15,7 +15,8 @@
 //!   - **tee** (closed models): the TEE runner's signed receipt's `request_hash` and
 //!     `response_hash` (`keccak256` of the request and response bytes); the evidence is that
 //!     receipt, its signature and the signing key's address; `output` is the response body as
-//!     the runner returned it (a string, so that its hash can be checked).
+//!     the runner returned it (a string, so that its hash can be checked) and `request`, when
+//!     present, the request as it was sent (checked against `input_hash` likewise).
 //! - [`InferenceReceipt::verify`] checks everything that needs no chain: the hashes against the
 //!   evidence, and the evidence against the catalogue entry of `model_id` (the proof against the
 //!   open model's verifying key and SRS; the signature by `key`, the receipt's model id against
@@ -69,6 +70,10 @@ pub struct InferenceReceipt {
     pub input_hash: String,
     pub output_hash: String,
     pub output: serde_json::Value,
+    /// A closed model's request as the runner received it (the bytes `input_hash` hashes), when
+    /// the receipt carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
     pub evidence: Evidence,
 }
 
@@ -151,16 +156,19 @@ impl InferenceReceipt {
             input_hash,
             output_hash,
             output: serde_json::json!(proof.output),
+            request: None,
             evidence: Evidence::Zk { proof },
         })
     }
 
-    /// The receipt of a closed model's response through the TEE runner.
+    /// The receipt of a closed model's response through the TEE runner, with the request as it
+    /// was sent when known.
     pub fn closed(
         model_id: &str,
         receipt: Receipt,
         signature: &[u8; 65],
         key: &[u8; 20],
+        request_body: Option<String>,
         response_body: String,
     ) -> Self {
         InferenceReceipt {
@@ -170,6 +178,7 @@ impl InferenceReceipt {
             input_hash: hex32(&receipt.request_hash),
             output_hash: hex32(&receipt.response_hash),
             output: serde_json::Value::String(response_body),
+            request: request_body,
             evidence: Evidence::Tee(TeeEvidence {
                 receipt,
                 signature: format!("0x{}", hex::encode(signature)),
@@ -246,6 +255,13 @@ impl InferenceReceipt {
                     &self.output_hash,
                     &hex32(&t.receipt.response_hash),
                 )?;
+                if let Some(request) = &self.request {
+                    Self::check_hash(
+                        "input",
+                        &self.input_hash,
+                        &hex32(&keccak(request.as_bytes())),
+                    )?;
+                }
                 let body = self.output.as_str().ok_or(ReceiptCheckError::Field {
                     field: "output",
                     detail: "a closed model's output is the response body, a string".into(),

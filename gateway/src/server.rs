@@ -5,7 +5,7 @@
 //! | `POST /v1/infer` | `{"model": ID, "input": …}`; an open model's input is its values (a flat or nested array of numbers), a closed model's is an OpenAI-style chat request (`messages`, …) |
 //! | `GET /v1/jobs/{id}` | a job: state, stage, progress, and its receipt once done |
 //! | `GET /v1/jobs/{id}/events` | the same as server-sent events (`event: job`), until the job is done or failed |
-//! | `GET /v1/jobs?state=done&after=SEQ&limit=N` | finished jobs in order of acceptance (the settlement agent reads these) |
+//! | `GET /v1/jobs?state=done&finished_after=N&limit=N` | finished jobs in the order they finished (the settlement agent reads these); `after=SEQ` instead lists in order of acceptance |
 //! | `GET /v1/models` | the catalogue's models and what input each takes |
 //! | `GET /health` | queue counts |
 //!
@@ -20,7 +20,7 @@
 //! reached `502`.
 
 use crate::catalogue::{Catalogue, ClosedModel, Entry};
-use crate::jobs::{Claim, Job, JobState, JobStore, StoreError};
+use crate::jobs::{Claim, Job, JobState, JobStore, Page, StoreError};
 use crate::receipt::InferenceReceipt;
 use axum::{
     body::Body,
@@ -45,6 +45,7 @@ use tokio::sync::{broadcast, Notify};
 use veriml_circuits::{QuantizedModel, Settings};
 use veriml_prover::{pipeline, Srs};
 use veriml_tee::client::{attest_runner, AttestClientError};
+use veriml_tee::receipt::keccak;
 
 /// How the gateway runs.
 #[derive(Clone, Debug)]
@@ -119,7 +120,11 @@ pub struct Gateway {
     /// measurements, bound to the key and a fresh nonce) when the runner was first used.
     /// The measurement it attested to is kept with it: a model sharing the runner whose
     /// catalogue entry does not list that measurement does not trust it.
-    attested: tokio::sync::Mutex<HashMap<String, RunnerTrust>>,
+    /// One lock per runner (held while it is attested, so a slow or absent runner delays only
+    /// its own models' requests).
+    attested: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<RunnerTrust>>>>>,
+    /// Closed-model requests in flight, at most `max_queue` (then 429).
+    closed_slots: Arc<tokio::sync::Semaphore>,
     requeued: usize,
 }
 
@@ -246,6 +251,7 @@ struct ListQuery {
     state: Option<String>,
     #[serde(default)]
     after: i64,
+    finished_after: Option<i64>,
     limit: Option<usize>,
 }
 
@@ -294,6 +300,7 @@ impl Gateway {
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
         let (events, _) = broadcast::channel(1024);
+        let cfg_max_queue = cfg.max_queue;
         Ok(Arc::new(Gateway {
             catalogue,
             open,
@@ -302,7 +309,8 @@ impl Gateway {
             wake: Notify::new(),
             events,
             http,
-            attested: tokio::sync::Mutex::new(HashMap::new()),
+            attested: Mutex::new(HashMap::new()),
+            closed_slots: Arc::new(tokio::sync::Semaphore::new(cfg_max_queue)),
             requeued,
         }))
     }
@@ -376,6 +384,18 @@ impl Gateway {
                 Ok((StatusCode::ACCEPTED, Json(job)).into_response())
             }
             Entry::Closed(c) => {
+                let Ok(_slot) = self.closed_slots.clone().try_acquire_owned() else {
+                    let mut e = ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "queue_full",
+                        format!(
+                            "{} closed-model requests are in flight already; retry in {} s",
+                            self.cfg.max_queue, self.cfg.retry_after_s
+                        ),
+                    );
+                    e.retry_after = Some(self.cfg.retry_after_s);
+                    return Err(e);
+                };
                 let c = c.clone();
                 let receipt = self.closed(&req.model, &c, req.input.clone()).await?;
                 let value = serde_json::to_value(&receipt).map_err(ApiError::internal)?;
@@ -443,7 +463,7 @@ impl Gateway {
             .http
             .post(&url)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.clone())
             .send()
             .await
             .map_err(|e| runner_error(&url, self.cfg.runner_timeout, e))?;
@@ -454,14 +474,16 @@ impl Gateway {
             .await
             .map_err(|e| runner_error(&url, self.cfg.runner_timeout, e))?;
         if !status.is_success() {
-            let gw_status = if status == StatusCode::GATEWAY_TIMEOUT {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
+            // the request itself refused (by the runner or the provider): the client's to fix
+            let (gw_status, kind) = match status.as_u16() {
+                400 | 404 | 413 | 422 => (StatusCode::BAD_REQUEST, "request_refused"),
+                429 => (StatusCode::TOO_MANY_REQUESTS, "runner_busy"),
+                504 => (StatusCode::GATEWAY_TIMEOUT, "runner_error"),
+                _ => (StatusCode::BAD_GATEWAY, "runner_error"),
             };
             return Err(ApiError::new(
                 gw_status,
-                "runner_error",
+                kind,
                 format!(
                     "the TEE runner at {url} answered {status}: {}",
                     text.chars().take(500).collect::<String>()
@@ -516,7 +538,14 @@ impl Gateway {
                 ));
             }
         }
-        let receipt = InferenceReceipt::closed(id, tee, &sig, &key, text);
+        if tee.request_hash != keccak(&body) {
+            return Err(bad_runner(
+                "receipt",
+                "it signs another request than the one sent".into(),
+            ));
+        }
+        let request = String::from_utf8(body).map_err(ApiError::internal)?;
+        let receipt = InferenceReceipt::closed(id, tee, &sig, &key, Some(request), text);
         receipt
             .verify(&self.catalogue, false)
             .map_err(|e| bad_runner("answer does not check out", e.to_string()))?;
@@ -533,9 +562,16 @@ impl Gateway {
         m: &ClosedModel,
         again: bool,
     ) -> Result<[u8; 20], ApiError> {
-        let mut cache = self.attested.lock().await;
+        let slot = self
+            .attested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(m.runner.clone())
+            .or_default()
+            .clone();
+        let mut cache = slot.lock().await;
         if !again {
-            if let Some((k, measurement)) = cache.get(&m.runner) {
+            if let Some((k, measurement)) = cache.as_ref() {
                 if m.measurements.contains(&hex::encode(measurement)) {
                     return Ok(*k);
                 }
@@ -554,6 +590,11 @@ impl Gateway {
         )
         .await
         .map_err(|e| match e {
+            AttestClientError::Timeout { .. } => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "runner_timeout",
+                format!("model `{id}`: {e}"),
+            ),
             AttestClientError::Unreachable { .. } => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "runner_unreachable",
@@ -566,7 +607,7 @@ impl Gateway {
             ),
         })?;
         let key = attested.key;
-        cache.insert(m.runner.clone(), (key, attested.report.measurement));
+        *cache = Some((key, attested.report.measurement));
         Ok(key)
     }
 
@@ -729,7 +770,11 @@ async fn list_jobs(State(gw): State<Arc<Gateway>>, Query(q): Query<ListQuery>) -
         },
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match gw.store.list(state, q.after, limit) {
+    let page = match q.finished_after {
+        Some(n) => Page::FinishedAfter(n),
+        None => Page::AcceptedAfter(q.after),
+    };
+    match gw.store.list(state, page, limit) {
         Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
         Err(e) => ApiError::internal(e).into_response(),
     }

@@ -14,8 +14,11 @@
 //! - before sending, the registry is asked whether the result is settled already (`isSettled`),
 //!   and the call is simulated (`eth_call`): a receipt the contract would refuse is reported
 //!   with the contract's error and never sent;
-//! - invalid receipts (any check of [`InferenceReceipt::verify`] failing) are recorded as such
-//!   and never submitted.
+//! - invalid receipts (any check of [`InferenceReceipt::verify`] failing, or a refusal by the
+//!   contracts that no later state can lift) are recorded as such and never submitted; a
+//!   refusal that may lift (the runner's key or the model's route not registered yet) defers
+//!   the receipt, kept in the records and tried again by [`Settler::retry_deferred`];
+//!   `AlreadySettled` or a used nonce is settled when `isSettled` says so.
 //!
 //! Transactions: EIP-1559 fees from the node, gas estimated and given a 25% margin, the nonce
 //! kept here (read from the node's pending count at start and after any nonce error). Node
@@ -110,6 +113,9 @@ pub enum Outcome {
     AlreadySettled { result_id: String },
     /// The receipt does not check out off-chain, or the registry would refuse it: never sent.
     Invalid { result_id: String, reason: String },
+    /// The registry refuses it for now (the runner's key or the model's route is not
+    /// registered yet, or an unexplained revert): kept and tried again at the next run.
+    Deferred { result_id: String, reason: String },
 }
 
 /// How the agent reaches the chain.
@@ -189,6 +195,38 @@ pub fn result_id(r: &InferenceReceipt) -> Option<B256> {
     Some(keccak256(
         (registry_model_id(&r.model_id), input, output).abi_encode(),
     ))
+}
+
+/// What a refusal by the contracts means for a receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// It can never settle.
+    Final,
+    /// It may settle later (the runner's key or the model's route is not registered yet).
+    NotYet,
+    /// Someone settled it, or may have (ask `isSettled`).
+    MaybeSettled,
+}
+
+/// Sorts a revert of the registry or of the contracts it calls.
+fn refusal(data: &[u8]) -> Refusal {
+    if let Ok(e) = IInferenceRegistry::IInferenceRegistryErrors::abi_decode(data) {
+        use IInferenceRegistry::IInferenceRegistryErrors as E;
+        return match e {
+            E::AlreadySettled(_) => Refusal::MaybeSettled,
+            E::WrongKind(x) if x.routed == 0 => Refusal::NotYet,
+            _ => Refusal::Final,
+        };
+    }
+    if let Ok(e) = IEvidenceErrors::IEvidenceErrorsErrors::abi_decode(data) {
+        use IEvidenceErrors::IEvidenceErrorsErrors as E;
+        return match e {
+            E::UnknownModel(_) | E::UnknownKey(_) => Refusal::NotYet,
+            E::NonceUsed(_) => Refusal::MaybeSettled,
+            _ => Refusal::Final,
+        };
+    }
+    Refusal::NotYet
 }
 
 /// Names a revert of the registry or of the contracts it calls.
@@ -297,6 +335,7 @@ impl Settler {
             detail: e.to_string(),
         };
         let conn = Connection::open(&cfg.db).map_err(store)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(store)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(store)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -309,6 +348,7 @@ impl Settler {
                 tx_hash TEXT,
                 nonce INTEGER,
                 raw_tx TEXT,
+                receipt TEXT,
                 detail TEXT,
                 updated_ms INTEGER NOT NULL
             );
@@ -388,6 +428,55 @@ impl Settler {
             )
             .optional()
             .map_err(|e| self.store_err(e))
+    }
+
+    /// Keeps a receipt the registry refuses for now, to try it again later.
+    fn write_deferred(
+        &self,
+        result_id: &str,
+        r: &InferenceReceipt,
+        reason: &str,
+    ) -> Result<(), SettleError> {
+        self.write(result_id, &r.model_id, "deferred", None, Some(reason))?;
+        let text = serde_json::to_string(r).map_err(|e| SettleError::Store {
+            path: self.cfg.db.clone(),
+            detail: e.to_string(),
+        })?;
+        self.conn
+            .execute(
+                "UPDATE settlements SET receipt = ?1 WHERE result_id = ?2",
+                params![text, result_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.store_err(e))
+    }
+
+    /// Tries the deferred receipts again. Returns each one's result id with its outcome.
+    pub async fn retry_deferred(
+        &mut self,
+        catalogue: &Catalogue,
+    ) -> Result<Vec<(String, Outcome)>, SettleError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT result_id, receipt FROM settlements WHERE state = 'deferred'")
+            .map_err(|e| self.store_err(e))?;
+        let rows: Vec<(String, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.store_err(e))?;
+        drop(stmt);
+        let mut out = Vec::new();
+        for (id, text) in rows {
+            let outcome = match text.as_deref().map(InferenceReceipt::from_json) {
+                Some(Ok(r)) => self.settle(catalogue, &r).await?,
+                _ => Outcome::Invalid {
+                    result_id: id.clone(),
+                    reason: "the deferred receipt's record is unreadable".into(),
+                },
+            };
+            out.push((id, outcome));
+        }
+        Ok(out)
     }
 
     /// The signed bytes of the transaction recorded for a result.
@@ -541,8 +630,15 @@ impl Settler {
                 // the node has it) and wait for it rather than send another
                 let hash = rec.tx_hash.as_deref().and_then(|h| b256("tx", h).ok());
                 if let (Some(hash), Some(nonce)) = (hash, rec.nonce) {
+                    let mut resend_error = None;
                     if let Some(raw) = self.raw_tx(&rid)? {
-                        let _ = self.provider.send_raw_transaction(&raw).await;
+                        if let Err(e) = self.provider.send_raw_transaction(&raw).await {
+                            let text = e.to_string();
+                            // a node that has it, or mined it, says so: not an error
+                            if !text.contains("already known") && !text.contains("nonce") {
+                                resend_error = Some(text);
+                            }
+                        }
                     }
                     match self.wait_mined(hash).await? {
                         Some((block, gas_used, true)) => {
@@ -572,7 +668,10 @@ impl Settler {
                                 return Err(SettleError::Chain {
                                     stage: "confirming an earlier transaction",
                                     detail: format!(
-                                        "{hash} (nonce {nonce}) is not mined yet; run again later"
+                                        "{hash} (nonce {nonce}) is not mined yet{}; run again later",
+                                        resend_error
+                                            .map(|e| format!(" (sending it again: {e})"))
+                                            .unwrap_or_default()
                                     ),
                                 });
                             }
@@ -632,15 +731,35 @@ impl Settler {
                     break;
                 }
                 Err(e) => {
-                    if let Some(data) = e.as_error_resp().and_then(|p| p.as_revert_data()) {
-                        let reason = format!("the registry refuses it: {}", revert_reason(&data));
-                        self.write(rid, &r.model_id, "invalid", None, Some(&reason))?;
-                        return Ok(Outcome::Invalid {
+                    let data = e.as_error_resp().and_then(|p| p.as_revert_data());
+                    let text = e.to_string();
+                    if data.is_none() && !text.contains("revert") {
+                        node_error = Some(text);
+                        continue;
+                    }
+                    let (kind, why) = match &data {
+                        Some(d) => (refusal(d), revert_reason(d)),
+                        None => (Refusal::NotYet, text),
+                    };
+                    let reason = format!("the registry refuses it: {why}");
+                    if kind == Refusal::MaybeSettled && self.is_settled(r).await? {
+                        self.write(rid, &r.model_id, "settled", None, Some(&reason))?;
+                        return Ok(Outcome::AlreadySettled {
+                            result_id: rid.to_string(),
+                        });
+                    }
+                    if kind == Refusal::NotYet {
+                        self.write_deferred(rid, r, &reason)?;
+                        return Ok(Outcome::Deferred {
                             result_id: rid.to_string(),
                             reason,
                         });
                     }
-                    node_error = Some(e.to_string());
+                    self.write(rid, &r.model_id, "invalid", None, Some(&reason))?;
+                    return Ok(Outcome::Invalid {
+                        result_id: rid.to_string(),
+                        reason,
+                    });
                 }
             }
         }
@@ -698,6 +817,15 @@ impl Settler {
                         continue;
                     }
                     if !text.contains("already known") {
+                        // not sent: the record must not make the next run wait for it
+                        self.conn
+                            .execute(
+                                "UPDATE settlements SET state = 'unsent', tx_hash = NULL,
+                                 nonce = NULL, raw_tx = NULL, detail = ?1 WHERE result_id = ?2",
+                                params![text, rid],
+                            )
+                            .map_err(|e| self.store_err(e))?;
+                        self.nonce = None;
                         return Err(SettleError::Chain {
                             stage: "sending the transaction",
                             detail: text,
@@ -750,8 +878,8 @@ impl Settler {
         })
     }
 
-    /// Settles every finished job of a gateway accepted since the last call (the position is
-    /// kept in the records), in order. Returns each job's id with its outcome.
+    /// Settles every job of a gateway that finished since the last call (the position, a
+    /// finishing number, is kept in the records), in the order they finished. Returns each job's id with its outcome.
     pub async fn from_gateway(
         &mut self,
         catalogue: &Catalogue,
@@ -779,7 +907,9 @@ impl Settler {
                 .map_err(|e| self.store_err(e))?
                 .unwrap_or(0);
             let page: serde_json::Value = http
-                .get(format!("{base}/v1/jobs?state=done&after={after}&limit=100"))
+                .get(format!(
+                    "{base}/v1/jobs?state=done&finished_after={after}&limit=100"
+                ))
                 .send()
                 .await
                 .and_then(|r| r.error_for_status())
@@ -810,7 +940,7 @@ impl Settler {
                     .execute(
                         "INSERT INTO cursor (source, seq) VALUES (?1, ?2)
                          ON CONFLICT(source) DO UPDATE SET seq = ?2",
-                        params![base, job.seq],
+                        params![base, job.finished.unwrap_or(after)],
                     )
                     .map_err(|e| self.store_err(e))?;
                 out.push((job.id, outcome));
@@ -823,4 +953,53 @@ impl Settler {
 pub fn read_receipt(path: &Path) -> Result<InferenceReceipt, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     InferenceReceipt::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::sol_types::SolError;
+
+    #[test]
+    fn refusals_are_sorted_by_whether_they_can_lift() {
+        let key = Address::repeat_byte(7);
+        let id = B256::repeat_byte(1);
+        // the runner's key or the model's route may be registered later
+        assert_eq!(
+            refusal(&IEvidenceErrors::UnknownKey { key }.abi_encode()),
+            Refusal::NotYet
+        );
+        assert_eq!(
+            refusal(&IEvidenceErrors::UnknownModel { modelId: id }.abi_encode()),
+            Refusal::NotYet
+        );
+        let unrouted = IInferenceRegistry::WrongKind {
+            modelId: id,
+            routed: 0,
+        };
+        assert_eq!(refusal(&unrouted.abi_encode()), Refusal::NotYet);
+        // settled by someone else, maybe
+        let settled = IInferenceRegistry::AlreadySettled { resultId: id };
+        assert_eq!(refusal(&settled.abi_encode()), Refusal::MaybeSettled);
+        assert_eq!(
+            refusal(&IEvidenceErrors::NonceUsed { nonce: id }.abi_encode()),
+            Refusal::MaybeSettled
+        );
+        // never
+        let wrong = IInferenceRegistry::WrongKind {
+            modelId: id,
+            routed: 1,
+        };
+        assert_eq!(refusal(&wrong.abi_encode()), Refusal::Final);
+        assert_eq!(
+            refusal(&IEvidenceErrors::ProofRejected { modelId: id }.abi_encode()),
+            Refusal::Final
+        );
+        assert_eq!(
+            refusal(&IEvidenceErrors::KeyRevoked { key }.abi_encode()),
+            Refusal::Final
+        );
+        // an error no contract here declares: maybe later
+        assert_eq!(refusal(&[1, 2, 3, 4]), Refusal::NotYet);
+    }
 }

@@ -107,7 +107,15 @@ fn a_closed_models_receipt_verifies_and_tampering_is_named() {
         nonce: [7; 32],
     };
     let sig = key.sign_digest(&receipt.digest());
-    let r = InferenceReceipt::closed("chat", receipt, &sig, &key.address(), body);
+    let request_text = String::from_utf8(request.to_vec()).unwrap();
+    let r = InferenceReceipt::closed(
+        "chat",
+        receipt,
+        &sig,
+        &key.address(),
+        Some(request_text),
+        body,
+    );
     let r = InferenceReceipt::from_json(&serde_json::to_string(&r).unwrap()).unwrap();
     r.verify(&cat, false).unwrap();
     assert_eq!(r.input_hash, format!("0x{}", hex::encode(keccak(request))));
@@ -121,6 +129,13 @@ fn a_closed_models_receipt_verifies_and_tampering_is_named() {
     assert!(e.contains("output hash"), "{e}");
     let e = tamper(&|b| b.input_hash = b.output_hash.clone());
     assert!(e.contains("input hash"), "{e}");
+    // a request that is not the one signed for
+    let e = tamper(&|b| b.request = Some("{\"messages\":[]}".into()));
+    assert!(e.contains("input hash"), "{e}");
+    // without the request, the rest still checks out
+    let mut bare = r.clone();
+    bare.request = None;
+    bare.verify(&cat, false).unwrap();
     // the response changed and every hash made to follow: the signature no longer covers it
     let e = tamper(&|b| {
         let body = "{}".to_string();

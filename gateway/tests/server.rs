@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use veriml_gateway::jobs::{JobState, JobStore};
+use veriml_gateway::jobs::{JobState, JobStore, Page, MAX_ATTEMPTS};
 use veriml_gateway::server::{serve, Gateway, ServeConfig};
 use veriml_gateway::{Catalogue, ClosedModel, Entry, InferenceReceipt, OpenModel};
 use veriml_tee::SimulatedPlatform;
@@ -411,6 +411,9 @@ fn the_job_store_finishes_each_job_once() {
     let db = dir.path().join("jobs.sqlite");
     let (store, requeued) = JobStore::open(&db).unwrap();
     assert_eq!(requeued, 0);
+    // one process at a time
+    let e = JobStore::open(&db).unwrap_err().to_string();
+    assert!(e.contains("another process"), "{e}");
     let a = store.enqueue("m", &json!([1]), 2).unwrap().unwrap();
     let b = store.enqueue("m", &json!([2]), 2).unwrap().unwrap();
     assert!(
@@ -444,6 +447,29 @@ fn the_job_store_finishes_each_job_once() {
         Some("bad")
     );
     assert_eq!(store.counts().unwrap(), [0, 0, 1, 1]);
+    // jobs are numbered in the order they finish, not the order they came in
+    assert_eq!(store.get(&a.id).unwrap().unwrap().finished, Some(1));
+    assert_eq!(store.get(&b.id).unwrap().unwrap().finished, Some(2));
+    let after_first = store.list(None, Page::FinishedAfter(1), 10).unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0].id, b.id);
+
+    // a job that takes the process down at every start is failed after MAX_ATTEMPTS starts
+    let c = store.enqueue("m", &json!([3]), 2).unwrap().unwrap();
+    drop(store);
+    for attempt in 1..=MAX_ATTEMPTS {
+        let (store, requeued) = JobStore::open(&db).unwrap();
+        assert_eq!(requeued, (attempt > 1) as usize);
+        let claim = store.claim().unwrap().unwrap();
+        assert_eq!((claim.id.as_str(), claim.attempt), (c.id.as_str(), attempt));
+    }
+    let (store, requeued) = JobStore::open(&db).unwrap();
+    assert_eq!(requeued, 0);
+    let failed = store.get(&c.id).unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert!(failed.error.unwrap().contains("3 times"));
+    assert_eq!(failed.finished, Some(3));
+    assert!(store.claim().unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,8 @@ use thiserror::Error;
 pub enum AttestClientError {
     #[error("cannot reach the TEE runner at {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    #[error("the TEE runner at {url} did not answer in time")]
+    Timeout { url: String },
     #[error("the TEE runner at {url} is not attested: {detail}")]
     Unattested { url: String, detail: String },
 }
@@ -66,15 +68,24 @@ pub async fn attest_runner(
         .get(format!("{base}/attestation?nonce={}", hex::encode(nonce)))
         .send()
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| AttestClientError::Unreachable {
-            url: base.to_string(),
-            detail: if e.is_timeout() {
-                "no answer in time".into()
+        .map_err(|e| {
+            if e.is_timeout() {
+                AttestClientError::Timeout {
+                    url: base.to_string(),
+                }
             } else {
-                e.to_string()
-            },
+                AttestClientError::Unreachable {
+                    url: base.to_string(),
+                    detail: e.to_string(),
+                }
+            }
         })?;
+    if !resp.status().is_success() {
+        return Err(unattested(format!(
+            "it answered {} to an attestation request",
+            resp.status()
+        )));
+    }
     let att: AttestationResponse = resp
         .json()
         .await

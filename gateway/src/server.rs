@@ -123,6 +123,8 @@ pub struct Gateway {
     /// One lock per runner (held while it is attested, so a slow or absent runner delays only
     /// its own models' requests).
     attested: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<RunnerTrust>>>>>,
+    /// Set when the gateway stops: event streams end then.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Closed-model requests in flight, at most `max_queue` (then 429).
     closed_slots: Arc<tokio::sync::Semaphore>,
     requeued: usize,
@@ -311,6 +313,7 @@ impl Gateway {
             http,
             attested: Mutex::new(HashMap::new()),
             closed_slots: Arc::new(tokio::sync::Semaphore::new(cfg_max_queue)),
+            stopping: tokio::sync::watch::Sender::new(false),
             requeued,
         }))
     }
@@ -813,8 +816,17 @@ async fn job_events(State(gw): State<Arc<Gateway>>, UrlPath(id): UrlPath<String>
                     (None, rx, gw, id, fin),
                 ));
             }
+            let mut stopping = gw.stopping.subscribe();
             loop {
-                match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                if *stopping.borrow() {
+                    // the gateway is stopping: end the stream so the stop does not wait on it
+                    return None;
+                }
+                let next = tokio::select! {
+                    n = tokio::time::timeout(Duration::from_secs(5), rx.recv()) => n,
+                    _ = stopping.changed() => continue,
+                };
+                match next {
                     Ok(Ok(j)) if j.id == id => {
                         let fin = j.state.is_final();
                         return Some((Ok(event(&j)), (None, rx, gw, id, fin)));
@@ -885,8 +897,12 @@ pub async fn serve(
     for _ in 0..gw.cfg.workers {
         tokio::spawn(gw.clone().worker());
     }
+    let stopping = gw.stopping.clone();
     axum::serve(listener, router(gw))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        })
         .await
 }
 

@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// attesting runners in simulated mode.
     #[arg(long)]
     pub tee_simulated_root: Option<PathBuf>,
+    /// MSM backend of the proofs (as `veriml prove --msm`).
+    #[arg(long, default_value = "auto", env = "VERIML_MSM")]
+    pub msm: veriml_prover::msm::MsmChoice,
 }
 
 /// `veriml settle`'s options.
@@ -96,6 +99,7 @@ pub fn serve(ui: &Ui, a: &ServeArgs) -> Result<serde_json::Value> {
             }
             None => None,
         },
+        msm: a.msm,
         ..ServeConfig::default()
     };
     let rt = runtime()?;

@@ -148,6 +148,11 @@ enum Cmd {
         /// Where to write the proof (default: DIR/proof.json).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// MSM backend for the commitments: `cpu` (small scalars through narrow buckets),
+        /// `halo2` (halo2curves' MSM), `gpu` (a CUDA build on an NVIDIA device; otherwise a
+        /// warning and the CPU), `auto` (the GPU when usable, else the CPU).
+        #[arg(long, default_value = "auto", env = "VERIML_MSM")]
+        msm: veriml_prover::msm::MsmChoice,
     },
     /// Verify a proof with the verifying key.
     Verify {
@@ -574,15 +579,27 @@ pub(crate) fn checked_evm_proof(
     Ok((settings, proof, instances))
 }
 
-fn prove(ui: &Ui, dir: &Path, input: &Path, out: &Path) -> Result<(ProofFile, serde_json::Value)> {
+fn prove(
+    ui: &Ui,
+    dir: &Path,
+    input: &Path,
+    out: &Path,
+    msm: veriml_prover::msm::MsmChoice,
+) -> Result<(ProofFile, serde_json::Value)> {
     let (settings, model) = load_compiled(dir)?;
     let data = parse_input(&read_text(input)?, &input.display().to_string())?;
     let srs = load_srs(dir, settings.circuit.k)?;
     let (keys, _) = ui.step("loading the proving key", || {
         Ok(pipeline::Keys::read_pk(&dir.join("pk.bin"), &settings)?)
     })?;
+    let (params, warning) = pipeline::engine(&srs, msm)?;
+    if let Some(w) = &warning {
+        eprintln!("WARNING: {w}");
+    }
     let (proof, d) = ui.step("proving", || {
-        Ok(pipeline::prove(&srs, &keys, &settings, model, &data)?)
+        Ok(pipeline::prove_with(
+            &srs, &params, &keys, &settings, model, &data,
+        )?)
     })?;
     artifacts::write_atomic(out, proof.to_json().as_bytes())?;
     ui.say(&format!("proof written to {}", out.display()));
@@ -596,6 +613,8 @@ fn prove(ui: &Ui, dir: &Path, input: &Path, out: &Path) -> Result<(ProofFile, se
         "proof_bytes": proof.proof.len() / 2,
         "output": proof.output,
         "insecure_srs": proof.insecure_srs,
+        "msm": params.backend_name(),
+        "msm_warning": warning,
     });
     Ok((proof, summary))
 }
@@ -1086,9 +1105,14 @@ fn run(cli: Cli) -> Result<()> {
             srs,
             insecure_dev_srs,
         } => setup(&ui, &dir.dir, srs.as_deref(), insecure_dev_srs)?,
-        Cmd::Prove { dir, input, output } => {
+        Cmd::Prove {
+            dir,
+            input,
+            output,
+            msm,
+        } => {
             let out = output.unwrap_or_else(|| dir.dir.join("proof.json"));
-            prove(&ui, &dir.dir, &input, &out)?.1
+            prove(&ui, &dir.dir, &input, &out, msm)?.1
         }
         Cmd::Verify { dir, proof } => {
             let p = proof.unwrap_or_else(|| dir.dir.join("proof.json"));
@@ -1179,7 +1203,13 @@ fn run(cli: Cli) -> Result<()> {
             let st = setup(&ui, &dir, None, true)?;
             ui.say("2/4 keys generated (INSECURE development SRS: for this demo only)");
             let proof_path = dir.join("proof.json");
-            let (proof, pr) = prove(&ui, &dir, &input, &proof_path)?;
+            let (proof, pr) = prove(
+                &ui,
+                &dir,
+                &input,
+                &proof_path,
+                veriml_prover::msm::MsmChoice::Auto,
+            )?;
             ui.say("3/4 proof generated");
             // the example's own development SRS, which it announced above
             let v = verify(&ui, &dir, &proof_path, true)?;

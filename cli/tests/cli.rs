@@ -813,3 +813,75 @@ fn a_hashed_input_proves_and_verifies_on_chain_with_one_input_word() {
         }
     }
 }
+
+#[test]
+fn every_msm_backend_proves_what_both_verifiers_accept() {
+    let solc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/solc");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json(&veriml(&[
+        "--json",
+        "compile",
+        s(&fixture("tiny_mlp", "model.onnx")),
+        "-d",
+        s(d),
+        "--input-range",
+        "0,1",
+    ]));
+    json(&veriml(&["--json", "setup", "-d", s(d), "--insecure-dev-srs"]));
+    json(&veriml(&[
+        "--json",
+        "--allow-insecure-srs",
+        "create-evm-verifier",
+        "-d",
+        s(d),
+        "--solc",
+        s(&solc),
+    ]));
+    for (choice, backend, warns) in [
+        ("halo2", "halo2", false),
+        ("cpu", "cpu", false),
+        ("auto", "cpu", false),
+        // no GPU backend in this build: a warning and the CPU, not a failure
+        ("gpu", "cpu", true),
+    ] {
+        let proof = d.join(format!("proof-{choice}.json"));
+        let p = json(&veriml(&[
+            "--json",
+            "prove",
+            "-d",
+            s(d),
+            "--input",
+            s(&fixture("tiny_mlp", "input.json")),
+            "-o",
+            s(&proof),
+            "--msm",
+            choice,
+        ]));
+        assert_eq!(p["msm"], backend, "{p}");
+        assert_eq!(p["msm_warning"].is_string(), warns, "{p}");
+        let v = json(&veriml(&[
+            "--json",
+            "--allow-insecure-srs",
+            "verify",
+            "-d",
+            s(d),
+            "--proof",
+            s(&proof),
+        ]));
+        assert_eq!(v["verified"], true, "{choice}: {v}");
+        let e = json(&veriml(&[
+            "--json",
+            "--allow-insecure-srs",
+            "verify-evm",
+            "-d",
+            s(d),
+            "--proof",
+            s(&proof),
+        ]));
+        assert_eq!(e["verified"], true, "{choice}: {e}");
+    }
+    let out = veriml(&["prove", "-d", s(d), "--input", "x.json", "--msm", "fpga"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not one of cpu, gpu, auto, halo2"));
+}

@@ -43,6 +43,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{broadcast, Notify};
 use veriml_circuits::{QuantizedModel, Settings};
+use veriml_prover::engine::EngineParams;
+use veriml_prover::msm::MsmChoice;
 use veriml_prover::{pipeline, Srs};
 use veriml_tee::client::{attest_runner, AttestClientError};
 use veriml_tee::receipt::keccak;
@@ -66,6 +68,8 @@ pub struct ServeConfig {
     /// DEVELOPMENT ONLY: a simulated SEV-SNP root certificate (DER) to trust besides AMD's, for
     /// runners in simulated mode.
     pub tee_simulated_root: Option<Vec<u8>>,
+    /// The MSM backend of the workers' proofs.
+    pub msm: MsmChoice,
 }
 
 impl Default for ServeConfig {
@@ -79,6 +83,7 @@ impl Default for ServeConfig {
             runner_timeout: Duration::from_secs(60),
             retry_after_s: 5,
             tee_simulated_root: None,
+            msm: MsmChoice::Auto,
         }
     }
 }
@@ -104,7 +109,15 @@ struct OpenState {
     dir: PathBuf,
     settings: Settings,
     model: Arc<QuantizedModel>,
-    keys: Mutex<Option<Arc<(pipeline::Keys, Srs)>>>,
+    keys: Mutex<Option<Arc<Prepared>>>,
+}
+
+/// What a worker loads once per open model: the proving key, the SRS and the prover's
+/// commitment parameters (with the MSM backend).
+struct Prepared {
+    keys: pipeline::Keys,
+    srs: Srs,
+    params: EngineParams,
 }
 
 /// The gateway's shared state.
@@ -632,14 +645,26 @@ impl Gateway {
                     .map_err(|e| e.to_string())?;
                 let keys = pipeline::Keys::read_pk(&m.dir.join("pk.bin"), settings)
                     .map_err(|e| e.to_string())?;
-                let k = Arc::new((keys, srs));
+                let (params, warning) =
+                    pipeline::engine(&srs, self.cfg.msm).map_err(|e| e.to_string())?;
+                if let Some(w) = warning {
+                    eprintln!("veriml serve: {w}");
+                }
+                let k = Arc::new(Prepared { keys, srs, params });
                 *m.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(k.clone());
                 k
             }
         };
         self.stage(claim, "proving", 0.2);
-        let proof = pipeline::prove(&keys.1, &keys.0, &m.settings, m.model.clone(), &input)
-            .map_err(|e| e.to_string())?;
+        let proof = pipeline::prove_with(
+            &keys.srs,
+            &keys.params,
+            &keys.keys,
+            &m.settings,
+            m.model.clone(),
+            &input,
+        )
+        .map_err(|e| e.to_string())?;
         self.stage(claim, "writing the receipt", 0.95);
         let receipt = InferenceReceipt::open(&claim.model_id, &m.settings, proof)
             .map_err(|e| e.to_string())?;

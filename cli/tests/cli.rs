@@ -828,7 +828,13 @@ fn every_msm_backend_proves_what_both_verifiers_accept() {
         "--input-range",
         "0,1",
     ]));
-    json(&veriml(&["--json", "setup", "-d", s(d), "--insecure-dev-srs"]));
+    json(&veriml(&[
+        "--json",
+        "setup",
+        "-d",
+        s(d),
+        "--insecure-dev-srs",
+    ]));
     json(&veriml(&[
         "--json",
         "--allow-insecure-srs",

@@ -5,6 +5,8 @@
 //! commitment. Backends:
 //! - [`Halo2Msm`]: halo2curves' own `best_multiexp`, the reference the others are measured
 //!   against;
+//! - [`GpuMsm`] (`gpu`): the CUDA backend of `veriml-cuda` (the `cuda` feature), points
+//!   resident on the device, small MSMs and every failure on the CPU;
 //! - [`SplitMsm`] (`cpu`): most of VeriML's advice cells are small (bytes, limbs, small signed
 //!   values), so scalars are sorted by size: small ones (a 64-bit magnitude, either sign) go
 //!   through a bucket method whose windows cover only the largest small magnitude (a column of
@@ -15,9 +17,15 @@
 //! [`naive`] on edge cases (zeros, ones, scalars near the modulus, repeated bases, the point at
 //! infinity, lengths that are not powers of two).
 
+mod gpu;
 mod split;
 
+pub use gpu::GpuMsm;
 pub use split::SplitMsm;
+
+/// MSMs of fewer points stay on the CPU under `--msm auto` (transfers and launches cost more
+/// than they save there). A first guess, to be replaced by `scripts/gpu-check.sh`'s measurement.
+pub const AUTO_GPU_THRESHOLD: usize = 1 << 16;
 
 use halo2_proofs::arithmetic::best_multiexp;
 use halo2_proofs::halo2curves::bn256::{Fr, G1Affine, G1};
@@ -88,14 +96,23 @@ pub fn backend(choice: MsmChoice) -> (std::sync::Arc<dyn MsmBackend>, Option<Str
     use std::sync::Arc;
     match choice {
         MsmChoice::Halo2 => (Arc::new(Halo2Msm), None),
-        MsmChoice::Cpu | MsmChoice::Auto => (Arc::new(SplitMsm), None),
-        MsmChoice::Gpu => (
-            Arc::new(SplitMsm),
-            Some(
-                "this build has no GPU backend (the `cuda` feature is not in this release): \
-                 proving on the CPU"
-                    .into(),
-            ),
-        ),
+        MsmChoice::Cpu => (Arc::new(SplitMsm), None),
+        MsmChoice::Auto => match GpuMsm::new(AUTO_GPU_THRESHOLD) {
+            Some(g) => (Arc::new(g), None),
+            None => (Arc::new(SplitMsm), None),
+        },
+        MsmChoice::Gpu => match GpuMsm::new(0) {
+            Some(g) => (Arc::new(g), None),
+            None => {
+                let why = match veriml_cuda::DeviceMsm::new(&[]) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "no CUDA device is visible".into(),
+                };
+                (
+                    Arc::new(SplitMsm),
+                    Some(format!("{why}: proving on the CPU")),
+                )
+            }
+        },
     }
 }

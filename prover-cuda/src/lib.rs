@@ -7,6 +7,9 @@
 //!
 //! Without the `cuda` feature this crate builds anywhere and reports no device.
 
+// sppark's host-side field arithmetic calls blst's: link its library
+#[cfg(feature = "cuda")]
+use blst as _;
 use thiserror::Error;
 use veriml_circuits::halo2_proofs::halo2curves::bn256::{Fr, G1Affine, G1};
 use veriml_circuits::halo2_proofs::halo2curves::group::Group;

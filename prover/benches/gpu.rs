@@ -65,7 +65,11 @@ fn msm(c: &mut Criterion) {
 fn prove(c: &mut Criterion) {
     let mut g = c.benchmark_group("gpu prove");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models");
+    // VERIML_ROOT: the repository where this binary runs (it may have been built elsewhere)
+    let root = std::env::var_os("VERIML_ROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .join("fixtures/models");
     for model in ["lenet28", "digits_attn"] {
         let opts = QuantOptions {
             input_range: (0.0, 1.0),

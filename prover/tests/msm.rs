@@ -79,6 +79,20 @@ fn families(n: usize, rng: &mut ChaCha20Rng) -> Vec<(&'static str, Vec<Fr>)> {
         ),
         ("full", (0..n).map(|_| Fr::random(&mut *rng)).collect()),
         (
+            // a few full-size values, repeated (challenge powers), zeros and small ones between
+            "repeated full",
+            {
+                let values: Vec<Fr> = (0..7).map(|_| Fr::random(&mut *rng)).collect();
+                (0..n)
+                    .map(|i| match i % 9 {
+                        0 => Fr::ZERO,
+                        1 => fr_u64(i as u64),
+                        _ => values[rng.gen_range(0..values.len())],
+                    })
+                    .collect()
+            },
+        ),
+        (
             "mixed",
             (0..n)
                 .map(|i| match i % 5 {

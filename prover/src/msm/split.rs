@@ -3,12 +3,13 @@
 use super::MsmBackend;
 use halo2_proofs::arithmetic::best_multiexp;
 use halo2_proofs::halo2curves::bn256::{Fr, G1Affine, G1};
-use halo2_proofs::halo2curves::ff::PrimeField;
-use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Group};
+use halo2_proofs::halo2curves::ff::{Field, PrimeField};
+use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Curve, Group};
 use rayon::prelude::*;
+use std::collections::HashMap;
 
-/// Small scalars (64-bit magnitude, either sign) through narrow buckets; the rest through
-/// halo2curves' MSM.
+/// Small scalars (64-bit magnitude, either sign) through narrow buckets; full-size ones that
+/// repeat a few values grouped by value; the rest through halo2curves' MSM.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SplitMsm;
 
@@ -115,6 +116,66 @@ fn small_msm(items: &[Small], bases: &[G1Affine]) -> G1 {
         .reduce(G1::identity, |a, b| a + b)
 }
 
+/// halo2curves' MSM without the points at infinity: its batch-affine MSM assumes none (it panics
+/// on one above ~2^13 points), and such a point adds nothing.
+fn finite_msm(scalars: Vec<Fr>, bases: Vec<G1Affine>) -> G1 {
+    if !bases.iter().any(|p| bool::from(p.is_identity())) {
+        return best_multiexp(&scalars, &bases);
+    }
+    let (s, b): (Vec<Fr>, Vec<G1Affine>) = scalars
+        .into_iter()
+        .zip(bases)
+        .filter(|(_, p)| !bool::from(p.is_identity()))
+        .unzip();
+    best_multiexp(&s, &b)
+}
+
+/// Σ sᵢ·Pᵢ over `indices` when few distinct values repeat among the scalars (a column of
+/// challenge powers, say): the points of each value are added first (one addition a point), then
+/// one scalar multiplication a value. `None` when more than a quarter of the scalars differ.
+fn repeated_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> Option<G1> {
+    let limit = indices.len() / 4;
+    let mut slot: HashMap<Fr, u32> = HashMap::new();
+    let mut which = Vec::with_capacity(indices.len());
+    for &i in indices {
+        let next = slot.len() as u32;
+        let k = *slot.entry(scalars[i as usize]).or_insert(next);
+        if slot.len() > limit {
+            return None;
+        }
+        which.push(k);
+    }
+    let values = slot.len();
+    let chunk = indices
+        .len()
+        .div_ceil(rayon::current_num_threads())
+        .max(4096);
+    let sums = indices
+        .par_chunks(chunk)
+        .zip(which.par_chunks(chunk))
+        .map(|(ix, wh)| {
+            let mut acc = vec![G1::identity(); values];
+            for (&i, &k) in ix.iter().zip(wh) {
+                acc[k as usize] += bases[i as usize];
+            }
+            acc
+        })
+        .reduce(
+            || vec![G1::identity(); values],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let mut points = vec![G1Affine::identity(); values];
+    G1::batch_normalize(&sums, &mut points);
+    let mut coeffs = vec![Fr::ZERO; values];
+    for (s, k) in slot {
+        coeffs[k as usize] = s;
+    }
+    Some(finite_msm(coeffs, points))
+}
+
 impl MsmBackend for SplitMsm {
     fn name(&self) -> &'static str {
         "cpu"
@@ -137,14 +198,14 @@ impl MsmBackend for SplitMsm {
                 if full.is_empty() {
                     return G1::identity();
                 }
-                // halo2curves' batch-affine MSM assumes no base is the point at infinity (it
-                // panics on one above ~2^13 points); such a point adds nothing, so it is left out
+                if let Some(sum) = repeated_msm(&full, scalars, bases) {
+                    return sum;
+                }
                 let (s, b): (Vec<Fr>, Vec<G1Affine>) = full
                     .iter()
                     .map(|&i| (scalars[i as usize], bases[i as usize]))
-                    .filter(|(_, p)| !bool::from(p.is_identity()))
                     .unzip();
-                best_multiexp(&s, &b)
+                finite_msm(s, b)
             },
             || small_msm(&small, bases),
         );

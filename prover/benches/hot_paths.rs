@@ -172,7 +172,13 @@ fn prove_models(c: &mut Criterion) {
     let mut g = c.benchmark_group("prove in process (keys in memory)");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models");
-    for model in ["tiny_mlp", "digits_mlp", "mnist_mlp", "lenet28", "digits_attn"] {
+    for model in [
+        "tiny_mlp",
+        "digits_mlp",
+        "mnist_mlp",
+        "lenet28",
+        "digits_attn",
+    ] {
         let opts = QuantOptions {
             input_range: (0.0, 1.0),
             ..QuantOptions::default()

@@ -135,6 +135,16 @@ fn finite_msm(scalars: Vec<Fr>, bases: Vec<G1Affine>) -> G1 {
 /// one scalar multiplication a value. `None` when more than a quarter of the scalars differ.
 fn repeated_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> Option<G1> {
     let limit = indices.len() / 4;
+    // a spread-out sample first: random-looking scalars are given up on after 256 lookups
+    let step = (indices.len() / 256).max(1);
+    let sample: std::collections::HashSet<Fr> = indices
+        .iter()
+        .step_by(step)
+        .map(|&i| scalars[i as usize])
+        .collect();
+    if sample.len() > indices.len().div_ceil(step) / 4 {
+        return None;
+    }
     let mut slot: HashMap<Fr, u32> = HashMap::new();
     let mut which = Vec::with_capacity(indices.len());
     for &i in indices {

@@ -349,12 +349,26 @@ impl Gateway {
 
     async fn infer(self: Arc<Self>, body: Body) -> Result<Response, ApiError> {
         let limit = self.cfg.max_body_bytes;
-        let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("the request body is over the {limit}-byte limit"),
-            )
+        let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            // the limit's error, or the connection's (a client that stopped sending)
+            let mut source: Option<&dyn std::error::Error> = Some(&e);
+            let mut too_large = false;
+            while let Some(err) = source {
+                too_large |= err.to_string().contains("length limit");
+                source = err.source();
+            }
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the request body is over the {limit}-byte limit"),
+                )
+            } else {
+                ApiError::bad(
+                    "unreadable_body",
+                    format!("cannot read the request body: {e}"),
+                )
+            }
         })?;
         let req: InferBody = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::bad(
@@ -783,7 +797,20 @@ async fn get_job(State(gw): State<Arc<Gateway>>, UrlPath(id): UrlPath<String>) -
     }
 }
 
-async fn list_jobs(State(gw): State<Arc<Gateway>>, Query(q): Query<ListQuery>) -> Response {
+async fn list_jobs(
+    State(gw): State<Arc<Gateway>>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => {
+            return ApiError::bad(
+                "bad_query",
+                format!("{} (state, after, finished_after, limit)", e.body_text()),
+            )
+            .into_response()
+        }
+    };
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => match serde_json::from_value::<JobState>(Value::String(s.into())) {

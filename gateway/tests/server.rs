@@ -204,6 +204,18 @@ async fn gateway_names_bad_requests_serves_both_kinds_and_bears_load() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // a malformed query string: a 400 in the same JSON shape, naming the parameter
+    for (query, words) in [("limit=-1", "limit"), ("state=lost", "state `lost`")] {
+        let r = http
+            .get(format!("{url}/v1/jobs?{query}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "bad_query", "{v}");
+        assert!(v["message"].as_str().unwrap().contains(words), "{v}");
+    }
 
     // a closed model: the runner's signed answer as a receipt, checked; gone and slow runners
     let chat =

@@ -1,7 +1,7 @@
 //! `veriml serve` and `veriml settle`: the gateway and the settlement agent (the work is done by
 //! `veriml_gateway::server` and `veriml_gateway::settle`).
 
-use crate::onchain::ChainArgs;
+use crate::onchain::{runtime, ChainArgs};
 use crate::Ui;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -74,13 +74,6 @@ pub struct SettleArgs {
     /// Seconds to wait for a sent transaction to be mined.
     #[arg(long, default_value_t = 120)]
     pub confirm_timeout: u64,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// Runs the gateway until Ctrl-C or SIGTERM.

@@ -39,7 +39,8 @@ pub struct DeployArgs {
     pub solc: PathBuf,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// A tokio runtime for the commands that talk to a chain or serve HTTP.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -438,8 +438,9 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
 
     // settle: the open result once (the other three jobs proved the same input), the closed one
     let settle_db = t.join("settle.sqlite");
-    let settle = |extra: &[&str]| {
-        let mut a = vec![
+    // `veriml settle` against this chain, registry and records
+    let settle_args = || -> Vec<String> {
+        [
             "--json",
             "--allow-insecure-srs",
             "settle",
@@ -453,9 +454,15 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
             DEV_KEY,
             "--db",
             s(&settle_db),
-        ];
-        a.extend_from_slice(extra);
-        veriml(&a)
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let settle = |extra: &[&str]| {
+        let mut a = settle_args();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        veriml(&a.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let before = nonce(&url);
     let out = json_out(&settle(&["--gateway", &gw.url]));
@@ -614,23 +621,8 @@ async fn open_and_closed_requests_settle_on_anvil_once_through_faults() {
     ));
     let before = nonce(&url);
     let mut agent = Command::new(env!("CARGO_BIN_EXE_veriml"))
-        .args([
-            "--json",
-            "--allow-insecure-srs",
-            "settle",
-            "--catalogue",
-            s(&catalogue),
-            "--registry",
-            &inference,
-            "--rpc",
-            &url,
-            "--private-key",
-            DEV_KEY,
-            "--db",
-            s(&settle_db),
-            "--gateway",
-            &gw.url,
-        ])
+        .args(settle_args())
+        .args(["--gateway", &gw.url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

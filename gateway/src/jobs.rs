@@ -128,6 +128,16 @@ pub struct JobStore {
     _lock: std::fs::File,
 }
 
+/// Opens an SQLite database for records that must survive a crash (the job store's and the
+/// settlement agent's): write-ahead log, every commit synced, a wait for another writer.
+pub(crate) fn open_durable(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -193,13 +203,7 @@ impl JobStore {
                 lock_path.display()
             ),
         })?;
-        let conn = Connection::open(path).map_err(fail)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(fail)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(fail)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(fail)?;
+        let conn = open_durable(path).map_err(fail)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS jobs (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,

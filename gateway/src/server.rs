@@ -336,6 +336,20 @@ impl Gateway {
         self.requeued
     }
 
+    /// 429 `queue_full` with `Retry-After`: `max_queue` of `what` already.
+    fn busy(&self, what: &str) -> ApiError {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "queue_full",
+            format!(
+                "{} {what} already; retry in {} s",
+                self.cfg.max_queue, self.cfg.retry_after_s
+            ),
+        );
+        e.retry_after = Some(self.cfg.retry_after_s);
+        e
+    }
+
     /// The job store (for tools and tests).
     pub fn store(&self) -> &JobStore {
         &self.store
@@ -398,16 +412,7 @@ impl Gateway {
                         .map_err(ApiError::internal)?
                         .map_err(ApiError::internal)?;
                 let Some(job) = job else {
-                    let mut e = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "queue_full",
-                        format!(
-                            "{} proving jobs are waiting already; retry in {} s",
-                            self.cfg.max_queue, self.cfg.retry_after_s
-                        ),
-                    );
-                    e.retry_after = Some(self.cfg.retry_after_s);
-                    return Err(e);
+                    return Err(self.busy("proving jobs are waiting"));
                 };
                 self.wake.notify_one();
                 let _ = self.events.send(job.clone());
@@ -415,16 +420,7 @@ impl Gateway {
             }
             Entry::Closed(c) => {
                 let Ok(_slot) = self.closed_slots.clone().try_acquire_owned() else {
-                    let mut e = ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "queue_full",
-                        format!(
-                            "{} closed-model requests are in flight already; retry in {} s",
-                            self.cfg.max_queue, self.cfg.retry_after_s
-                        ),
-                    );
-                    e.retry_after = Some(self.cfg.retry_after_s);
-                    return Err(e);
+                    return Err(self.busy("closed-model requests are in flight"));
                 };
                 let c = c.clone();
                 let receipt = self.closed(&req.model, &c, req.input.clone()).await?;

@@ -334,12 +334,7 @@ impl Settler {
             path: cfg.db.clone(),
             detail: e.to_string(),
         };
-        let conn = Connection::open(&cfg.db).map_err(store)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(store)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(store)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(store)?;
+        let conn = crate::jobs::open_durable(&cfg.db).map_err(store)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS settlements (
                 result_id TEXT PRIMARY KEY,
@@ -428,6 +423,62 @@ impl Settler {
             )
             .optional()
             .map_err(|e| self.store_err(e))
+    }
+
+    /// Records a receipt as invalid (never to be sent) and says so.
+    fn invalid(&self, rid: &str, model_id: &str, reason: String) -> Result<Outcome, SettleError> {
+        self.write(rid, model_id, "invalid", None, Some(&reason))?;
+        Ok(Outcome::Invalid {
+            result_id: rid.to_string(),
+            reason,
+        })
+    }
+
+    /// Records a result as settled by someone or earlier (nothing sent now) and says so.
+    fn settled_before(
+        &self,
+        rid: &str,
+        model_id: &str,
+        detail: &str,
+    ) -> Result<Outcome, SettleError> {
+        self.write(rid, model_id, "settled", None, Some(detail))?;
+        Ok(Outcome::AlreadySettled {
+            result_id: rid.to_string(),
+        })
+    }
+
+    /// Records a result as settled by this agent's mined transaction and says so.
+    fn settled_by(
+        &self,
+        rid: &str,
+        model_id: &str,
+        hash: B256,
+        block: u64,
+        gas_used: u64,
+    ) -> Result<Outcome, SettleError> {
+        self.write(rid, model_id, "settled", None, None)?;
+        Ok(Outcome::Settled {
+            result_id: rid.to_string(),
+            tx_hash: hash.to_string(),
+            block,
+            gas_used,
+        })
+    }
+
+    /// The account's nonce: of the latest block, or counting pending transactions.
+    async fn account_nonce(&self, pending: bool) -> Result<u64, SettleError> {
+        let from = self.from;
+        self.retry("reading the account's nonce", |p| async move {
+            let count = p.get_transaction_count(from);
+            if pending {
+                count.pending()
+            } else {
+                count.latest()
+            }
+            .await
+            .map_err(|e| e.to_string())
+        })
+        .await
     }
 
     /// Keeps a receipt the registry refuses for now, to try it again later.
@@ -594,15 +645,7 @@ impl Settler {
         if let Some(n) = self.nonce {
             return Ok(n);
         }
-        let from = self.from;
-        let n = self
-            .retry("reading the account's nonce", |p| async move {
-                p.get_transaction_count(from)
-                    .pending()
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-            .await?;
+        let n = self.account_nonce(true).await?;
         self.nonce = Some(n);
         Ok(n)
     }
@@ -642,29 +685,14 @@ impl Settler {
                     }
                     match self.wait_mined(hash).await? {
                         Some((block, gas_used, true)) => {
-                            self.write(&rid, &r.model_id, "settled", None, None)?;
-                            return Ok(Outcome::Settled {
-                                result_id: rid,
-                                tx_hash: hash.to_string(),
-                                block,
-                                gas_used,
-                            });
+                            return self.settled_by(&rid, &r.model_id, hash, block, gas_used);
                         }
                         // reverted: the checks below say why (settled by another, or refused)
                         Some(_) => {}
                         None => {
                             // never mined while its nonce is free: it may still be; when another
                             // transaction took the nonce, it never will be, so send anew
-                            let from = self.from;
-                            let latest = self
-                                .retry("reading the account's nonce", |p| async move {
-                                    p.get_transaction_count(from)
-                                        .latest()
-                                        .await
-                                        .map_err(|e| e.to_string())
-                                })
-                                .await?;
-                            if latest <= nonce {
+                            if self.account_nonce(false).await? <= nonce {
                                 return Err(SettleError::Chain {
                                     stage: "confirming an earlier transaction",
                                     detail: format!(
@@ -682,26 +710,14 @@ impl Settler {
             _ => {}
         }
         if let Err(e) = r.verify(catalogue, self.cfg.allow_insecure_srs) {
-            let reason = e.to_string();
-            self.write(&rid, &r.model_id, "invalid", None, Some(&reason))?;
-            return Ok(Outcome::Invalid {
-                result_id: rid,
-                reason,
-            });
+            return self.invalid(&rid, &r.model_id, e.to_string());
         }
         if self.is_settled(r).await? {
-            self.write(&rid, &r.model_id, "settled", None, Some("settled before"))?;
-            return Ok(Outcome::AlreadySettled { result_id: rid });
+            return self.settled_before(&rid, &r.model_id, "settled before");
         }
         let data = match calldata(r) {
             Ok(d) => d,
-            Err(reason) => {
-                self.write(&rid, &r.model_id, "invalid", None, Some(&reason))?;
-                return Ok(Outcome::Invalid {
-                    result_id: rid,
-                    reason,
-                });
-            }
+            Err(reason) => return self.invalid(&rid, &r.model_id, reason),
         };
         self.send(r, &rid, data).await
     }
@@ -743,10 +759,7 @@ impl Settler {
                     };
                     let reason = format!("the registry refuses it: {why}");
                     if kind == Refusal::MaybeSettled && self.is_settled(r).await? {
-                        self.write(rid, &r.model_id, "settled", None, Some(&reason))?;
-                        return Ok(Outcome::AlreadySettled {
-                            result_id: rid.to_string(),
-                        });
+                        return self.settled_before(rid, &r.model_id, &reason);
                     }
                     if kind == Refusal::NotYet {
                         self.write_deferred(rid, r, &reason)?;
@@ -755,11 +768,7 @@ impl Settler {
                             reason,
                         });
                     }
-                    self.write(rid, &r.model_id, "invalid", None, Some(&reason))?;
-                    return Ok(Outcome::Invalid {
-                        result_id: rid.to_string(),
-                        reason,
-                    });
+                    return self.invalid(rid, &r.model_id, reason);
                 }
             }
         }
@@ -836,26 +845,11 @@ impl Settler {
             self.nonce = Some(nonce + 1);
             return match self.wait_mined(hash).await? {
                 Some((block, gas_used, true)) => {
-                    self.write(rid, &r.model_id, "settled", None, None)?;
-                    Ok(Outcome::Settled {
-                        result_id: rid.to_string(),
-                        tx_hash: hash.to_string(),
-                        block,
-                        gas_used,
-                    })
+                    self.settled_by(rid, &r.model_id, hash, block, gas_used)
                 }
                 Some((_, _, false)) => {
                     if self.is_settled(r).await? {
-                        self.write(
-                            rid,
-                            &r.model_id,
-                            "settled",
-                            None,
-                            Some("settled by another"),
-                        )?;
-                        return Ok(Outcome::AlreadySettled {
-                            result_id: rid.to_string(),
-                        });
+                        return self.settled_before(rid, &r.model_id, "settled by another");
                     }
                     Err(SettleError::Chain {
                         stage: "confirming the transaction",

@@ -11,42 +11,14 @@ use veriml_circuits::{
     circuit::{plan, MAX_WEIGHT_COLUMNS},
     graph::{Graph, Op},
     halo2_proofs::{
-        arithmetic::best_multiexp,
-        dev::MockProver,
-        halo2curves::{
-            bn256::{Fr, G1Affine, G1},
-            group::{prime::PrimeCurveAffine, Curve},
-        },
-        poly::EvaluationDomain,
+        arithmetic::best_multiexp, dev::MockProver, halo2curves::bn256::Fr, poly::EvaluationDomain,
     },
     ModelCircuit, QuantOptions, QuantizedModel,
 };
-use veriml_prover::{msm::MsmChoice, pipeline, Srs};
+use veriml_prover::{msm::MsmChoice, pipeline};
 
-fn scalars(n: usize) -> Vec<Fr> {
-    // deterministic, full-size scalars
-    let mut x = Fr::from(0x9e37_79b9_7f4a_7c15);
-    (0..n)
-        .map(|_| {
-            x = x.square() + Fr::from(7);
-            x
-        })
-        .collect()
-}
-
-fn bases(n: usize) -> Vec<G1Affine> {
-    let g = G1::from(G1Affine::generator());
-    let mut acc = g;
-    let proj: Vec<G1> = (0..n)
-        .map(|_| {
-            acc = acc + acc + g;
-            acc
-        })
-        .collect();
-    let mut out = vec![G1Affine::identity(); n];
-    G1::batch_normalize(&proj, &mut out);
-    out
-}
+mod common;
+use common::{bases, scalars, Fixture};
 
 fn msm_and_fft(c: &mut Criterion) {
     let mut g = c.benchmark_group("msm");
@@ -173,7 +145,6 @@ fn msm_backends(c: &mut Criterion) {
 fn prove_models(c: &mut Criterion) {
     let mut g = c.benchmark_group("prove in process (keys in memory)");
     g.sample_size(10).measurement_time(Duration::from_secs(8));
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/models");
     for model in [
         "tiny_mlp",
         "digits_mlp",
@@ -181,43 +152,26 @@ fn prove_models(c: &mut Criterion) {
         "lenet28",
         "digits_attn",
     ] {
-        let opts = QuantOptions {
-            input_range: (0.0, 1.0),
-            ..QuantOptions::default()
-        };
-        let (settings, compiled) = veriml_circuits::compile_model(
-            &root.join(model).join("model.onnx"),
-            &opts,
-            &Default::default(),
-        )
-        .unwrap();
-        let m = Arc::new(compiled.model);
-        let srs = Srs::insecure_dev(settings.circuit.k, 1);
-        let keys = pipeline::setup(&settings, m.clone(), &srs).unwrap();
-        let input = veriml_circuits::input::parse_input_json(
-            &std::fs::read_to_string(root.join(model).join("input.json")).unwrap(),
-        )
-        .unwrap();
+        let f = Fixture::load(model);
+        let (srs, keys) = (&f.srs, &f.keys);
         // before: halo2's KZGCommitmentScheme (halo2curves' MSM everywhere)
-        let xq = m.quantize_input(&input).unwrap();
-        let circuit =
-            || ModelCircuit::with_input(m.clone(), settings.circuit.shape, xq.clone()).unwrap();
-        let instances = circuit().instances().unwrap();
+        let instances = f.circuit().instances().unwrap();
         g.bench_function(format!("{model} halo2 scheme"), |b| {
-            b.iter(|| pipeline::prove_circuit(&srs, &keys.pk, circuit(), &instances).unwrap())
+            b.iter(|| pipeline::prove_circuit(srs, &keys.pk, f.circuit(), &instances).unwrap())
         });
         // after: VeriML's scheme with each backend, parameters prepared once
         for choice in [MsmChoice::Halo2, MsmChoice::Cpu] {
-            let (params, _) = pipeline::engine(&srs, choice).unwrap();
+            let (params, _) = pipeline::engine(srs, choice).unwrap();
             g.bench_function(format!("{model} engine {}", params.backend_name()), |b| {
                 b.iter(|| {
-                    pipeline::prove_circuit_with(&params, &keys.pk, circuit(), &instances).unwrap()
+                    pipeline::prove_circuit_with(&params, &keys.pk, f.circuit(), &instances)
+                        .unwrap()
                 })
             });
         }
         // the whole call, preparing the parameters each time
         g.bench_function(format!("{model} pipeline::prove"), |b| {
-            b.iter(|| pipeline::prove(&srs, &keys, &settings, m.clone(), &input).unwrap())
+            b.iter(|| pipeline::prove(srs, keys, &f.settings, f.model.clone(), &f.input).unwrap())
         });
     }
     g.finish();

@@ -125,7 +125,7 @@ fn msm_backends(c: &mut Criterion) {
             }
         })
         .collect();
-    for k in [16u32, 18] {
+    for k in [11u32, 13, 16, 18] {
         let n = 1usize << k;
         for (kind, sc) in [
             ("bytes", &bytes),

@@ -8,18 +8,20 @@
 //! - [`GpuMsm`] (`gpu`): the CUDA backend of `veriml-cuda` (the `cuda` feature), points
 //!   resident on the device, small MSMs and every failure on the CPU;
 //! - [`SplitMsm`] (`cpu`): most of VeriML's advice cells are small (bytes, limbs, small signed
-//!   values), so scalars are sorted by size: small ones (a 64-bit magnitude, either sign) go
-//!   through a bucket method whose windows cover only the largest small magnitude (a column of
-//!   bytes is one window of 256 buckets), zeros are skipped; full-size scalars that repeat a
-//!   few values (second-phase columns of challenge powers: 69 to 1,423 distinct values among
-//!   26,000 to 59,000 in lenet28's and digits_attn's proofs) are grouped by value, the points of
-//!   each value added first; only the full-size rest pays for 254-bit windows (halo2curves'
-//!   MSM on that subset).
+//!   values), so scalars are sorted by size: small ones (a 64-bit magnitude, either sign) are
+//!   cut into windows that cover only the largest small magnitude (a column of bytes is one
+//!   window), zeros are skipped; full-size scalars that repeat few values (second-phase columns
+//!   of challenge powers: 69 to 1,423 distinct values among 26,000 to 59,000 in lenet28's and
+//!   digits_attn's proofs, 259 among 1,198 in mnist_mlp's) are grouped by value, the points of
+//!   each value added first; the full-size rest pays for 254-bit windows. Buckets are summed in
+//!   affine coordinates, a whole round of additions sharing one inversion (`affine`), up to
+//!   2^16 full-size scalars; above that halo2curves' own batch-affine MSM is faster here.
 //!
 //! Every backend must return exactly `Σ sᵢ·Pᵢ`; the differential tests compare each with
 //! [`naive`] on edge cases (zeros, ones, scalars near the modulus, repeated bases, the point at
 //! infinity, lengths that are not powers of two).
 
+mod affine;
 mod gpu;
 mod split;
 

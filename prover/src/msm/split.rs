@@ -1,25 +1,19 @@
 //! The CPU backend: scalars sorted by size (see the module documentation of [`super`]).
 
+use super::affine::{self, Term};
 use super::MsmBackend;
 use halo2_proofs::arithmetic::best_multiexp;
 use halo2_proofs::halo2curves::bn256::{Fr, G1Affine, G1};
 use halo2_proofs::halo2curves::ff::{Field, PrimeField};
-use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Curve, Group};
+use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Group};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// Small scalars (64-bit magnitude, either sign) through narrow buckets; full-size ones that
-/// repeat a few values grouped by value; the rest through halo2curves' MSM.
+/// Small scalars (64-bit magnitude, either sign) in windows as wide as their largest magnitude;
+/// full-size ones that repeat few values grouped by value; the rest in 254-bit windows
+/// (batch-affine buckets up to 2^16 of them, halo2curves' MSM above).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SplitMsm;
-
-/// A small scalar: its magnitude, its sign, its point's index.
-#[derive(Clone, Copy)]
-struct Small {
-    magnitude: u64,
-    negative: bool,
-    index: u32,
-}
 
 /// The low 64 bits of a canonical scalar when the rest is zero.
 fn as_u64(s: &Fr) -> Option<u64> {
@@ -31,89 +25,39 @@ fn as_u64(s: &Fr) -> Option<u64> {
     Some(u64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
 }
 
-/// Sorts one chunk of scalars: small ones (zeros dropped), and the indices of full ones.
-fn sort_chunk(scalars: &[Fr], offset: usize) -> (Vec<Small>, Vec<u32>) {
+/// A scalar's canonical magnitude as limbs.
+fn limbs(s: &Fr) -> [u64; 4] {
+    let repr = s.to_repr();
+    let mut m = [0u64; 4];
+    for (l, chunk) in m.iter_mut().zip(repr.as_ref().chunks(8)) {
+        *l = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+    }
+    m
+}
+
+/// Sorts one chunk of scalars: small ones as terms (zeros dropped), and the indices of full
+/// ones.
+fn sort_chunk(scalars: &[Fr], offset: usize) -> (Vec<Term>, Vec<u32>) {
     let mut small = Vec::with_capacity(scalars.len());
     let mut full = Vec::new();
+    let term = |m: u64, negative: bool, index: u32| Term {
+        magnitude: [m, 0, 0, 0],
+        negative,
+        index,
+    };
     for (i, s) in scalars.iter().enumerate() {
         let index = (offset + i) as u32;
         if let Some(m) = as_u64(s) {
             if m != 0 {
-                small.push(Small {
-                    magnitude: m,
-                    negative: false,
-                    index,
-                });
+                small.push(term(m, false, index));
             }
         } else if let Some(m) = as_u64(&-*s) {
-            small.push(Small {
-                magnitude: m,
-                negative: true,
-                index,
-            });
+            small.push(term(m, true, index));
         } else {
             full.push(index);
         }
     }
     (small, full)
-}
-
-/// The window width that minimises `windows · (points per thread + 2·buckets)`.
-fn window_bits(points: usize, max_bits: u32, threads: usize) -> u32 {
-    let per_thread = points.div_ceil(threads.max(1)) as f64;
-    (1..=max_bits.clamp(1, 16))
-        .min_by(|&a, &b| {
-            let cost =
-                |c: u32| max_bits.div_ceil(c) as f64 * (per_thread + 2.0 * (1u64 << c) as f64);
-            cost(a).total_cmp(&cost(b))
-        })
-        .unwrap_or(1)
-}
-
-/// Σ ±mᵢ·P over one chunk of small scalars: the bucket method with `c`-bit windows.
-fn small_chunk(items: &[Small], bases: &[G1Affine], c: u32, windows: u32) -> G1 {
-    let mask = (1u64 << c) - 1;
-    let mut buckets = vec![G1::identity(); (1usize << c) - 1];
-    let mut total = G1::identity();
-    for w in (0..windows).rev() {
-        for _ in 0..c {
-            total = total.double();
-        }
-        buckets.iter_mut().for_each(|b| *b = G1::identity());
-        let shift = w * c;
-        for it in items {
-            let digit = (it.magnitude >> shift) & mask;
-            if digit != 0 {
-                let b = &mut buckets[digit as usize - 1];
-                let p = &bases[it.index as usize];
-                *b = if it.negative { *b - p } else { *b + p };
-            }
-        }
-        // Σ d·bucket[d] by running sums, highest digit first
-        let mut running = G1::identity();
-        let mut sum = G1::identity();
-        for b in buckets.iter().rev() {
-            running += b;
-            sum += running;
-        }
-        total += sum;
-    }
-    total
-}
-
-fn small_msm(items: &[Small], bases: &[G1Affine]) -> G1 {
-    let Some(max) = items.iter().map(|s| s.magnitude).max() else {
-        return G1::identity();
-    };
-    let max_bits = 64 - max.leading_zeros();
-    let threads = rayon::current_num_threads();
-    let c = window_bits(items.len(), max_bits, threads);
-    let windows = max_bits.div_ceil(c);
-    let chunk = items.len().div_ceil(threads).max(1024);
-    items
-        .par_chunks(chunk)
-        .map(|ch| small_chunk(ch, bases, c, windows))
-        .reduce(G1::identity, |a, b| a + b)
 }
 
 /// halo2curves' MSM without the points at infinity: its batch-affine MSM assumes none (it panics
@@ -130,19 +74,48 @@ fn finite_msm(scalars: Vec<Fr>, bases: Vec<G1Affine>) -> G1 {
     best_multiexp(&s, &b)
 }
 
+/// Full-size scalars up to this many go through [`affine::msm`]; above it halo2curves' own
+/// batch-affine MSM is faster. Measured (`cargo bench -p veriml-prover --features
+/// veriml-circuits/asm -- "msm backends"`, against halo2curves): 2^11 1.65x, 2^13 1.18x, 2^16
+/// 1.10x faster, 2^18 7% slower.
+const AFFINE_FULL_LIMIT: usize = 1 << 16;
+
+/// Σ sᵢ·Pᵢ over the full-size scalars at `indices`.
+fn full_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> G1 {
+    if indices.len() <= AFFINE_FULL_LIMIT {
+        let terms: Vec<Term> = indices
+            .iter()
+            .map(|&i| Term {
+                magnitude: limbs(&scalars[i as usize]),
+                negative: false,
+                index: i,
+            })
+            .collect();
+        return affine::msm(&terms, bases);
+    }
+    let (s, b): (Vec<Fr>, Vec<G1Affine>) = indices
+        .iter()
+        .map(|&i| (scalars[i as usize], bases[i as usize]))
+        .unzip();
+    finite_msm(s, b)
+}
+
 /// Σ sᵢ·Pᵢ over `indices` when few distinct values repeat among the scalars (a column of
-/// challenge powers, say): the points of each value are added first (one addition a point), then
-/// one scalar multiplication a value. `None` when more than a quarter of the scalars differ.
+/// challenge powers, say): the points of each value are added first (batch-affine buckets, one
+/// a value), then one MSM over the values. `None` when more than half of the scalars differ.
 fn repeated_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> Option<G1> {
-    let limit = indices.len() / 4;
-    // a spread-out sample first: random-looking scalars are given up on after 256 lookups
+    let limit = indices.len() / 2;
+    // a spread-out sample first: scalars without repeats (nearly every value in a sample of
+    // 256 to 511 differs) are given up on at once. A column of v values repeated among n scalars
+    // shows about v·(1 − e^(−m/v)) values in a sample of m: 69% of the sample at v = m, 89%
+    // at v = 4m.
     let step = (indices.len() / 256).max(1);
     let sample: std::collections::HashSet<Fr> = indices
         .iter()
         .step_by(step)
         .map(|&i| scalars[i as usize])
         .collect();
-    if sample.len() > indices.len().div_ceil(step) / 4 {
+    if sample.len() * 5 > indices.len().div_ceil(step) * 4 {
         return None;
     }
     let mut slot: HashMap<Fr, u32> = HashMap::new();
@@ -155,35 +128,28 @@ fn repeated_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> Option<G
         }
         which.push(k);
     }
+    // counting sort of the points by value, then every value's points added
     let values = slot.len();
-    let chunk = indices
-        .len()
-        .div_ceil(rayon::current_num_threads())
-        .max(4096);
-    let sums = indices
-        .par_chunks(chunk)
-        .zip(which.par_chunks(chunk))
-        .map(|(ix, wh)| {
-            let mut acc = vec![G1::identity(); values];
-            for (&i, &k) in ix.iter().zip(wh) {
-                acc[k as usize] += bases[i as usize];
-            }
-            acc
-        })
-        .reduce(
-            || vec![G1::identity(); values],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        );
-    let mut points = vec![G1Affine::identity(); values];
-    G1::batch_normalize(&sums, &mut points);
+    let mut starts = vec![0usize; values + 1];
+    for &k in &which {
+        starts[k as usize + 1] += 1;
+    }
+    for v in 0..values {
+        starts[v + 1] += starts[v];
+    }
+    let mut next = starts.clone();
+    let mut points = vec![G1Affine::identity(); indices.len()];
+    for (&i, &k) in indices.iter().zip(&which) {
+        points[next[k as usize]] = bases[i as usize];
+        next[k as usize] += 1;
+    }
+    let sums = affine::bucket_sums(&mut points, &starts);
     let mut coeffs = vec![Fr::ZERO; values];
     for (s, k) in slot {
         coeffs[k as usize] = s;
     }
-    Some(finite_msm(coeffs, points))
+    let all: Vec<u32> = (0..values as u32).collect();
+    Some(full_msm(&all, &coeffs, &sums))
 }
 
 impl MsmBackend for SplitMsm {
@@ -196,12 +162,12 @@ impl MsmBackend for SplitMsm {
         assert!(bases.len() >= n, "{} bases for {n} scalars", bases.len());
         assert!(n <= u32::MAX as usize, "MSM of {n} points");
         let chunk = n.div_ceil(rayon::current_num_threads()).max(4096);
-        let sorted: Vec<(Vec<Small>, Vec<u32>)> = scalars
+        let sorted: Vec<(Vec<Term>, Vec<u32>)> = scalars
             .par_chunks(chunk)
             .enumerate()
             .map(|(i, ch)| sort_chunk(ch, i * chunk))
             .collect();
-        let small: Vec<Small> = sorted.iter().flat_map(|(s, _)| s.iter().copied()).collect();
+        let small: Vec<Term> = sorted.iter().flat_map(|(s, _)| s.iter().copied()).collect();
         let full: Vec<u32> = sorted.iter().flat_map(|(_, f)| f.iter().copied()).collect();
         let (full_sum, small_sum) = rayon::join(
             || {
@@ -211,27 +177,10 @@ impl MsmBackend for SplitMsm {
                 if let Some(sum) = repeated_msm(&full, scalars, bases) {
                     return sum;
                 }
-                let (s, b): (Vec<Fr>, Vec<G1Affine>) = full
-                    .iter()
-                    .map(|&i| (scalars[i as usize], bases[i as usize]))
-                    .unzip();
-                finite_msm(s, b)
+                full_msm(&full, scalars, bases)
             },
-            || small_msm(&small, bases),
+            || affine::msm(&small, bases),
         );
         full_sum + small_sum
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_fits_the_magnitudes() {
-        // bytes: one window of 8 bits for a column of any length
-        assert_eq!(window_bits(1 << 16, 8, 2), 8);
-        // a few wide scalars: narrow windows, few buckets
-        assert!(window_bits(10, 64, 2) <= 4);
     }
 }

@@ -148,7 +148,7 @@ enum Cmd {
         /// Where to write the proof (default: DIR/proof.json).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// MSM backend for the commitments: `cpu` (small scalars through narrow buckets),
+        /// MSM backend for the commitments: `cpu` (scalars sorted by size, batch-affine buckets),
         /// `halo2` (halo2curves' MSM), `gpu` (a CUDA build on an NVIDIA device; otherwise a
         /// warning and the CPU), `auto` (the GPU when usable, else the CPU).
         #[arg(long, default_value = "auto", env = "VERIML_MSM")]

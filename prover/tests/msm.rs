@@ -156,3 +156,35 @@ fn backends_agree_on_large_inputs() {
         naive(&scalars, &all[..1000]).to_affine()
     );
 }
+
+#[test]
+fn grouping_into_more_values_than_the_affine_limit_agrees() {
+    // 3·2^16 scalars: 60% one full-size value, the rest distinct. The sample shows repeats, so
+    // they are grouped by value, and the ~78,000 values left (over 2^16) go to halo2curves.
+    let mut rng = ChaCha20Rng::seed_from_u64(16);
+    let n = 3 << 16;
+    let g = G1::random(&mut rng);
+    let mut acc = g;
+    let proj: Vec<G1> = (0..n)
+        .map(|_| {
+            acc = acc.double() + g;
+            acc
+        })
+        .collect();
+    let mut all = vec![G1Affine::identity(); n];
+    G1::batch_normalize(&proj, &mut all);
+    let common = Fr::random(&mut rng);
+    let scalars: Vec<Fr> = (0..n)
+        .map(|i| {
+            if i % 5 < 3 {
+                common
+            } else {
+                Fr::random(&mut rng)
+            }
+        })
+        .collect();
+    assert_eq!(
+        SplitMsm.msm(&scalars, &all).to_affine(),
+        Halo2Msm.msm(&scalars, &all).to_affine()
+    );
+}

@@ -14,8 +14,9 @@
 //! as half the points left.
 //!
 //! Scalars are cut into signed `c`-bit digits (−2^(c−1) ≤ d ≤ 2^(c−1)): a negative digit adds
-//! the negated point, so a window has 2^(c−1) buckets. Windows are independent and are split
-//! over threads; the cost model picks `c` for the number of points, the magnitude of the
+//! the negated point, so a window has 2^(c−1) buckets. Windows are independent: threads take
+//! whole windows, or slices of the points when there are few windows (bytes); the cost model
+//! picks that and `c` for the number of points, the magnitude of the
 //! largest scalar and the threads.
 //!
 //! Nothing is assumed away in an addition: a point at infinity (x = y = 0 in halo2curves'
@@ -23,8 +24,8 @@
 //! (λ = 3x²/2y: no point of G1 has y = 0, its order being an odd prime); opposite points give the
 //! point at infinity.
 
-use halo2_proofs::halo2curves::bn256::{Fq, G1Affine, G1};
-use halo2_proofs::halo2curves::ff::Field;
+use halo2_proofs::halo2curves::bn256::{Fq, Fr, G1Affine, G1};
+use halo2_proofs::halo2curves::ff::{Field, PrimeField};
 use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Group};
 use rayon::prelude::*;
 
@@ -34,6 +35,16 @@ pub(super) struct Term {
     pub magnitude: [u64; 4],
     pub negative: bool,
     pub index: u32,
+}
+
+/// A scalar's canonical value as little-endian limbs.
+pub(super) fn limbs(s: &Fr) -> [u64; 4] {
+    let repr = s.to_repr();
+    let mut m = [0u64; 4];
+    for (l, chunk) in m.iter_mut().zip(repr.as_ref().chunks(8)) {
+        *l = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+    }
+    m
 }
 
 fn is_infinity(p: &G1Affine) -> bool {
@@ -106,7 +117,10 @@ pub(super) fn bucket_sums(points: &mut [G1Affine], starts: &[usize]) -> Vec<G1Af
         if inverses.is_empty() {
             break;
         }
-        // every denominator is nonzero, so their product is
+        // every denominator is nonzero for points on the curve (y = 0 is none of G1's), so their
+        // product is; a base off the curve would make the sums wrong, and the proof then fails
+        // verification
+        debug_assert!(!bool::from(acc.is_zero()), "a base is not on the curve");
         let mut inv = acc.invert().unwrap_or(Fq::ZERO);
         for (d, before) in inverses.iter_mut().zip(&prefix).rev() {
             let denominator = *d;
@@ -202,10 +216,10 @@ fn plan(n: usize, max_bits: usize, threads: usize) -> Plan {
     (2..=16)
         .flat_map(|c| [Plan { c, chunks: 1 }, Plan { c, chunks: threads }])
         .min_by_key(cost)
-        .unwrap_or(Plan { c: 8, chunks: 1 })
+        .expect("window widths 2 to 16")
 }
 
-/// Σ ±mᵢ·P over `terms` (points at infinity are allowed and add nothing).
+/// Σ ±mᵢ·P_indexᵢ over `terms` (points at infinity are allowed and add nothing).
 pub(super) fn msm(terms: &[Term], bases: &[G1Affine]) -> G1 {
     let n = terms.len();
     let max_bits = terms
@@ -236,7 +250,7 @@ pub(super) fn msm(terms: &[Term], bases: &[G1Affine]) -> G1 {
     }
 }
 
-/// Σ ±mᵢ·P over `terms` by `c`-bit signed windows, the windows on threads when `parallel`.
+/// Σ ±mᵢ·P_indexᵢ over `terms` by `c`-bit signed windows, the windows on threads when `parallel`.
 fn windows_msm(
     terms: &[Term],
     bases: &[G1Affine],
@@ -319,8 +333,6 @@ fn window_sum(
 mod tests {
     use super::*;
     use crate::msm::naive;
-    use halo2_proofs::halo2curves::bn256::Fr;
-    use halo2_proofs::halo2curves::ff::PrimeField;
     use halo2_proofs::halo2curves::group::Curve;
 
     fn point(i: u64) -> G1Affine {
@@ -331,17 +343,10 @@ mod tests {
         scalars
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let r = s.to_repr();
-                let mut m = [0u64; 4];
-                for (l, chunk) in m.iter_mut().zip(r.as_ref().chunks(8)) {
-                    *l = u64::from_le_bytes(chunk.try_into().unwrap());
-                }
-                Term {
-                    magnitude: m,
-                    negative: false,
-                    index: i as u32,
-                }
+            .map(|(i, s)| Term {
+                magnitude: limbs(s),
+                negative: false,
+                index: i as u32,
             })
             .collect()
     }

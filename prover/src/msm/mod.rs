@@ -9,13 +9,14 @@
 //!   resident on the device, small MSMs and every failure on the CPU;
 //! - [`SplitMsm`] (`cpu`): most of VeriML's advice cells are small (bytes, limbs, small signed
 //!   values), so scalars are sorted by size: small ones (a 64-bit magnitude, either sign) are
-//!   cut into windows that cover only the largest small magnitude (a column of bytes is one
-//!   window), zeros are skipped; full-size scalars that repeat few values (second-phase columns
-//!   of challenge powers: 69 to 1,423 distinct values among 26,000 to 59,000 in lenet28's and
-//!   digits_attn's proofs, 259 among 1,198 in mnist_mlp's) are grouped by value, the points of
-//!   each value added first; the full-size rest pays for 254-bit windows. Buckets are summed in
-//!   affine coordinates, a whole round of additions sharing one inversion (`affine`), up to
-//!   2^16 full-size scalars; above that halo2curves' own batch-affine MSM is faster here.
+//!   cut into windows that cover only the largest small magnitude (a column of bytes: one or two
+//!   windows), zeros are skipped; full-size scalars that repeat few values (second-phase
+//!   columns of challenge powers: 69 to 1,423 distinct values among 26,000 to 59,000 in
+//!   lenet28's and digits_attn's proofs, 259 among 1,198 in mnist_mlp's) are grouped by value
+//!   when a sample shows repeats, the points of each value added first; the full-size rest pays
+//!   for 254-bit windows. Buckets are summed in affine coordinates, a round of additions sharing
+//!   one inversion (`affine`), up to 2^16 full-size scalars; above that halo2curves' own
+//!   batch-affine MSM is faster here.
 //!
 //! Every backend must return exactly `Σ sᵢ·Pᵢ`; the differential tests compare each with
 //! [`naive`] on edge cases (zeros, ones, scalars near the modulus, repeated bases, the point at

@@ -9,7 +9,7 @@ use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Group};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// Small scalars (64-bit magnitude, either sign) in windows as wide as their largest magnitude;
+/// Small scalars (64-bit magnitude, either sign) in windows that cover only their largest magnitude;
 /// full-size ones that repeat few values grouped by value; the rest in 254-bit windows
 /// (batch-affine buckets up to 2^16 of them, halo2curves' MSM above).
 #[derive(Clone, Copy, Debug, Default)]
@@ -23,16 +23,6 @@ fn as_u64(s: &Fr) -> Option<u64> {
         return None;
     }
     Some(u64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
-}
-
-/// A scalar's canonical magnitude as limbs.
-fn limbs(s: &Fr) -> [u64; 4] {
-    let repr = s.to_repr();
-    let mut m = [0u64; 4];
-    for (l, chunk) in m.iter_mut().zip(repr.as_ref().chunks(8)) {
-        *l = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-    }
-    m
 }
 
 /// Sorts one chunk of scalars: small ones as terms (zeros dropped), and the indices of full
@@ -76,8 +66,8 @@ fn finite_msm(scalars: Vec<Fr>, bases: Vec<G1Affine>) -> G1 {
 
 /// Full-size scalars up to this many go through [`affine::msm`]; above it halo2curves' own
 /// batch-affine MSM is faster. Measured (`cargo bench -p veriml-prover --features
-/// veriml-circuits/asm -- "msm backends"`, against halo2curves): 2^11 1.65x, 2^13 1.18x, 2^16
-/// 1.10x faster, 2^18 7% slower.
+/// veriml-circuits/asm -- "msm backends"`, the affine method against halo2curves, medians):
+/// 2^11 1.65x, 2^13 1.17x, 2^16 1.11x faster; 2^18 15% slower (458.2 against 398.8 ms).
 const AFFINE_FULL_LIMIT: usize = 1 << 16;
 
 /// Σ sᵢ·Pᵢ over the full-size scalars at `indices`.
@@ -86,7 +76,7 @@ fn full_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> G1 {
         let terms: Vec<Term> = indices
             .iter()
             .map(|&i| Term {
-                magnitude: limbs(&scalars[i as usize]),
+                magnitude: affine::limbs(&scalars[i as usize]),
                 negative: false,
                 index: i,
             })
@@ -102,13 +92,14 @@ fn full_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> G1 {
 
 /// Σ sᵢ·Pᵢ over `indices` when few distinct values repeat among the scalars (a column of
 /// challenge powers, say): the points of each value are added first (batch-affine buckets, one
-/// a value), then one MSM over the values. `None` when more than half of the scalars differ.
+/// a value), then one MSM over the values. `None` when a sample shows too few repeats (below) or
+/// more than half of the scalars differ.
 fn repeated_msm(indices: &[u32], scalars: &[Fr], bases: &[G1Affine]) -> Option<G1> {
     let limit = indices.len() / 2;
-    // a spread-out sample first: scalars without repeats (nearly every value in a sample of
-    // 256 to 511 differs) are given up on at once. A column of v values repeated among n scalars
-    // shows about v·(1 − e^(−m/v)) values in a sample of m: 69% of the sample at v = m, 89%
-    // at v = 4m.
+    // a spread-out sample first (256 to 511 scalars, or all of them when fewer): scalars without
+    // repeats are given up on at once, when more than 4/5 of the sample differ. v equally
+    // frequent values show about v·(1 − e^(−m/v)) distinct ones in a sample of m: 63% of the
+    // sample at v = m, 80% (the cut) at v ≈ 2.2·m, 88% at v = 4·m.
     let step = (indices.len() / 256).max(1);
     let sample: std::collections::HashSet<Fr> = indices
         .iter()

@@ -4,8 +4,8 @@
 //! Once the inversion is shared, an affine addition costs about six multiplications (three for
 //! the trick, then λ, λ² and λ·(x₁ − x₃)) against about eleven for halo2curves' complete
 //! projective addition. halo2curves batches affine additions only from 10-bit windows up
-//! (about 8,100 points); below that every addition is projective, and the shared MLPs' columns
-//! are 2^10–2^12 rows.
+//! (about 8,100 points); below that every addition is projective, and digits_mlp's and
+//! mnist_mlp's columns are 2^10 and 2^11 rows.
 //!
 //! Buckets are summed by a tree rather than a schedule: the points are sorted by bucket (one
 //! counting sort a window), then each round adds neighbours within every bucket at once,
@@ -16,8 +16,7 @@
 //! Scalars are cut into signed `c`-bit digits (−2^(c−1) ≤ d ≤ 2^(c−1)): a negative digit adds
 //! the negated point, so a window has 2^(c−1) buckets. Windows are independent: threads take
 //! whole windows, or slices of the points when there are few windows (bytes); the cost model
-//! picks that and `c` for the number of points, the magnitude of the
-//! largest scalar and the threads.
+//! picks that and `c` for the number of points, the largest magnitude and the threads.
 //!
 //! Nothing is assumed away in an addition: a point at infinity (x = y = 0 in halo2curves'
 //! encoding; never on y² = x³ + 3) is the other operand; equal points are doubled

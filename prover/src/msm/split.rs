@@ -9,9 +9,9 @@ use halo2_proofs::halo2curves::group::{prime::PrimeCurveAffine, Group};
 use rayon::prelude::*;
 use std::collections::HashMap;
 
-/// Small scalars (64-bit magnitude, either sign) in windows that cover only their largest magnitude;
-/// full-size ones that repeat few values grouped by value; the rest in 254-bit windows
-/// (batch-affine buckets up to 2^16 of them, halo2curves' MSM above).
+/// Small scalars (64-bit magnitude, either sign) in windows that cover only their largest
+/// magnitude; full-size ones that repeat few values grouped by value; the rest in 254-bit
+/// windows (batch-affine buckets up to 2^16 of them, halo2curves' MSM above).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SplitMsm;
 
